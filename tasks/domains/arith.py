@@ -1,0 +1,121 @@
+"""`arith`: multi-step integer arithmetic, the built-in domain of the embedded demo.
+
+A question is an expression such as `13-4+17`; the gold answer is its value; the reference
+chain of thought evaluates it left to right, one operation per line:
+
+    <think>13-4=9
+    9+17=26</think><answer>26</answer>
+
+Difficulty sets the number of operands and their size. The verifier parses the expression with
+a small recursive-descent parser (`+ - *` and parentheses; never `eval`) and compares integers.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from tasks.records import Seed, Verdict
+
+# level -> (operands, largest operand + 1)
+LEVELS: dict[int, tuple[int, int]] = {1: (2, 20), 2: (3, 20), 3: (4, 50), 4: (5, 100), 5: (6, 100)}
+MAX_DIFFICULTY = max(LEVELS)
+
+_TOKEN = re.compile(r"\s*(\d+|[-+*()])")
+
+
+class ParseError(ValueError):
+    pass
+
+
+def _tokens(expr: str) -> list[str]:
+    expr = expr.strip()
+    out, pos = [], 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if not m:
+            raise ParseError(f"unexpected character {expr[pos:pos + 1]!r} at {pos} in {expr!r}")
+        out.append(m.group(1))
+        pos = m.end()
+        while pos < len(expr) and expr[pos].isspace():
+            pos += 1
+    if not out:
+        raise ParseError("empty expression")
+    return out
+
+
+def evaluate(expr: str) -> int:
+    """Value of an integer expression with + - * and parentheses (standard precedence)."""
+    toks = _tokens(expr)
+    pos = 0
+
+    def peek() -> str | None:
+        return toks[pos] if pos < len(toks) else None
+
+    def take() -> str:
+        nonlocal pos
+        if pos >= len(toks):
+            raise ParseError(f"expression ends early: {expr!r}")
+        pos += 1
+        return toks[pos - 1]
+
+    def atom() -> int:
+        t = take()
+        if t == "(":
+            v = sum_()
+            if take() != ")":
+                raise ParseError(f"missing ')' in {expr!r}")
+            return v
+        if t == "-":
+            return -atom()
+        if t.isdigit():
+            return int(t)
+        raise ParseError(f"unexpected {t!r} in {expr!r}")
+
+    def product() -> int:
+        v = atom()
+        while peek() == "*":
+            take()
+            v *= atom()
+        return v
+
+    def sum_() -> int:
+        v = product()
+        while peek() in ("+", "-"):
+            op = take()
+            v = v + product() if op == "+" else v - product()
+        return v
+
+    value = sum_()
+    if pos != len(toks):
+        raise ParseError(f"trailing {toks[pos]!r} in {expr!r}")
+    return value
+
+
+def generate(rng: random.Random, difficulty: int) -> Seed:
+    operands, bound = LEVELS[difficulty]
+    nums = [rng.randrange(bound) for _ in range(operands)]
+    ops = [rng.choice("+-") for _ in range(operands - 1)]
+    question = str(nums[0]) + "".join(o + str(n) for o, n in zip(ops, nums[1:], strict=True))
+    return Seed.make(question, str(evaluate(question)), difficulty)
+
+
+def solution(question: str) -> str:
+    """Reference completion: left-to-right steps in the R1 format (+/- chains only)."""
+    toks = _tokens(question)
+    if "*" in toks or "(" in toks:
+        raise ValueError(f"no step-by-step solution for {question!r}: only +/- chains")
+    acc, steps = int(toks[0]), []
+    for op, num in zip(toks[1::2], toks[2::2], strict=True):
+        new = acc + int(num) if op == "+" else acc - int(num)
+        steps.append(f"{acc}{op}{num}={new}")
+        acc = new
+    return "<think>" + "\n".join(steps) + f"</think><answer>{acc}</answer>"
+
+
+def verify(answer: str, gold: str) -> Verdict:
+    """Compare the model's final answer with the gold one, as integers."""
+    text = answer.strip()
+    if not re.fullmatch(r"-?\d+", text):
+        return Verdict("reject", "unparsable_answer")
+    return Verdict("accept", "correct") if int(text) == int(gold) else Verdict("reject", "wrong")

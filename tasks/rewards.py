@@ -1,0 +1,80 @@
+"""Rewards: plain functions with TRL's reward signature, listed in one dict by name.
+
+`f(prompts, completions, **columns) -> list[float | None]`; `None` means the reward could not be
+computed for that sample (an infrastructure failure, never a wrong answer). The same dict drives
+rejection sampling (curate), GRPO and evaluation. `*_verdicts` functions give the reason behind
+each score, which curation counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from tasks.domains import DOMAINS
+from tasks.records import Verdict
+
+_FORMAT = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+
+
+def extract_answer(completion: str) -> str | None:
+    """The text of the last `<answer>…</answer>`, or None."""
+    found = _ANSWER.findall(completion)
+    return found[-1].strip() if found else None
+
+
+def format_verdict(completion: str) -> Verdict:
+    """R1 format: exactly one think block then one answer block, nothing around them."""
+    m = _FORMAT.fullmatch(completion)
+    if not m:
+        return Verdict("reject", "bad_format")
+    if "<think>" in m["think"] or "<answer>" in m["answer"] or "</think>" in m["answer"]:
+        return Verdict("reject", "bad_format")
+    if not m["answer"].strip():
+        return Verdict("reject", "empty_answer")
+    return Verdict("accept", "well_formed")
+
+
+def accuracy_verdict(completion: str, answer: str | None, domain: str) -> Verdict:
+    if answer is None:
+        return Verdict("infra_error", "no_gold_answer")
+    predicted = extract_answer(completion)
+    if predicted is None:
+        return Verdict("reject", "no_answer")
+    try:
+        return DOMAINS[domain].verify(predicted, answer)
+    except Exception as e:  # a verifier crash is not the model's fault
+        return Verdict("infra_error", f"verifier_error: {type(e).__name__}")
+
+
+def _score(v: Verdict) -> float | None:
+    return None if v.outcome == "infra_error" else float(v.outcome == "accept")
+
+
+def format_verdicts(completions: list[str], **_: object) -> list[Verdict]:
+    return [format_verdict(c) for c in completions]
+
+
+def accuracy_verdicts(
+    completions: list[str], answer: list[str | None], domain: list[str] | str = "arith", **_: object
+) -> list[Verdict]:
+    domains = [domain] * len(completions) if isinstance(domain, str) else domain
+    return [accuracy_verdict(c, a, d) for c, a, d in zip(completions, answer, domains, strict=True)]
+
+
+def format_reward(prompts: list[str], completions: list[str], **kw: object) -> list[float | None]:
+    return [_score(v) for v in format_verdicts(completions, **kw)]
+
+
+def accuracy_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
+    return [_score(v) for v in accuracy_verdicts(completions, **kw)]
+
+
+Reward = Callable[..., list[float | None]]
+
+# name -> (reward function with TRL's signature, the verdicts behind it)
+REWARDS: dict[str, tuple[Reward, Callable[..., list[Verdict]]]] = {
+    "accuracy": (accuracy_reward, accuracy_verdicts),
+    "format": (format_reward, format_verdicts),
+}
