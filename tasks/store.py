@@ -50,9 +50,6 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: float = 0.0
 
-    def path(self, root: Path, name: str) -> Path:
-        return Path(root) / name
-
 
 class StageCorrupt(RuntimeError):
     """A completed stage whose files no longer match its manifest."""

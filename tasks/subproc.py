@@ -10,8 +10,10 @@ A worker module defines `main(request: dict) -> dict` and ends with
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,24 @@ class WorkerError(RuntimeError):
     """A worker process failed; the message carries its exit status and log tail."""
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL the worker if the orchestrator dies, so a killed run leaves no orphan
+    engine holding memory while the resumed run starts."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _echo(chunk: bytes) -> None:
+    buf = getattr(sys.stderr, "buffer", None)
+    if buf is not None:
+        buf.write(chunk)
+    else:
+        sys.stderr.write(chunk.decode(errors="replace"))
+    sys.stderr.flush()
+
+
 def run_worker(module: str, request: dict[str, Any], log_path: Path | None = None) -> dict:
     """Run `python -m module` on `request`; return its result dict.
 
@@ -34,27 +54,30 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(request, default=str))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if sys.stderr.isatty():
+            # The child writes into a pipe; tell rich and tqdm to draw live bars anyway.
+            env.update(FORCE_COLOR="1", TTY_COMPATIBLE="1", TTY_INTERACTIVE="1")
         cmd = [sys.executable, "-m", module, str(req), str(res)]
-        tail: list[str] = []
-        with subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1
-        ) as proc:
-            log = open(log_path, "a") if log_path else None
-            try:
+        tail = b""
+        log = open(log_path, "ab") if log_path else None
+        try:
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=env, preexec_fn=_die_with_parent) as proc:
                 assert proc.stdout is not None
-                for line in proc.stdout:
-                    sys.stderr.write(line)
+                # Relay raw chunks, not lines: progress bars redraw with \r, not newlines.
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    _echo(chunk)
                     if log:
-                        log.write(line)
-                    tail.append(line)
-                    del tail[:-40]
-            finally:
-                if log:
-                    log.close()
-            code = proc.wait()
+                        log.write(chunk)
+                    tail = (tail + chunk)[-8000:]
+                code = proc.wait()
+        finally:
+            if log:
+                log.close()
         if code != 0 or not res.is_file():
             raise WorkerError(
-                f"{module} exited with status {code}; last lines:\n" + "".join(tail[-20:])
+                f"{module} exited with status {code}; last output:\n"
+                + tail.decode(errors="replace")[-3000:]
             )
         return json.loads(res.read_text())
 

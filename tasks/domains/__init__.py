@@ -63,7 +63,8 @@ def make_seeds(
     out: dict[str, Seed] = {}
     attempts = 0
     while len(out) < count:
-        level = levels[len(out) % len(levels)]
+        # Cycle levels per attempt: a small level that runs out of questions does not stall.
+        level = levels[attempts % len(levels)]
         s = domain.generate(rng, level)
         attempts += 1
         if s.question not in exclude and s.question not in out:

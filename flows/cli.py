@@ -1,0 +1,152 @@
+"""`flywheel`: the command line.
+
+    flywheel run configs/demo.yaml [--generations N] [--set sampling.n=4]
+    flywheel bootstrap configs/demo.yaml
+    flywheel status configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from tasks.config import ConfigError, FlywheelConfig, load_config
+from tasks.seeds import SeedFileError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Run the R1 post-training loop as a gated data flywheel.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config (see configs/).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a field, dotted: --set sampling.n=4 (repeatable)."),
+]
+
+
+def _load(path: Path, sets: list[str] | None, **extra: object) -> FlywheelConfig:
+    overrides: dict[str, object] = dict(extra)
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"[red]--set {item!r}: expected key=value[/red]")
+            raise typer.Exit(2)
+        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        return load_config(path, **overrides)
+    except ConfigError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "promoted" if v else "kept champion"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    if not rows:
+        console.print(f"{title}: no generations yet")
+        return
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(key, justify="right" if key != "promoted" else "left")
+    for r in rows:
+        table.add_row(*(_fmt(v) for v in r.values()))
+    console.print(table)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    generations: Annotated[int | None, typer.Option(help="Run up to this generation.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run (or resume) the flywheel up to its last generation."""
+    extra = {"generations": generations} if generations else {}
+    cfg = _load(config, set_, **extra)
+    from flows.flywheel import flywheel
+    from tasks.subproc import WorkerError
+
+    try:
+        rows = flywheel(cfg)
+    except (SeedFileError, FileNotFoundError, WorkerError, RuntimeError) as e:
+        err.print(f"[red]flywheel {cfg.name} stopped: {e}[/red]")
+        err.print("Completed stages are kept; fix the cause and run the same command to resume.")
+        raise typer.Exit(1) from None
+    print_table(rows, f"flywheel {cfg.name}")
+
+
+@app.command()
+def bootstrap(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -> None:
+    """Freeze the eval suite and make (or find) the base model, then stop."""
+    cfg = _load(config, set_)
+    from tasks.stages import base_model_stage, suite_stage
+
+    suite = suite_stage(cfg)
+    path = base_model_stage(cfg, suite)
+    console.print(f"base model: {path}")
+
+
+@app.command()
+def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -> None:
+    """A table of the flywheel's generations, read from MLflow."""
+    cfg = _load(config, set_)
+    from tasks.tracking import default_tracking_uri
+
+    if not cfg.tracking.enabled:
+        from flows.flywheel import generation_row
+
+        gens = sorted(cfg.flywheel_dir.glob("gen-0*"))
+        print_table([generation_row(g) for g in gens if g.name != "gen-0000"], cfg.name)
+        return
+    import mlflow
+
+    uri = default_tracking_uri(cfg.runs_dir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        console.print(f"no runs yet for {cfg.name} ({uri})")
+        return
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(cfg.tracking.experiment or cfg.name)
+    if exp is None:
+        console.print(f"no MLflow experiment for {cfg.name} at {uri}")
+        return
+    runs = mlflow.search_runs(
+        [exp.experiment_id], "tags.`flywheel.role` = 'generation'", output_format="list"
+    )
+    rows = []
+    for r in sorted(runs, key=lambda r: int(r.data.tags.get("flywheel.generation", 0))):
+        m = r.data.metrics
+        rows.append({
+            "generation": int(r.data.tags["flywheel.generation"]),
+            "status": r.info.status,
+            "difficulty": m.get("seeds.difficulty"),
+            "accept_rate": m.get("curate.accept_rate"),
+            "accepted": m.get("curate.accepted"),
+            "challenger_pass@1": m.get("challenger.pass_at_1"),
+            "champion_pass@1": m.get("champion.pass_at_1"),
+            "promoted": None if "gate.promoted" not in m else bool(m["gate.promoted"]),
+            "run_id": r.info.run_id[:8],
+        })
+    print_table(rows, f"flywheel {cfg.name} ({uri})")
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,163 @@
+"""The flywheel loop: control flow only.
+
+    suite + base model ─► eval base (the first champion)
+    for each generation:
+        seeds ─► generate (champion) ─► curate ─► train (challenger) ─► eval ─► register ─► gate
+
+Every stage is a task in `tasks.stages` that skips itself when its folder already has a
+manifest, so running the same config again resumes at the first unfinished stage. The
+champion passed from one generation to the next is whatever the gate stage wrote: a rejected
+challenger never becomes the next generation's policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from tasks import store
+from tasks.config import FlywheelConfig
+from tasks.stages import (
+    base_model_stage,
+    curate_stage,
+    eval_stage,
+    gate_stage,
+    generate_stage,
+    seeds_stage,
+    suite_stage,
+    train_stage,
+)
+from tasks.tracking import make_tracker
+
+TRACKED_MARK = ".tracked"
+
+
+def _tracker(cfg: FlywheelConfig):
+    t = cfg.tracking
+    return make_tracker(t.enabled, cfg.runs_dir, t.experiment or cfg.name,
+                        t.registered_model or cfg.name)
+
+
+def generation_row(gen_folder: Path) -> dict:
+    """One line of the summary table, read back from a generation's stage manifests."""
+    def out(stage: str) -> dict:
+        m = store.read_manifest(gen_folder / stage)
+        return m.outputs if m else {}
+
+    seeds, cur, tr, ev, gate = (out(s) for s in ("seeds", "curate", "train", "eval", "gate"))
+    decision = gate.get("decision", {})
+    return {
+        "generation": int(gen_folder.name.split("-")[1]),
+        "difficulty": seeds.get("difficulty"),
+        "seeds": seeds.get("count"),
+        "accept_rate": cur.get("accept_rate"),
+        "accepted": cur.get("accepted"),
+        "train_rows": tr.get("train_rows"),
+        "train_loss": tr.get("train_loss_last"),
+        "challenger_pass@1": ev.get("report", {}).get("pass@1"),
+        "champion_pass@1": decision.get("champion"),
+        "promoted": decision.get("promote"),
+        "champion_version": (gate.get("champion") or {}).get("version"),
+    }
+
+
+@flow(name="generation", flow_run_name="{config.name}/gen-{generation:04d}")
+def generation_flow(config: FlywheelConfig, generation: int, champion: dict, suite: Path
+                    ) -> dict:
+    cfg, g = config, generation
+    log = get_run_logger()
+    tracker = _tracker(cfg)  # continues the flywheel's parent run (its id is on disk)
+    tracker.start(cfg.resolved_json(), cfg.flywheel_dir)
+    gdir = store.gen_dir(cfg.flywheel_dir, g)
+    tracker.start_generation(g, gdir)
+    log.info("gen-%04d: champion %s (pass@1 %.3f)", g, champion["model"],
+             champion["report"]["pass@1"])
+
+    seeds = seeds_stage(cfg, g, suite)
+    generated = generate_stage(cfg, g, champion["model"], seeds)
+    curated = curate_stage(cfg, g, generated)
+    trained = train_stage(cfg, g, champion["model"])
+    model = str(trained / "model")
+    report = eval_stage(cfg, gdir / "eval", model, suite, label=f"gen-{g:04d}")
+    version = tracker.register(trained / "model", {
+        "flywheel.generation": str(g),
+        "flywheel.parent_model": champion["model"],
+        "flywheel.accepted_hash": store.read_manifest(curated).outputs["hash"],
+        "flywheel.seeds_hash": store.read_manifest(seeds).outputs["hash"],
+    })
+    tracker.set_alias("challenger", version)
+    challenger = {"model": model, "report": report, "generation": g, "version": version}
+    gate = gate_stage(cfg, g, champion, challenger, version)
+    # Only after the gate's folder has landed does the champion alias move.
+    tracker.set_alias("champion", gate["champion"].get("version"))
+    log.info("gen-%04d gate: %s", g, gate["decision"]["reason"])
+
+    if not (gdir / TRACKED_MARK).exists():
+        _track_generation(tracker, g, gdir, seeds, curated)
+        (gdir / TRACKED_MARK).touch()
+    tracker.end_generation()
+    return gate["champion"]
+
+
+def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -> None:
+    def outputs(stage: str) -> dict:
+        return store.read_manifest(gdir / stage).outputs
+
+    gen, cur, tr, ev, gate = (outputs(s) for s in ("generate", "curate", "train", "eval", "gate"))
+    metrics = {
+        "seeds.difficulty": outputs("seeds")["difficulty"],
+        "generate.tokens_per_s": gen.get("tokens_per_s", 0.0),
+        "generate.seconds": gen.get("seconds", 0.0),
+        "curate.accept_rate": cur["accept_rate"],
+        "curate.accepted": cur["accepted"],
+        "curate.seed_solve_rate": cur["seed_solve_rate"],
+        **{f"curate.{k}": v for k, v in cur["counts"].items()},
+        "train.rows": tr["train_rows"],
+        "train.loss_first": tr.get("train_loss_first"),
+        "train.loss_last": tr.get("train_loss_last"),
+        "train.seconds": tr.get("seconds"),
+        **{f"challenger.{k}": v for k, v in ev["report"].items()},
+        **{f"champion.{k}": v for k, v in gate["champion"]["report"].items()},
+        "gate.promoted": float(gate["decision"]["promote"]),
+        "gate.delta": gate["decision"]["delta"],
+    }
+    tracker.log_metrics(metrics, step=g)
+    tracker.set_tags({"gate.reason": gate["decision"]["reason"]})
+    tracker.log_dataset(seeds / "seeds.parquet", f"seeds-gen-{g:04d}", "seeds")
+    tracker.log_dataset(curated / "accepted.parquet", f"accepted-gen-{g:04d}", "training")
+    tracker.log_artifact(gdir / "gate" / "decision.json")
+    verdicts = store.read_parquet(curated / "verdicts.parquet")
+    samples = {r["id"]: r for r in store.read_parquet(gdir / "generate" / "samples.parquet")}
+    table = []
+    for outcome in ("accept", "reject"):
+        for v in [v for v in verdicts if v["outcome"] == outcome][:50]:
+            s = samples[v["sample_id"]]
+            table.append({"prompt": s["prompt"], "completion": s["completion"],
+                          "answer": s["answer"], **v})
+    tracker.log_table(table, "samples.json")
+
+
+@flow(name="flywheel", flow_run_name="{config.name}", log_prints=True)
+def flywheel(config: FlywheelConfig) -> list[dict]:
+    """Run the flywheel up to `config.generations`, resuming from whatever is on disk."""
+    cfg = config
+    log = get_run_logger()
+    tracker = _tracker(cfg)
+    tracker.start(cfg.resolved_json(), cfg.flywheel_dir, {"flywheel.name": cfg.name})
+    status = "FAILED"
+    try:
+        suite = suite_stage(cfg)
+        base = base_model_stage(cfg, suite)
+        base_report = eval_stage(cfg, store.gen_dir(cfg.flywheel_dir, 0) / "eval", base, suite,
+                                 label="gen-0000")
+        tracker.log_metrics({f"champion.{k}": v for k, v in base_report.items()}, step=0)
+        champion = {"model": base, "report": base_report, "generation": 0, "version": None}
+        log.info("base model %s: pass@1 %.3f", base, base_report["pass@1"])
+        for g in range(1, cfg.generations + 1):
+            champion = generation_flow(cfg, g, champion, suite)
+        status = "FINISHED"
+    finally:
+        tracker.end(status)
+    return [generation_row(store.gen_dir(cfg.flywheel_dir, g))
+            for g in range(1, cfg.generations + 1)]

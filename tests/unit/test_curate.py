@@ -1,0 +1,44 @@
+from tasks.curate import curate, merge_pool
+from tasks.records import Sample
+
+OK = "<think>1+2=3</think><answer>3</answer>"
+
+
+def sample(i, seed="s1", completion=OK, answer="3", tokens=10, finish="stop"):
+    return Sample(f"id{i}", seed, "Q: 1+2\n", completion, answer, 1, i, "m", tokens, finish)
+
+
+def test_accepts_correct_and_counts_reasons():
+    samples = [
+        sample(0),
+        sample(1, completion="<think>1+2=4</think><answer>4</answer>"),
+        sample(2, completion="3"),
+        sample(3, answer=None),
+        sample(4, completion="<think>1+2=3", finish="length"),
+    ]
+    r = curate(samples, ["accuracy", "format"], "arith", max_per_seed=4)
+    assert [s.id for s in r.kept] == ["id0"]
+    c = r.counts
+    assert (c["accept"], c["reject"], c["infra_error"]) == (1, 3, 1)
+    assert c["reject:accuracy:wrong"] == 1
+    assert c["reject:accuracy:no_answer"] == 1
+    assert c["reject:truncated"] == 1
+    assert c["infra_error:accuracy:no_gold_answer"] == 1
+    assert r.seed_pass_rate == {"s1": 0.2}
+
+
+def test_dedup_and_cap_prefer_short():
+    long_ok = "<think>1+2=3\n3=3</think><answer>3</answer>"
+    samples = [sample(0, completion=long_ok, tokens=20), sample(1), sample(2),
+               sample(3, completion=" " + OK, tokens=11)]
+    r = curate(samples, ["accuracy", "format"], "arith", max_per_seed=1)
+    assert [s.id for s in r.kept] == ["id1"]
+    assert r.counts["dropped:duplicate"] == 2  # id2 and the whitespace variant id3
+    assert r.counts["dropped:over_cap"] == 1
+    assert sum(row["kept"] for row in r.rows) == 1
+
+
+def test_merge_pool_dedups_across_generations():
+    a = [{"prompt": "p", "completion": "c"}, {"prompt": "p", "completion": "d"}]
+    b = [{"prompt": "p", "completion": "c "}, {"prompt": "q", "completion": "c"}]
+    assert len(merge_pool([a, b])) == 3
