@@ -42,3 +42,14 @@ format: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache
+
+# The Prefect UI (flow runs of this machine's ephemeral API live in ~/.prefect) and the MLflow UI
+# on the demo's results, both on 127.0.0.1. Ctrl-C stops both.
+ui: $(STAMP)
+	@echo "Prefect UI: http://127.0.0.1:4200   MLflow UI: http://127.0.0.1:5000"
+	@trap 'kill 0' INT TERM; \
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 & \
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
+	  --default-artifact-root $(CURDIR)/runs/mlartifacts & \
+	wait

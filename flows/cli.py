@@ -21,7 +21,8 @@ from tasks.seeds import SeedFileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run the R1 post-training loop as a gated data flywheel.")
-console = Console()
+# Tables are wide; keep them readable when the output is a file or a pipe too.
+console = Console(width=None if Console().is_terminal else 160)
 err = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config (see configs/).")]
@@ -52,7 +53,7 @@ def _fmt(v: object) -> str:
     if isinstance(v, bool):
         return "promoted" if v else "kept champion"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return str(int(v)) if v.is_integer() else f"{v:.3f}"
     return str(v)
 
 
@@ -62,7 +63,7 @@ def print_table(rows: list[dict], title: str) -> None:
         return
     table = Table(title=title)
     for key in rows[0]:
-        table.add_column(key, justify="right" if key != "promoted" else "left")
+        table.add_column(key, justify="left" if key in ("gate", "status") else "right")
     for r in rows:
         table.add_row(*(_fmt(v) for v in r.values()))
     console.print(table)
@@ -130,15 +131,15 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
     for r in sorted(runs, key=lambda r: int(r.data.tags.get("flywheel.generation", 0))):
         m = r.data.metrics
         rows.append({
-            "generation": int(r.data.tags["flywheel.generation"]),
+            "gen": int(r.data.tags["flywheel.generation"]),
             "status": r.info.status,
-            "difficulty": m.get("seeds.difficulty"),
-            "accept_rate": m.get("curate.accept_rate"),
-            "accepted": m.get("curate.accepted"),
-            "challenger_pass@1": m.get("challenger.pass_at_1"),
-            "champion_pass@1": m.get("champion.pass_at_1"),
-            "promoted": None if "gate.promoted" not in m else bool(m["gate.promoted"]),
-            "run_id": r.info.run_id[:8],
+            "level": m.get("seeds.difficulty"),
+            "accept": m.get("curate.accept_rate"),
+            "kept": m.get("curate.accepted"),
+            "challenger pass@1": m.get("challenger.pass_at_1"),
+            "champion pass@1": m.get("champion.pass_at_1"),
+            "gate": None if "gate.promoted" not in m else bool(m["gate.promoted"]),
+            "run": r.info.run_id[:8],
         })
     print_table(rows, f"flywheel {cfg.name} ({uri})")
 

@@ -48,17 +48,16 @@ def generation_row(gen_folder: Path) -> dict:
     seeds, cur, tr, ev, gate = (out(s) for s in ("seeds", "curate", "train", "eval", "gate"))
     decision = gate.get("decision", {})
     return {
-        "generation": int(gen_folder.name.split("-")[1]),
-        "difficulty": seeds.get("difficulty"),
+        "gen": int(gen_folder.name.split("-")[1]),
+        "level": seeds.get("difficulty"),
         "seeds": seeds.get("count"),
-        "accept_rate": cur.get("accept_rate"),
-        "accepted": cur.get("accepted"),
-        "train_rows": tr.get("train_rows"),
-        "train_loss": tr.get("train_loss_last"),
-        "challenger_pass@1": ev.get("report", {}).get("pass@1"),
-        "champion_pass@1": decision.get("champion"),
-        "promoted": decision.get("promote"),
-        "champion_version": (gate.get("champion") or {}).get("version"),
+        "accept": cur.get("accept_rate"),
+        "kept": cur.get("accepted"),
+        "train rows": tr.get("train_rows"),
+        "loss": tr.get("train_loss_last"),
+        "challenger pass@1": ev.get("report", {}).get("pass@1"),
+        "champion pass@1": decision.get("champion"),
+        "gate": decision.get("promote"),
     }
 
 

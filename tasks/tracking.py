@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,11 @@ class MlflowTracker(NullTracker):
         import pandas as pd
         from mlflow.entities import DatasetInput, InputTag
 
-        df = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_json(
-            path, lines=True)
-        ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=name)
+        df = pd.read_parquet(path)
+        with warnings.catch_warnings():
+            # MLflow hints about integer columns and ambiguous local sources: not actionable.
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=name)
         inp = DatasetInput(ds._to_mlflow_entity(),
                            tags=[InputTag("mlflow.data.context", context)])
         self.client.log_inputs(self.run_id or self.parent_run_id, datasets=[inp])

@@ -1,0 +1,52 @@
+"""The flywheel flow under Prefect's test harness, recording to MLflow on a temporary SQLite
+file; the runs, metrics, datasets and registered versions are read back."""
+
+import pytest
+
+from tasks import store
+from tasks.config import load_config
+from tests.e2e.conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from mlflow import MlflowClient
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.flywheel import flywheel
+    from tasks.tracking import default_tracking_uri
+
+    cfg = load_config(TINY, runs_dir=str(tmp_path), name="flowtest", generations=1)
+    with prefect_test_harness():
+        rows = flywheel(cfg)
+    assert [r["gen"] for r in rows] == [1]
+    assert rows[0]["challenger_pass@1"] is not None
+
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    exp = client.get_experiment_by_name("flowtest")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("flywheel.role") == "flywheel"]
+    child = [r for r in runs if r.data.tags.get("flywheel.role") == "generation"]
+    assert len(parent) == 1 and len(child) == 1
+    assert child[0].data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+    assert parent[0].info.status == "FINISHED" and child[0].info.status == "FINISHED"
+    assert parent[0].data.params["sampling.n"] == "4"
+    history = client.get_metric_history(parent[0].info.run_id, "champion.pass_at_1")
+    assert sorted(m.step for m in history) == [0, 1]
+    m = child[0].data.metrics
+    assert m["curate.accepted"] == store.read_manifest(
+        tmp_path / "flowtest" / "gen-0001" / "curate").outputs["accepted"]
+    contexts = {i.tags[0].value for i in child[0].inputs.dataset_inputs}
+    assert contexts == {"seeds", "training"}
+
+    versions = client.search_model_versions("name='flowtest'")
+    assert len(versions) == 1
+    mv = versions[0]
+    assert mv.tags["flywheel.generation"] == "1"
+    assert client.get_model_version_by_alias("flowtest", "challenger").version == mv.version
+    promoted = store.read_manifest(tmp_path / "flowtest" / "gen-0001" / "gate"
+                                   ).outputs["decision"]["promote"]
+    aliases = client.get_registered_model("flowtest").aliases
+    assert ("champion" in aliases) == promoted
