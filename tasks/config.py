@@ -79,6 +79,9 @@ class EngineConfig(_Section):
     )
     max_model_len: int = Field(256, ge=32, description="Longest prompt + completion in tokens.")
     hf_batch_size: int = Field(256, gt=0, description="Prompts per `generate` call (hf backend).")
+    enforce_eager: bool = Field(
+        True, description="vLLM without compilation/CUDA graphs (faster start on CPU; off on GPU)."
+    )
 
 
 class SamplingConfig(_Section):

