@@ -36,8 +36,10 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
     history = client.get_metric_history(parent[0].info.run_id, "champion.pass_at_1")
     assert sorted(m.step for m in history) == [0, 1]
     m = child[0].data.metrics
-    assert m["curate.accepted"] == store.read_manifest(
-        tmp_path / "flowtest" / "gen-0001" / "curate").outputs["accepted"]
+    assert (
+        m["curate.accepted"]
+        == store.read_manifest(tmp_path / "flowtest" / "gen-0001" / "curate").outputs["accepted"]
+    )
     contexts = {i.tags[0].value for i in child[0].inputs.dataset_inputs}
     assert contexts == {"seeds", "training"}
 
@@ -46,7 +48,8 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
     mv = versions[0]
     assert mv.tags["flywheel.generation"] == "1"
     assert client.get_model_version_by_alias("flowtest", "challenger").version == mv.version
-    promoted = store.read_manifest(tmp_path / "flowtest" / "gen-0001" / "gate"
-                                   ).outputs["decision"]["promote"]
+    promoted = store.read_manifest(tmp_path / "flowtest" / "gen-0001" / "gate").outputs["decision"][
+        "promote"
+    ]
     aliases = client.get_registered_model("flowtest").aliases
     assert ("champion" in aliases) == promoted

@@ -1,0 +1,292 @@
+"""Supervised fine-tuning on curated samples: TRL's `SFTTrainer` on a prompt/completion file.
+
+This module owns the SFT recipe (what is trained on, how the run is guarded and shown) and the
+folder it writes. Departures from TRL's defaults, each deliberate:
+
+- The loss is on completion tokens only (`completion_only_loss=True`, set explicitly rather than
+  inferred from the columns), and TRL appends the tokenizer's eos to every completion so the
+  model learns to stop after `</answer>`.
+- No packing and no gradient checkpointing by default (TRL turns it on): sequences are short and
+  models small, so recomputation would only cost time.
+- `logging_nan_inf_filter=False`: the Trainer otherwise hides a NaN/Inf step loss behind the mean
+  of earlier ones; here a non-finite loss or gradient norm stops the run (`NonFiniteLoss`) before
+  anything is saved.
+- Nothing is pickled: no checkpoints, and the Trainer's `training_args.bin` is replaced by JSON.
+- Metrics go back to the caller (the orchestrator logs them to MLflow); `report_to="none"`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
+import torch
+import transformers
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PrinterCallback,
+    TrainerCallback,
+)
+from trl import SFTConfig, SFTTrainer
+
+COLUMNS = ("prompt", "completion")
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN/Inf loss or gradient norm; the run was stopped, nothing saved."""
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Raise `NonFiniteLoss` as soon as a logged loss or gradient norm is not finite.
+
+    Raising (rather than setting `control.should_training_stop`) makes the Trainer skip the final
+    save as well, so a diverged model can never reach the evaluation stage.
+    """
+
+    KEYS = ("loss", "grad_norm")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in self.KEYS:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise NonFiniteLoss(
+                    f"non-finite loss or gradient ({key}={value}) at step "
+                    f"{state.global_step}/{state.max_steps}; "
+                    "training stopped and no model was saved (lower the learning rate or check "
+                    "the base model's weights)"
+                )
+
+
+class RichProgress(TrainerCallback):
+    """One rich progress bar (steps, loss, time left) in place of the Trainer's tqdm bar.
+
+    When the output is not a terminal (a worker's piped log), the bar cannot redraw, so every
+    log event is also printed as one plain line.
+    """
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.progress = Progress(
+            TextColumn("[bold blue]sft"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(),
+        )
+        self.task = self.progress.add_task("sft", total=state.max_steps, loss="-")
+        self.progress.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is None or not logs:
+            return
+        if "loss" in logs:
+            self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+        if not self.progress.console.is_terminal:
+            shown = {k: v for k, v in logs.items() if k != "total_flos"}
+            line = " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+            )
+            self.progress.console.print(
+                f"step {state.global_step}/{state.max_steps} {line}", soft_wrap=True
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display; also called when training raises, so the terminal is restored."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def load_pairs(train_file: str | Path) -> datasets.Dataset:
+    """The prompt/completion rows of a Parquet file as an in-memory `datasets.Dataset`."""
+    path = Path(train_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such training file")
+    table = pq.read_table(path)
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; has {table.column_names}")
+    if table.num_rows == 0:
+        raise ValueError(f"{path}: the training file has no rows; nothing to train on")
+    # In memory (not `from_parquet`): no Arrow cache files are left behind in ~/.cache.
+    return datasets.Dataset.from_dict(table.select(list(COLUMNS)).to_pydict())
+
+
+def _logging_steps(rows: int, batch_size: int, grad_accum: int, epochs: float) -> int:
+    # About 25 points of loss history on short runs, one every 10 steps on long ones.
+    steps = math.ceil(math.ceil(rows / batch_size) / grad_accum * epochs)
+    return max(1, min(10, steps // 25))
+
+
+def build_trainer(
+    base_model: str,
+    train_file: str,
+    out_dir: str,
+    *,
+    learning_rate: float,
+    epochs: float,
+    batch_size: int,
+    grad_accum: int,
+    warmup_ratio: float,
+    scheduler: str,
+    max_length: int,
+    bf16: bool,
+    seed: int,
+    progress: bool = True,
+    gradient_checkpointing: bool = False,
+) -> SFTTrainer:
+    """The configured `SFTTrainer` (dataset tokenized, labels masked), ready to `train()`."""
+    dataset = load_pairs(train_file)
+    # TRL's dataset preparation and transformers' load/save show tqdm bars of their own; the
+    # run shows only its bar. (Process-wide switches: this runs in the training worker.)
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    # The warmup share applies to every shape; HF's plain "constant" would silently ignore it.
+    if scheduler == "constant" and warmup_ratio > 0:
+        scheduler = "constant_with_warmup"
+    config = SFTConfig(
+        output_dir=out_dir,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        warmup_steps=warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type=scheduler,
+        max_length=max_length,
+        packing=False,
+        completion_only_loss=True,
+        bf16=bf16,
+        seed=seed,
+        data_seed=seed,
+        gradient_checkpointing=gradient_checkpointing,
+        logging_steps=_logging_steps(len(dataset), batch_size, grad_accum, epochs),
+        logging_first_step=True,
+        logging_nan_inf_filter=False,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    # fp32 master weights; with bf16=True the Trainer autocasts the forward pass.
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[NonFiniteGuard()],
+    )
+    if progress:
+        # With tqdm disabled the Trainer prints each log dict; the rich bar replaces both.
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(RichProgress())
+    return trainer
+
+
+def train_sft(
+    base_model: str,
+    train_file: str,
+    out_dir: str,
+    *,
+    learning_rate: float,
+    epochs: float,
+    batch_size: int,
+    grad_accum: int,
+    warmup_ratio: float,
+    scheduler: str,
+    max_length: int,
+    bf16: bool,
+    seed: int,
+    progress: bool = True,
+    gradient_checkpointing: bool = False,
+    cpu_threads: int | None = None,
+) -> dict:
+    """Fine-tune `base_model` on `train_file`'s completions; save it to `out_dir`; return metrics.
+
+    `out_dir` receives a Hugging Face folder (safetensors weights, config, generation config,
+    tokenizer, `training_args.json`) that `AutoModelForCausalLM` and vLLM load. Raises
+    `NonFiniteLoss` (nothing saved) if the loss or gradient norm diverges, `ValueError` for an
+    empty or malformed train file. `cpu_threads` sets torch's intra-op threads for this process
+    (None: torch's default, one per core).
+    """
+    start = time.perf_counter()
+    if cpu_threads is not None:
+        # Small matmuls gain little from a second thread, and OpenMP threads spin-wait when a core
+        # is busy elsewhere: on a shared 2-core machine 1 thread measured 3-7x faster than 2.
+        torch.set_num_threads(cpu_threads)
+    trainer = build_trainer(
+        base_model,
+        train_file,
+        out_dir,
+        learning_rate=learning_rate,
+        epochs=epochs,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        warmup_ratio=warmup_ratio,
+        scheduler=scheduler,
+        max_length=max_length,
+        bf16=bf16,
+        seed=seed,
+        progress=progress,
+        gradient_checkpointing=gradient_checkpointing,
+    )
+    try:
+        result = trainer.train()
+    finally:
+        for cb in trainer.callback_handler.callbacks:
+            if isinstance(cb, RichProgress):
+                cb.close()
+    history = [
+        [entry["step"], float(entry["loss"])]
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]
+    # The Trainer switched the KV cache off in the config for training; the saved model generates.
+    trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True
+    # `save_model` (not `model.save_pretrained`) so sharded/distributed weights are gathered
+    # first; it also pickles the TrainingArguments, which this project replaces with JSON.
+    trainer.save_model(out_dir)
+    out = Path(out_dir)
+    (out / "training_args.bin").unlink(missing_ok=True)
+    (out / "training_args.json").write_text(trainer.args.to_json_string())
+    return {
+        "train_loss_first": history[0][1] if history else float("nan"),
+        "train_loss_last": history[-1][1] if history else float("nan"),
+        "train_loss": float(result.training_loss),
+        "steps": int(result.global_step),
+        "samples": len(trainer.train_dataset),
+        "seconds": time.perf_counter() - start,
+        "train_seconds": float(result.metrics.get("train_runtime", float("nan"))),
+        "loss_history": history,
+    }
