@@ -1,8 +1,8 @@
 """`flywheel`: the command line.
 
-    flywheel run configs/demo.yaml [--generations N] [--set sampling.n=4]
-    flywheel bootstrap configs/demo.yaml
-    flywheel status configs/demo.yaml
+flywheel run configs/demo.yaml [--generations N] [--set sampling.n=4]
+flywheel bootstrap configs/demo.yaml
+flywheel status configs/demo.yaml
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from rich.table import Table
 from tasks.config import ConfigError, FlywheelConfig, load_config
 from tasks.seeds import SeedFileError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Run the R1 post-training loop as a gated data flywheel.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run the R1 post-training loop as a gated data flywheel.",
+)
 # Tables are wide; keep them readable when the output is a file or a pipe too.
 console = Console(width=None if Console().is_terminal else 160)
 err = Console(stderr=True)
@@ -130,17 +133,19 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
     rows = []
     for r in sorted(runs, key=lambda r: int(r.data.tags.get("flywheel.generation", 0))):
         m = r.data.metrics
-        rows.append({
-            "gen": int(r.data.tags["flywheel.generation"]),
-            "status": r.info.status,
-            "level": m.get("seeds.difficulty"),
-            "accept": m.get("curate.accept_rate"),
-            "kept": m.get("curate.accepted"),
-            "challenger pass@1": m.get("challenger.pass_at_1"),
-            "champion pass@1": m.get("champion.pass_at_1"),
-            "gate": None if "gate.promoted" not in m else bool(m["gate.promoted"]),
-            "run": r.info.run_id[:8],
-        })
+        rows.append(
+            {
+                "gen": int(r.data.tags["flywheel.generation"]),
+                "status": r.info.status,
+                "level": m.get("seeds.difficulty"),
+                "accept": m.get("curate.accept_rate"),
+                "kept": m.get("curate.accepted"),
+                "challenger pass@1": m.get("challenger.pass_at_1"),
+                "champion pass@1": m.get("champion.pass_at_1"),
+                "gate": None if "gate.promoted" not in m else bool(m["gate.promoted"]),
+                "run": r.info.run_id[:8],
+            }
+        )
     print_table(rows, f"flywheel {cfg.name} ({uri})")
 
 

@@ -35,12 +35,14 @@ TRACKED_MARK = ".tracked"
 
 def _tracker(cfg: FlywheelConfig):
     t = cfg.tracking
-    return make_tracker(t.enabled, cfg.runs_dir, t.experiment or cfg.name,
-                        t.registered_model or cfg.name)
+    return make_tracker(
+        t.enabled, cfg.runs_dir, t.experiment or cfg.name, t.registered_model or cfg.name
+    )
 
 
 def generation_row(gen_folder: Path) -> dict:
     """One line of the summary table, read back from a generation's stage manifests."""
+
     def out(stage: str) -> dict:
         m = store.read_manifest(gen_folder / stage)
         return m.outputs if m else {}
@@ -62,16 +64,16 @@ def generation_row(gen_folder: Path) -> dict:
 
 
 @flow(name="generation", flow_run_name="{config.name}/gen-{generation:04d}")
-def generation_flow(config: FlywheelConfig, generation: int, champion: dict, suite: Path
-                    ) -> dict:
+def generation_flow(config: FlywheelConfig, generation: int, champion: dict, suite: Path) -> dict:
     cfg, g = config, generation
     log = get_run_logger()
     tracker = _tracker(cfg)  # continues the flywheel's parent run (its id is on disk)
     tracker.start(cfg.resolved_json(), cfg.flywheel_dir)
     gdir = store.gen_dir(cfg.flywheel_dir, g)
     tracker.start_generation(g, gdir)
-    log.info("gen-%04d: champion %s (pass@1 %.3f)", g, champion["model"],
-             champion["report"]["pass@1"])
+    log.info(
+        "gen-%04d: champion %s (pass@1 %.3f)", g, champion["model"], champion["report"]["pass@1"]
+    )
 
     seeds = seeds_stage(cfg, g, suite)
     generated = generate_stage(cfg, g, champion["model"], seeds)
@@ -79,12 +81,15 @@ def generation_flow(config: FlywheelConfig, generation: int, champion: dict, sui
     trained = train_stage(cfg, g, champion["model"])
     model = str(trained / "model")
     report = eval_stage(cfg, gdir / "eval", model, suite, label=f"gen-{g:04d}")
-    version = tracker.register(trained / "model", {
-        "flywheel.generation": str(g),
-        "flywheel.parent_model": champion["model"],
-        "flywheel.accepted_hash": store.read_manifest(curated).outputs["hash"],
-        "flywheel.seeds_hash": store.read_manifest(seeds).outputs["hash"],
-    })
+    version = tracker.register(
+        trained / "model",
+        {
+            "flywheel.generation": str(g),
+            "flywheel.parent_model": champion["model"],
+            "flywheel.accepted_hash": store.read_manifest(curated).outputs["hash"],
+            "flywheel.seeds_hash": store.read_manifest(seeds).outputs["hash"],
+        },
+    )
     tracker.set_alias("challenger", version)
     challenger = {"model": model, "report": report, "generation": g, "version": version}
     gate = gate_stage(cfg, g, champion, challenger, version)
@@ -132,8 +137,9 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
     for outcome in ("accept", "reject"):
         for v in [v for v in verdicts if v["outcome"] == outcome][:50]:
             s = samples[v["sample_id"]]
-            table.append({"prompt": s["prompt"], "completion": s["completion"],
-                          "answer": s["answer"], **v})
+            table.append(
+                {"prompt": s["prompt"], "completion": s["completion"], "answer": s["answer"], **v}
+            )
     tracker.log_table(table, "samples.json")
 
 
@@ -148,8 +154,9 @@ def flywheel(config: FlywheelConfig) -> list[dict]:
     try:
         suite = suite_stage(cfg)
         base = base_model_stage(cfg, suite)
-        base_report = eval_stage(cfg, store.gen_dir(cfg.flywheel_dir, 0) / "eval", base, suite,
-                                 label="gen-0000")
+        base_report = eval_stage(
+            cfg, store.gen_dir(cfg.flywheel_dir, 0) / "eval", base, suite, label="gen-0000"
+        )
         tracker.log_metrics({f"champion.{k}": v for k, v in base_report.items()}, step=0)
         champion = {"model": base, "report": base_report, "generation": 0, "version": None}
         log.info("base model %s: pass@1 %.3f", base, base_report["pass@1"])
@@ -158,5 +165,6 @@ def flywheel(config: FlywheelConfig) -> list[dict]:
         status = "FINISHED"
     finally:
         tracker.end(status)
-    return [generation_row(store.gen_dir(cfg.flywheel_dir, g))
-            for g in range(1, cfg.generations + 1)]
+    return [
+        generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, cfg.generations + 1)
+    ]

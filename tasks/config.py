@@ -24,15 +24,18 @@ class _Section(BaseModel):
 class BootstrapConfig(_Section):
     """The tiny Llama policy made from scratch when `model.base` is `bootstrap`."""
 
-    hidden_size: int = Field(192, gt=0, description="Width of the transformer.")
-    intermediate_size: int = Field(512, gt=0, description="Width of the MLP.")
+    hidden_size: int = Field(128, gt=0, description="Width of the transformer.")
+    intermediate_size: int = Field(384, gt=0, description="Width of the MLP.")
     num_layers: int = Field(4, gt=0, description="Number of decoder layers.")
-    num_heads: int = Field(4, gt=0, description="Attention heads (head size = width / heads).")
+    num_heads: int = Field(2, gt=0, description="Attention heads (head size = width / heads).")
     max_position: int = Field(256, ge=32, description="Longest sequence in tokens.")
-    pretrain_steps: int = Field(600, ge=0, description="Optimizer steps of pretraining.")
+    pretrain_steps: int = Field(1200, ge=0, description="Optimizer steps of pretraining.")
     batch_size: int = Field(64, gt=0, description="Sequences per pretraining step.")
     learning_rate: float = Field(3e-3, gt=0, description="Peak pretraining learning rate.")
-    max_difficulty: int = Field(2, ge=1, le=5, description="Hardest level in pretraining text.")
+    max_difficulty: int = Field(3, ge=1, le=5, description="Hardest level in pretraining text.")
+    label_smoothing: float = Field(
+        0.1, ge=0, lt=1, description="Pretraining label smoothing: a noisier sampler, same greedy."
+    )
     seed: int = Field(0, description="Seed for weights and pretraining data.")
 
     @model_validator(mode="after")
@@ -97,15 +100,23 @@ class SeedsConfig(_Section):
         None, description="JSONL seed file (id, question, answer[, difficulty]); else generated."
     )
     count: int = Field(2048, gt=0, description="Seeds per generation.")
-    difficulty: int = Field(2, ge=1, le=5, description="Starting difficulty of generated seeds.")
+    levels: list[int] = Field(
+        [1, 2, 2, 3, 3, 3],
+        min_length=1,
+        description="Difficulty mix of generated seeds; a level listed twice is drawn twice as "
+        "often.",
+    )
     keep_failed: float = Field(
-        0.4, ge=0, le=1, description="Most of next seed set taken by failed or half-solved seeds."
+        0.2, ge=0, le=1, description="Most of next seed set taken by failed or half-solved seeds."
     )
     keep_original: float = Field(
-        0.2, ge=0, le=1, description="Share of the next seed set drawn from the first seeds."
+        0.0, ge=0, le=1, description="Share of the next seed set drawn from the first seeds."
     )
-    target_pass_rate: float = Field(
-        0.5, gt=0, lt=1, description="Fresh seeds get harder above this pass rate, easier below."
+    easier_below: float = Field(
+        0.02, ge=0, lt=1, description="Mean seed pass rate below which the mix moves a level down."
+    )
+    harder_above: float = Field(
+        0.5, gt=0, le=1, description="Mean seed pass rate above which the mix moves a level up."
     )
     seed: int = Field(1, description="Seed of the seed generator.")
 
@@ -113,6 +124,10 @@ class SeedsConfig(_Section):
     def _shares_fit(self) -> SeedsConfig:
         if self.keep_failed + self.keep_original > 1:
             raise ValueError("keep_failed + keep_original must be at most 1")
+        if self.easier_below >= self.harder_above:
+            raise ValueError("easier_below must be below harder_above")
+        if any(not 1 <= level <= 5 for level in self.levels):
+            raise ValueError(f"levels must lie in 1..5, got {self.levels}")
         return self
 
 
@@ -125,8 +140,8 @@ class CurationConfig(_Section):
 
 class TrainConfig(_Section):
     mode: Literal["sft"] = Field("sft", description="Training recipe per generation.")
-    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate.")
-    epochs: float = Field(2.0, gt=0, description="Passes over the training set.")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training set.")
     batch_size: int = Field(64, gt=0, description="Sequences per device step.")
     grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up.")
@@ -136,6 +151,9 @@ class TrainConfig(_Section):
         True, description="Train on every accepted sample so far, not only this generation's."
     )
     bf16: bool = Field(False, description="Train in bfloat16 (GPU).")
+    cpu_threads: int | None = Field(
+        None, gt=0, description="torch threads when training on CPU (None: torch's default)."
+    )
     seed: int = Field(0, description="Training seed.")
 
 

@@ -28,8 +28,9 @@ def metric_key(metric: str, k: int) -> str:
     return metric.replace("@k", f"@{k}")
 
 
-def decide(champion: dict[str, float], challenger: dict[str, float], metric: str, margin: float,
-           k: int) -> GateDecision:
+def decide(
+    champion: dict[str, float], challenger: dict[str, float], metric: str, margin: float, k: int
+) -> GateDecision:
     key = metric_key(metric, k)
     for name, rep in (("champion", champion), ("challenger", challenger)):
         if key not in rep:

@@ -42,7 +42,10 @@ def _retry_on_worker_crash(task, task_run, state) -> bool:
 
 stage_task = task(cache_policy=NO_CACHE, persist_result=False)
 heavy_task = task(
-    cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_delay_seconds=2,
     retry_condition_fn=_retry_on_worker_crash,
 )
 
@@ -101,11 +104,19 @@ def base_model_stage(cfg: FlywheelConfig, suite_folder: Path) -> str:
     b = cfg.bootstrap
     request = dict(
         out_root=str(cfg.runs_dir / "models"),
-        hidden_size=b.hidden_size, intermediate_size=b.intermediate_size,
-        num_layers=b.num_layers, num_heads=b.num_heads, max_position=b.max_position,
-        pretrain_steps=b.pretrain_steps, batch_size=b.batch_size,
-        learning_rate=b.learning_rate, max_difficulty=b.max_difficulty, seed=b.seed,
-        prompt_template=cfg.model.prompt_template, domain=cfg.domain,
+        hidden_size=b.hidden_size,
+        intermediate_size=b.intermediate_size,
+        num_layers=b.num_layers,
+        num_heads=b.num_heads,
+        max_position=b.max_position,
+        pretrain_steps=b.pretrain_steps,
+        batch_size=b.batch_size,
+        learning_rate=b.learning_rate,
+        max_difficulty=b.max_difficulty,
+        seed=b.seed,
+        label_smoothing=b.label_smoothing,
+        prompt_template=cfg.model.prompt_template,
+        domain=cfg.domain,
         exclude=sorted(s.question for s in read_seeds(suite_folder)),
     )
     return run_worker("tasks.bootstrap", request)["path"]
@@ -126,8 +137,8 @@ def seeds_stage(cfg: FlywheelConfig, generation: int, suite_folder: Path) -> Pat
             seeds = read_seed_file(s.file)
             check_disjoint(seeds, suite_q, str(s.file))
         else:
-            seeds = make_seeds(domain, s.count, s.difficulty, rng, suite_q)
-        counts, level = {"original": len(seeds)}, s.difficulty
+            seeds = make_seeds(domain, s.count, s.levels, rng, suite_q)
+        counts, shift = {"original": len(seeds)}, 0
     else:
         prev_folder = store.stage_dir(cfg.flywheel_dir, generation - 1, "seeds")
         prev_man = store.read_manifest(prev_folder)
@@ -137,50 +148,90 @@ def seeds_stage(cfg: FlywheelConfig, generation: int, suite_folder: Path) -> Pat
         }
         first = read_seeds(store.stage_dir(cfg.flywheel_dir, 1, "seeds"))
         nxt = evolve(
-            read_seeds(prev_folder), rates, first, domain,
-            count=s.count, difficulty=prev_man.outputs["difficulty"],
-            keep_failed=s.keep_failed, keep_original=s.keep_original,
-            target_pass_rate=s.target_pass_rate, rng=rng, exclude=suite_q,
+            read_seeds(prev_folder),
+            rates,
+            first,
+            domain,
+            count=s.count,
+            levels=s.levels,
+            shift=prev_man.outputs["shift"],
+            keep_failed=s.keep_failed,
+            keep_original=s.keep_original,
+            easier_below=s.easier_below,
+            harder_above=s.harder_above,
+            rng=rng,
+            exclude=suite_q,
         )
-        seeds, counts, level = nxt.seeds, nxt.counts, nxt.difficulty
+        seeds, counts, shift = nxt.seeds, nxt.counts, nxt.shift
     with store.write_stage(folder, "seeds") as (tmp, out):
         store.write_parquet(to_rows(seeds), tmp / "seeds.parquet")
-        out.update(count=len(seeds), difficulty=level, origins=counts,
-                   hash=stable_hash(sorted(x.id for x in seeds)))
+        out.update(
+            count=len(seeds),
+            shift=shift,
+            origins=counts,
+            difficulty=sum(x.difficulty for x in seeds) / len(seeds),
+            hash=stable_hash(sorted(x.id for x in seeds)),
+        )
     return folder
 
 
 @heavy_task(name="generate", task_run_name="gen-{generation:04d}/generate")
-def generate_stage(cfg: FlywheelConfig, generation: int, model_path: str, seeds_folder: Path
-                   ) -> Path:
+def generate_stage(
+    cfg: FlywheelConfig, generation: int, model_path: str, seeds_folder: Path
+) -> Path:
     folder = store.stage_dir(cfg.flywheel_dir, generation, "generate")
     if _done(folder) is not None:
         return folder
     seeds = read_seeds(seeds_folder)
     sp = cfg.sampling
-    params = {"n": sp.n, "temperature": sp.temperature, "top_p": sp.top_p,
-              "max_tokens": sp.max_tokens, "seed": sp.seed + generation}
+    params = {
+        "n": sp.n,
+        "temperature": sp.temperature,
+        "top_p": sp.top_p,
+        "max_tokens": sp.max_tokens,
+        "seed": sp.seed + generation,
+    }
     with store.write_stage(folder, "generate") as (tmp, out):
         _seeds_table(seeds, tmp / "questions.parquet")
-        stats = run_worker("tasks.generate", {
-            **_engine_args(cfg), **params, "model_path": model_path,
-            "questions_file": str(tmp / "questions.parquet"), "out_file": str(tmp / "raw.parquet"),
-        }, log_path=tmp.parent / f"{folder.name}.log")
+        stats = run_worker(
+            "tasks.generate",
+            {
+                **_engine_args(cfg),
+                **params,
+                "model_path": model_path,
+                "questions_file": str(tmp / "questions.parquet"),
+                "out_file": str(tmp / "raw.parquet"),
+            },
+            log_path=tmp.parent / f"{folder.name}.log",
+        )
         by_id = {s.id: s for s in seeds}
         samples = []
         for r in store.read_parquet(tmp / "raw.parquet"):
             seed = by_id[r["seed_id"]]
-            samples.append(Sample(
-                id=Sample.make_id(generation, seed.id, r["sample_index"], model_path, params),
-                seed_id=seed.id, prompt=r["prompt"], completion=r["completion"],
-                answer=seed.answer, difficulty=seed.difficulty, sample_index=r["sample_index"],
-                model=model_path, num_tokens=r["num_tokens"], finish_reason=r["finish_reason"],
-            ))
+            samples.append(
+                Sample(
+                    id=Sample.make_id(generation, seed.id, r["sample_index"], model_path, params),
+                    seed_id=seed.id,
+                    prompt=r["prompt"],
+                    completion=r["completion"],
+                    answer=seed.answer,
+                    difficulty=seed.difficulty,
+                    sample_index=r["sample_index"],
+                    model=model_path,
+                    num_tokens=r["num_tokens"],
+                    finish_reason=r["finish_reason"],
+                )
+            )
         (tmp / "raw.parquet").unlink()
         (tmp / "questions.parquet").unlink()
         store.write_parquet(to_rows(samples), tmp / "samples.parquet")
-        out.update(stats, samples=len(samples), params=params, model=model_path,
-                   hash=stable_hash(sorted(s.id for s in samples)))
+        out.update(
+            stats,
+            samples=len(samples),
+            params=params,
+            model=model_path,
+            hash=stable_hash(sorted(s.id for s in samples)),
+        )
     return folder
 
 
@@ -194,14 +245,19 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
     with store.write_stage(folder, "curate") as (tmp, out):
         store.write_parquet(to_rows(result.kept), tmp / "accepted.parquet")
         store.write_parquet(result.rows, tmp / "verdicts.parquet")
-        store.write_parquet([{"seed_id": k, "pass_rate": v}
-                             for k, v in result.seed_pass_rate.items()], tmp / "seed_rates.parquet")
+        store.write_parquet(
+            [{"seed_id": k, "pass_rate": v} for k, v in result.seed_pass_rate.items()],
+            tmp / "seed_rates.parquet",
+        )
         n = max(len(samples), 1)
-        out.update(counts=result.counts, accepted=len(result.kept),
-                   accept_rate=result.counts.get("accept", 0) / n,
-                   seed_solve_rate=sum(v > 0 for v in result.seed_pass_rate.values())
-                   / max(len(result.seed_pass_rate), 1),
-                   hash=stable_hash(sorted(s.id for s in result.kept)))
+        out.update(
+            counts=result.counts,
+            accepted=len(result.kept),
+            accept_rate=result.counts.get("accept", 0) / n,
+            seed_solve_rate=sum(v > 0 for v in result.seed_pass_rate.values())
+            / max(len(result.seed_pass_rate), 1),
+            hash=stable_hash(sorted(s.id for s in result.kept)),
+        )
     return folder
 
 
@@ -211,78 +267,124 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
     if _done(folder) is not None:
         return folder
     gens = range(1, generation + 1) if cfg.train.replay else [generation]
-    pools = [store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
-             for g in reversed(gens)]  # newest first: the newest copy of a duplicate wins
+    pools = [
+        store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
+        for g in reversed(gens)
+    ]  # newest first: the newest copy of a duplicate wins
     rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in merge_pool(pools)]
     if not rows:
         raise RuntimeError(
             f"gen-{generation:04d}: no accepted samples to train on; the policy solved nothing. "
-            "Lower seeds.difficulty, raise sampling.n, or check the verifier."
+            "Use easier seeds.levels, raise sampling.n, or check the verifier."
         )
     t = cfg.train
     with store.write_stage(folder, "train") as (tmp, out):
         store.write_parquet(rows, tmp / "train.parquet")
-        metrics = run_worker("tasks.train", {
-            "mode": t.mode, "base_model": base_model, "train_file": str(tmp / "train.parquet"),
-            "out_dir": str(tmp / "model"), "learning_rate": t.learning_rate, "epochs": t.epochs,
-            "batch_size": t.batch_size, "grad_accum": t.grad_accum,
-            "warmup_ratio": t.warmup_ratio, "scheduler": t.scheduler,
-            "max_length": t.max_length, "bf16": t.bf16, "seed": t.seed + generation,
-            "progress": True,
-        }, log_path=tmp.parent / f"{folder.name}.log")
-        out.update(metrics, base_model=base_model, train_rows=len(rows),
-                   hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)))
+        metrics = run_worker(
+            "tasks.train",
+            {
+                "mode": t.mode,
+                "base_model": base_model,
+                "train_file": str(tmp / "train.parquet"),
+                "out_dir": str(tmp / "model"),
+                "learning_rate": t.learning_rate,
+                "epochs": t.epochs,
+                "batch_size": t.batch_size,
+                "grad_accum": t.grad_accum,
+                "warmup_ratio": t.warmup_ratio,
+                "scheduler": t.scheduler,
+                "max_length": t.max_length,
+                "bf16": t.bf16,
+                "seed": t.seed + generation,
+                "cpu_threads": t.cpu_threads,
+                "progress": True,
+            },
+            log_path=tmp.parent / f"{folder.name}.log",
+        )
+        out.update(
+            metrics,
+            base_model=base_model,
+            train_rows=len(rows),
+            hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+        )
     return folder
 
 
 @heavy_task(name="eval", task_run_name="{label}/eval")
-def eval_stage(cfg: FlywheelConfig, folder: Path, model_path: str, suite_folder: Path,
-               label: str) -> dict:
+def eval_stage(
+    cfg: FlywheelConfig, folder: Path, model_path: str, suite_folder: Path, label: str
+) -> dict:
     """Score one model on the frozen suite: k samples per item, fixed sampling seed."""
     done = _done(folder)
     if done is not None:
         return done["report"]
     suite = read_seeds(suite_folder)
     e = cfg.eval
-    params = {"n": e.k, "temperature": e.temperature, "top_p": 1.0, "max_tokens": e.max_tokens,
-              "seed": e.seed}
+    params = {
+        "n": e.k,
+        "temperature": e.temperature,
+        "top_p": 1.0,
+        "max_tokens": e.max_tokens,
+        "seed": e.seed,
+    }
     with store.write_stage(folder, "eval") as (tmp, out):
         _seeds_table(suite, tmp / "questions.parquet")
         t0 = time.time()
-        stats = run_worker("tasks.generate", {
-            **_engine_args(cfg), **params, "model_path": model_path,
-            "questions_file": str(tmp / "questions.parquet"), "out_file": str(tmp / "raw.parquet"),
-        }, log_path=tmp.parent / f"{folder.name}.log")
+        stats = run_worker(
+            "tasks.generate",
+            {
+                **_engine_args(cfg),
+                **params,
+                "model_path": model_path,
+                "questions_file": str(tmp / "questions.parquet"),
+                "out_file": str(tmp / "raw.parquet"),
+            },
+            log_path=tmp.parent / f"{folder.name}.log",
+        )
         by_seed: dict[str, list[dict]] = {}
         for r in store.read_parquet(tmp / "raw.parquet"):
             by_seed.setdefault(r["seed_id"], []).append(r)
         items = []
         for s in suite:
             rs = sorted(by_seed.get(s.id, []), key=lambda r: r["sample_index"])
-            items.append(score_item(
-                s.id, s.difficulty, s.answer, cfg.domain, [r["completion"] for r in rs],
-                [r["num_tokens"] for r in rs], [r["finish_reason"] for r in rs]))
+            items.append(
+                score_item(
+                    s.id,
+                    s.difficulty,
+                    s.answer,
+                    cfg.domain,
+                    [r["completion"] for r in rs],
+                    [r["num_tokens"] for r in rs],
+                    [r["finish_reason"] for r in rs],
+                )
+            )
         (tmp / "questions.parquet").unlink()
         store.write_parquet(to_rows(items), tmp / "items.parquet")
         rep = report(items, e.k)
-        out.update(report=rep, model=model_path, params=params, generate=stats,
-                   seconds=time.time() - t0)
+        out.update(
+            report=rep, model=model_path, params=params, generate=stats, seconds=time.time() - t0
+        )
     return rep
 
 
 @stage_task(name="gate", task_run_name="gen-{generation:04d}/gate")
-def gate_stage(cfg: FlywheelConfig, generation: int, champion: dict, challenger: dict,
-               challenger_version: str | None) -> dict:
+def gate_stage(
+    cfg: FlywheelConfig,
+    generation: int,
+    champion: dict,
+    challenger: dict,
+    challenger_version: str | None,
+) -> dict:
     """Decide, and write the next champion. The champion moves only when this folder lands."""
     folder = store.stage_dir(cfg.flywheel_dir, generation, "gate")
     done = _done(folder)
     if done is not None:
         return done
-    d = decide(champion["report"], challenger["report"], cfg.gate.metric, cfg.gate.margin,
-               cfg.eval.k)
+    d = decide(
+        champion["report"], challenger["report"], cfg.gate.metric, cfg.gate.margin, cfg.eval.k
+    )
     winner = challenger if d.promote else champion
     with store.write_stage(folder, "gate") as (tmp, out):
         store.write_json(d.to_dict(), tmp / "decision.json")
-        out.update(decision=d.to_dict(), champion=winner,
-                   challenger_version=challenger_version)
+        out.update(decision=d.to_dict(), champion=winner, challenger_version=challenger_version)
     return _done(folder)

@@ -61,8 +61,13 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
         tail = b""
         log = open(log_path, "ab") if log_path else None
         try:
-            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  env=env, preexec_fn=_die_with_parent) as proc:
+            with subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
+            ) as proc:
                 assert proc.stdout is not None
                 # Relay raw chunks, not lines: progress bars redraw with \r, not newlines.
                 while chunk := os.read(proc.stdout.fileno(), 65536):

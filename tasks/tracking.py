@@ -23,7 +23,9 @@ CHILD_ID_FILE = "mlflow_run_id"
 
 def default_tracking_uri(runs_dir: Path) -> str:
     """`MLFLOW_TRACKING_URI` when set, else a SQLite file beside the runs."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(runs_dir).resolve()}/mlflow.db"
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(runs_dir).resolve()}/mlflow.db"
+    )
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -60,8 +62,13 @@ class NullTracker:
 
 
 class MlflowTracker(NullTracker):
-    def __init__(self, tracking_uri: str, experiment: str, registered_model: str,
-                 artifact_root: Path | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        registered_model: str,
+        artifact_root: Path | None = None,
+    ):
         import mlflow
         from mlflow import MlflowClient
 
@@ -141,8 +148,11 @@ class MlflowTracker(NullTracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k.replace("@", "_at_"), float(v), now, step)
-                 for k, v in metrics.items() if v is not None]
+        items = [
+            Metric(k.replace("@", "_at_"), float(v), now, step)
+            for k, v in metrics.items()
+            if v is not None
+        ]
         targets = [r for r in (self.run_id, self.parent_run_id if parent else None) if r]
         for run_id in targets:
             for i in range(0, len(items), 500):
@@ -158,8 +168,7 @@ class MlflowTracker(NullTracker):
             # MLflow hints about integer columns and ambiguous local sources: not actionable.
             warnings.simplefilter("ignore", UserWarning)
             ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=name)
-        inp = DatasetInput(ds._to_mlflow_entity(),
-                           tags=[InputTag("mlflow.data.context", context)])
+        inp = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
         self.client.log_inputs(self.run_id or self.parent_run_id, datasets=[inp])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -173,8 +182,9 @@ class MlflowTracker(NullTracker):
         import pandas as pd
 
         if rows:
-            self.client.log_table(self.run_id or self.parent_run_id, pd.DataFrame(rows),
-                                  artifact_file)
+            self.client.log_table(
+                self.run_id or self.parent_run_id, pd.DataFrame(rows), artifact_file
+            )
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():

@@ -34,7 +34,7 @@ def _tokens(expr: str) -> list[str]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if not m:
-            raise ParseError(f"unexpected character {expr[pos:pos + 1]!r} at {pos} in {expr!r}")
+            raise ParseError(f"unexpected character {expr[pos : pos + 1]!r} at {pos} in {expr!r}")
         out.append(m.group(1))
         pos = m.end()
         while pos < len(expr) and expr[pos].isspace():

@@ -13,8 +13,11 @@ STAGES = ("seeds", "generate", "curate", "train", "eval", "gate")
 
 
 def test_two_generations_end_to_end(runs_dir, cli_env):
-    r = flywheel(["run", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
-                 cli_env, timeout=900)
+    r = flywheel(
+        ["run", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
+        cli_env,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "flywheel e2e" in r.stdout
     assert "promoted" in r.stdout or "kept champion" in r.stdout
@@ -36,8 +39,11 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
     gen2 = store.read_manifest(fw / "gen-0002" / "generate").outputs
     assert gen2["model"] == gate1["champion"]["model"]
 
-    status = flywheel(["status", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
-                      cli_env, timeout=300)
+    status = flywheel(
+        ["status", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
+        cli_env,
+        timeout=300,
+    )
     assert status.returncode == 0, status.stderr[-2000:]
     assert "FINISHED" in status.stdout
 
@@ -54,8 +60,16 @@ def test_invalid_config_stops_before_any_work(tmp_path, cli_env):
 def test_malformed_seed_file_names_line_and_keeps_completed_work(runs_dir, cli_env, tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text('{"question": "1+2", "answer": 3}\n{"question": "4+4" "answer": 8}\n')
-    args = ["run", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=badseeds",
-            "--set", f"seeds.file={seeds}"]
+    args = [
+        "run",
+        str(TINY),
+        "--set",
+        f"runs_dir={runs_dir}",
+        "--set",
+        "name=badseeds",
+        "--set",
+        f"seeds.file={seeds}",
+    ]
     r = flywheel(args, cli_env, timeout=600)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert f"{seeds}:2: not valid JSON" in r.stderr

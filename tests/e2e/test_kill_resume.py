@@ -26,9 +26,14 @@ def _completed(fw):
 def test_sigkill_mid_stage_then_resume(runs_dir, cli_env):
     fw = runs_dir / "killed"
     args = ["run", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=killed"]
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=cli_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=ROOT,
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     # Wait until generation 2 is in the middle of a stage, then kill everything at once.
     gen2 = fw / "gen-0002"
     deadline = time.time() + 600

@@ -8,8 +8,16 @@ from tasks.domains.arith import LEVELS, ParseError, evaluate, generate, solution
 
 @pytest.mark.parametrize(
     "expr,value",
-    [("1+2", 3), ("13-4+17", 26), ("2*(3+4)-5", 9), ("-3+4", 1), ("10-20-30", -40),
-     ("2*3*4", 24), (" 7 + 8 ", 15), ("((5))", 5)],
+    [
+        ("1+2", 3),
+        ("13-4+17", 26),
+        ("2*(3+4)-5", 9),
+        ("-3+4", 1),
+        ("10-20-30", -40),
+        ("2*3*4", 24),
+        (" 7 + 8 ", 15),
+        ("((5))", 5),
+    ],
 )
 def test_evaluate(expr, value):
     assert evaluate(expr) == value
@@ -41,10 +49,15 @@ def test_generate_levels(level):
 
 @pytest.mark.parametrize(
     "answer,gold,outcome,reason",
-    [("26", "26", "accept", "correct"), (" 26 ", "26", "accept", "correct"),
-     ("-4", "-4", "accept", "correct"), ("25", "26", "reject", "wrong"),
-     ("26.0", "26", "reject", "unparsable_answer"), ("", "26", "reject", "unparsable_answer"),
-     ("x", "26", "reject", "unparsable_answer")],
+    [
+        ("26", "26", "accept", "correct"),
+        (" 26 ", "26", "accept", "correct"),
+        ("-4", "-4", "accept", "correct"),
+        ("25", "26", "reject", "wrong"),
+        ("26.0", "26", "reject", "unparsable_answer"),
+        ("", "26", "reject", "unparsable_answer"),
+        ("x", "26", "reject", "unparsable_answer"),
+    ],
 )
 def test_verify(answer, gold, outcome, reason):
     v = verify(answer, gold)

@@ -16,14 +16,16 @@ def test_every_config_file_validates(path):
 
 @pytest.mark.parametrize(
     "yaml_text,field,rule",
-    [("sampling:\n  n: 0\n", "sampling.n", "greater than 0"),
-     ("sampling:\n  top_p: 1.5\n", "sampling.top_p", "less than or equal to 1"),
-     ("engine:\n  backend: tgi\n", "engine.backend", "'vllm' or 'hf'"),
-     ("sampling:\n  nn: 3\n", "sampling.nn", "Extra inputs are not permitted"),
-     ("curation:\n  rewards: [accuracy, vibes]\n", "curation", "unknown reward"),
-     ("bootstrap:\n  hidden_size: 100\n  num_heads: 3\n", "bootstrap", "divisible"),
-     ("name: 'bad name/'\n", "name", "pattern"),
-     ("model:\n  prompt_template: 'no slot'\n", "model", "{question}")],
+    [
+        ("sampling:\n  n: 0\n", "sampling.n", "greater than 0"),
+        ("sampling:\n  top_p: 1.5\n", "sampling.top_p", "less than or equal to 1"),
+        ("engine:\n  backend: tgi\n", "engine.backend", "'vllm' or 'hf'"),
+        ("sampling:\n  nn: 3\n", "sampling.nn", "Extra inputs are not permitted"),
+        ("curation:\n  rewards: [accuracy, vibes]\n", "curation", "unknown reward"),
+        ("bootstrap:\n  hidden_size: 100\n  num_heads: 3\n", "bootstrap", "divisible"),
+        ("name: 'bad name/'\n", "name", "pattern"),
+        ("model:\n  prompt_template: 'no slot'\n", "model", "{question}"),
+    ],
 )
 def test_invalid_config_names_field_and_rule(tmp_path, yaml_text, field, rule):
     p = tmp_path / "bad.yaml"

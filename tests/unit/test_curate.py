@@ -29,8 +29,12 @@ def test_accepts_correct_and_counts_reasons():
 
 def test_dedup_and_cap_prefer_short():
     long_ok = "<think>1+2=3\n3=3</think><answer>3</answer>"
-    samples = [sample(0, completion=long_ok, tokens=20), sample(1), sample(2),
-               sample(3, completion=" " + OK, tokens=11)]
+    samples = [
+        sample(0, completion=long_ok, tokens=20),
+        sample(1),
+        sample(2),
+        sample(3, completion=" " + OK, tokens=11),
+    ]
     r = curate(samples, ["accuracy", "format"], "arith", max_per_seed=1)
     assert [s.id for s in r.kept] == ["id1"]
     assert r.counts["dropped:duplicate"] == 2  # id2 and the whitespace variant id3

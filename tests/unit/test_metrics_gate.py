@@ -10,8 +10,14 @@ R = "<think>x</think><answer>{}</answer>"
 
 @pytest.mark.parametrize(
     "n,c,k,expected",
-    [(8, 0, 1, 0.0), (8, 8, 1, 1.0), (8, 2, 1, 0.25), (8, 1, 8, 1.0), (8, 0, 8, 0.0),
-     (10, 3, 2, 1 - math.comb(7, 2) / math.comb(10, 2))],
+    [
+        (8, 0, 1, 0.0),
+        (8, 8, 1, 1.0),
+        (8, 2, 1, 0.25),
+        (8, 1, 8, 1.0),
+        (8, 0, 8, 0.0),
+        (10, 3, 2, 1 - math.comb(7, 2) / math.comb(10, 2)),
+    ],
 )
 def test_pass_at_k(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
@@ -23,8 +29,15 @@ def test_pass_at_k_rejects_bad_args():
 
 
 def test_score_item_and_report():
-    a = score_item("a", 1, "3", "arith", [R.format(3), R.format(4), R.format(4), "x"],
-                   [10, 10, 10, 30], ["stop", "stop", "stop", "length"])
+    a = score_item(
+        "a",
+        1,
+        "3",
+        "arith",
+        [R.format(3), R.format(4), R.format(4), "x"],
+        [10, 10, 10, 30],
+        ["stop", "stop", "stop", "length"],
+    )
     assert (a.correct, a.formatted, a.truncated, a.majority_correct) == (1, 3, 1, False)
     b = score_item("b", 2, "5", "arith", [R.format(5)] * 4, [5] * 4, ["stop"] * 4)
     rep = report([a, b], k=4)
@@ -39,8 +52,12 @@ def test_score_item_and_report():
 
 @pytest.mark.parametrize(
     "champ,chall,margin,promote",
-    [(0.10, 0.12, 0.0, True), (0.10, 0.10, 0.0, False), (0.10, 0.12, 0.05, False),
-     (0.30, 0.20, 0.0, False)],
+    [
+        (0.10, 0.12, 0.0, True),
+        (0.10, 0.10, 0.0, False),
+        (0.10, 0.12, 0.05, False),
+        (0.30, 0.20, 0.0, False),
+    ],
 )
 def test_gate(champ, chall, margin, promote):
     d = decide({"pass@1": champ}, {"pass@1": chall}, "pass@1", margin, k=8)

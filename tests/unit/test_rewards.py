@@ -7,11 +7,16 @@ GOOD = "<think>1+2=3</think><answer>3</answer>"
 
 @pytest.mark.parametrize(
     "completion,reason",
-    [(GOOD, "well_formed"), ("  " + GOOD + "\n", "well_formed"),
-     ("<answer>3</answer>", "bad_format"), ("<think>x</think>", "bad_format"),
-     ("<think>x</think><answer>3</answer>junk", "bad_format"),
-     ("<think>a<think>b</think><answer>3</answer>", "bad_format"),
-     ("<think>x</think><answer> </answer>", "empty_answer"), ("", "bad_format")],
+    [
+        (GOOD, "well_formed"),
+        ("  " + GOOD + "\n", "well_formed"),
+        ("<answer>3</answer>", "bad_format"),
+        ("<think>x</think>", "bad_format"),
+        ("<think>x</think><answer>3</answer>junk", "bad_format"),
+        ("<think>a<think>b</think><answer>3</answer>", "bad_format"),
+        ("<think>x</think><answer> </answer>", "empty_answer"),
+        ("", "bad_format"),
+    ],
 )
 def test_format_verdict(completion, reason):
     assert format_verdict(completion).reason == reason

@@ -1,0 +1,266 @@
+"""The embedded base policy: a tiny Llama made from scratch, cached by the hash of its recipe.
+
+It owns the character-level tokenizer, the pretraining text (prompt + reference solution + eos
+on fresh domain questions, never one of the frozen eval suite's), the short pretraining loop,
+and the Hugging Face checkpoint folder `<out_root>/bootstrap-<hash>` that every later stage
+(vLLM, TRL, `from_pretrained`) loads like any other local model.
+
+How it departs from the textbook: pretraining here is deliberately *short*, and optionally
+*label-smoothed*. The point is a base that has learnt the format and some arithmetic but is
+weak when sampled at temperature 1 (pass@1 far below pass@k and below its own greedy accuracy),
+so the flywheel has something to improve from its own verified samples. Label smoothing
+plays the part of a real base model's noisy pretraining corpus: the policy puts some mass on
+wrong digits, and rejection sampling + SFT on its verified samples is what removes it.
+(Measured: an unsmoothed short base samples almost as well as it decodes greedily, and
+self-training on its own correct samples, which are its reference solutions again, barely
+moves it.) It is a plain torch loop rather than a Trainer: a few hundred steps on fresh
+synthetic batches, no dataset to materialise. The checkpoint folder is written atomically as a
+stage (`tasks.store.write_stage`); a folder whose manifest exists is returned without work.
+
+Run in its own process: `python -m tasks.bootstrap request.json result.json` (see
+`tasks.subproc`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from tasks.domains import DOMAINS, eval_suite
+from tasks.records import stable_hash
+from tasks.store import read_manifest, write_json, write_stage
+from tasks.subproc import worker_main
+
+# Bump when the tokenizer, the text format or the training loop changes what a recipe produces.
+FORMAT_VERSION = 1
+DEFAULT_PROMPT = "Q: {question}\n"
+DEFAULT_SUITE_SIZE = 512  # the exclusion set when the caller passes none
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+# Added as ordinary (non-special) tokens: `skip_special_tokens=True` decoding keeps them, and
+# each is one token, so the format is cheap to learn and cheap to emit.
+TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
+# One token per character. Letters and a little punctuation let prompts carry short words.
+CHARACTERS = (
+    "0123456789+-*/()=?:.,!' \n" + "abcdefghijklmnopqrstuvwxyz" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer; `<s>` is prepended to every encoded text, decoding is exact."""
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + list(dict.fromkeys(CHARACTERS)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")  # every character alone
+    tok.decoder = decoders.Fuse()  # and glued back without spaces
+    bos = vocab["<s>"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    ft = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    ft.add_tokens(TAG_TOKENS)
+    return ft
+
+
+def pretrain_text(question: str, solution: str, prompt_template: str = DEFAULT_PROMPT) -> str:
+    """One pretraining document (eos is appended at tokenization)."""
+    return prompt_template.format(question=question) + solution
+
+
+def bootstrap_dir(out_root: Path, recipe: dict[str, Any]) -> Path:
+    return Path(out_root) / f"bootstrap-{stable_hash('bootstrap', FORMAT_VERSION, recipe)}"
+
+
+def _lr_at(step: int, total: int, peak: float) -> float:
+    """Linear warmup over 5% of the steps, then cosine to 10% of the peak."""
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _batch(
+    texts: list[str], tokenizer: PreTrainedTokenizerFast, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids + eos; labels are the ids with padding masked out of the loss."""
+    rows = [tokenizer(t)["input_ids"][: max_len - 1] + [tokenizer.eos_token_id] for t in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask, ids.masked_fill(mask == 0, -100)
+
+
+def _progress(enabled: bool, total: int):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("bootstrap pretraining"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def bootstrap(
+    out_root: Path,
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    num_heads: int,
+    max_position: int,
+    pretrain_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    max_difficulty: int,
+    seed: int,
+    label_smoothing: float = 0.0,
+    prompt_template: str = DEFAULT_PROMPT,
+    domain: str = "arith",
+    exclude: Iterable[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Make (or find cached) the tiny base policy; return its Hugging Face checkpoint folder.
+
+    `exclude` holds the questions pretraining must never show (the frozen eval suite's); None
+    means the default suite of `DEFAULT_SUITE_SIZE` items of `domain`. `label_smoothing` is the
+    mass spread over the vocabulary in the pretraining loss (0 = plain next-token loss).
+    """
+    dom = DOMAINS[domain]
+    if not 1 <= max_difficulty <= dom.max_difficulty:
+        raise ValueError(f"max_difficulty must be in 1..{dom.max_difficulty}, got {max_difficulty}")
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads")
+    if exclude is None:
+        exclude = {s.question for s in eval_suite(dom, DEFAULT_SUITE_SIZE)}
+    excluded = set(exclude)
+    recipe = {
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "max_position": max_position,
+        "pretrain_steps": pretrain_steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_difficulty": max_difficulty,
+        "seed": seed,
+        "label_smoothing": label_smoothing,
+        "prompt_template": prompt_template,
+        "domain": domain,
+        "exclude": stable_hash(sorted(excluded)),
+    }
+    folder = bootstrap_dir(out_root, recipe)
+    if read_manifest(folder) is not None:
+        return folder
+
+    started = time.time()
+    torch.manual_seed(seed)
+    rng = random.Random(f"bootstrap/{seed}")
+    tokenizer = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    optim = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+
+    def document() -> str:
+        while True:  # fresh questions, repeats allowed, suite items never
+            seed_ = dom.generate(rng, rng.randint(1, max_difficulty))
+            if seed_.question not in excluded:
+                return pretrain_text(seed_.question, dom.solution(seed_.question), prompt_template)
+
+    losses: list[float] = []
+    model.train()
+    with _progress(progress, pretrain_steps) as bar:
+        task = bar.add_task("pretrain", total=pretrain_steps, loss=float("nan"))
+        for step in range(pretrain_steps):
+            docs = [document() for _ in range(batch_size)]
+            ids, mask, labels = _batch(docs, tokenizer, max_position)
+            for group in optim.param_groups:
+                group["lr"] = _lr_at(step, pretrain_steps, learning_rate)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = F.cross_entropy(  # next-token loss, padding masked
+                logits[:, :-1].flatten(0, 1),
+                labels[:, 1:].flatten(),
+                ignore_index=-100,
+                label_smoothing=label_smoothing,
+            )
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            losses.append(loss.item())
+            bar.update(task, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+
+    model.eval()
+    window = max(1, min(20, len(losses) // 10))
+    with write_stage(folder, "bootstrap") as (tmp, outputs):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ).save_pretrained(tmp)
+        write_json({"format_version": FORMAT_VERSION, **recipe}, tmp / "recipe.json")
+        outputs.update(
+            parameters=n_params,
+            first_loss=sum(losses[:window]) / window if losses else None,
+            final_loss=sum(losses[-window:]) / window if losses else None,
+            seconds=round(time.time() - started, 2),
+            recipe=recipe,
+        )
+    return folder
+
+
+def main(request: dict) -> dict:
+    """Worker entry: `bootstrap(**request)` in its own process; paths travel as strings."""
+    args = dict(request)
+    args["out_root"] = Path(args["out_root"])
+    if args.get("exclude") is not None:
+        args["exclude"] = set(args["exclude"])
+    return {"path": str(bootstrap(**args))}
+
+
+if __name__ == "__main__":
+    worker_main(main)
