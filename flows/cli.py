@@ -151,6 +151,8 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
 
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # No network beyond package registries here; Prefect's telemetry would only log errors.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()
 
 

@@ -12,35 +12,12 @@ from typing import Any
 
 import pytest
 
-CHARS = "0123456789+-*()=?:QA \n"
-THINK_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 
+def build_tiny_tokenizer() -> Any:
+    """The project's own character-level tokenizer (the bootstrap's): `<s>` first, tags kept."""
+    from tasks.bootstrap import build_tokenizer
 
-def build_tiny_tokenizer(add_bos: bool = True) -> Any:
-    """Character-level tokenizer; like Llama's (and the bootstrap's), it prepends `<s>`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
-    for ch in CHARS:
-        vocab[ch] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tok.decoder = decoders.Fuse()
-    if add_bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
-        )
-    ft = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    )
-    # Non-special added tokens: they survive decode(skip_special_tokens=True).
-    ft.add_tokens(THINK_TOKENS)
-    return ft
+    return build_tokenizer()
 
 
 def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
