@@ -7,10 +7,14 @@ build in well under a second and shaped so vLLM's CPU attention accepts it (head
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Prefect's test harness and ephemeral servers would try to send telemetry (no network here).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def build_tiny_tokenizer() -> Any:

@@ -1,10 +1,12 @@
 """`flywheel run` of the tiny config, end to end, in a subprocess; and its bad-input paths."""
 
 import json
+import random
 
 import pytest
 
 from tasks import store
+from tasks.domains import DOMAINS, make_seeds
 from tests.e2e.conftest import TINY, flywheel
 
 pytestmark = pytest.mark.slow
@@ -77,8 +79,12 @@ def test_malformed_seed_file_names_line_and_keeps_completed_work(runs_dir, cli_e
     before = {p: store.read_manifest(p).created for p in (fw / "suite", fw / "gen-0000" / "eval")}
     assert store.read_manifest(fw / "gen-0001" / "seeds") is None
     # Fixed file: the rerun resumes; completed stages are not redone.
-    seeds.write_text('{"question": "1+2", "answer": 3}\n{"question": "4+4", "answer": 8}\n')
+    suite = store.read_parquet(fw / "suite" / "seeds.parquet")
+    good = make_seeds(DOMAINS["arith"], 64, 1, random.Random(7), {s["question"] for s in suite})
+    seeds.write_text(
+        "".join(json.dumps({"question": s.question, "answer": s.answer}) + "\n" for s in good)
+    )
     r = flywheel([*args, "--generations", "1"], cli_env, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert {p: store.read_manifest(p).created for p in before} == before
-    assert store.read_manifest(fw / "gen-0001" / "seeds").outputs["count"] == 2
+    assert store.read_manifest(fw / "gen-0001" / "seeds").outputs["count"] == 64

@@ -22,7 +22,7 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
     with prefect_test_harness():
         rows = flywheel(cfg)
     assert [r["gen"] for r in rows] == [1]
-    assert rows[0]["challenger_pass@1"] is not None
+    assert rows[0]["challenger pass@1"] is not None
 
     client = MlflowClient(default_tracking_uri(tmp_path))
     exp = client.get_experiment_by_name("flowtest")

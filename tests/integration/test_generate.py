@@ -140,8 +140,8 @@ def test_vllm_engine_through_worker(tiny_model, tmp_path):
     assert result["rows"] == len(rows) == len(seeds) * n
     assert result["tokens"] == sum(r["num_tokens"] for r in rows) > 0
     assert result["tokens_per_s"] > 0 and result["engine_load_s"] > 0
-    # One engine per call: vLLM logs this line once per engine it initialises.
-    assert Path(log).read_text().count("init engine") == 1
+    # One engine load: the checkpoint is read once (vLLM's own INFO lines are not always kept).
+    assert Path(log).read_text().count("Loading safetensors checkpoint shards: 100%") == 1
 
     by_seed: dict[str, list[dict]] = {}
     for r in rows:
