@@ -125,9 +125,12 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         **{f"champion.{k}": v for k, v in gate["champion"]["report"].items()},
         "gate.promoted": float(gate["decision"]["promote"]),
         "gate.delta": gate["decision"]["delta"],
+        "gate.ci_low": gate["decision"].get("ci_low"),
     }
     tracker.log_metrics(metrics, step=g)
-    tracker.set_tags({"gate.reason": gate["decision"]["reason"]})
+    tracker.set_tags(
+        {"gate.reason": gate["decision"]["reason"], "gate.rule": gate["decision"].get("rule", "")}
+    )
     tracker.log_dataset(seeds / "seeds.parquet", f"seeds-gen-{g:04d}", "seeds")
     tracker.log_dataset(curated / "accepted.parquet", f"accepted-gen-{g:04d}", "training")
     tracker.log_artifact(gdir / "gate" / "decision.json")

@@ -166,8 +166,29 @@ class EvalConfig(_Section):
 
 
 class GateConfig(_Section):
+    test: Literal["margin", "paired_bootstrap"] = Field(
+        "margin",
+        description="`margin`: challenger's metric must beat the champion's by more than margin; "
+        "`paired_bootstrap`: the lower confidence bound of the paired per-item gain must, and no "
+        "guard metric may regress.",
+    )
     metric: Literal["pass@1", "pass@k", "maj@k"] = Field("pass@1", description="What decides.")
     margin: float = Field(0.0, ge=0, le=1, description="Challenger must beat champion by more.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="One-sided level of the lower bound.")
+    n_boot: int = Field(2000, ge=100, description="Bootstrap replicates.")
+    seed: int = Field(0, description="Bootstrap seed.")
+    guards: dict[Literal["format_rate", "mean_tokens", "truncation_rate"], float] = Field(
+        default_factory=lambda: {"format_rate": 0.02, "mean_tokens": 0.25, "truncation_rate": 0.02},
+        description="Largest allowed regression per guard (mean_tokens relative); {} turns "
+        "guards off. Used by paired_bootstrap.",
+    )
+
+    @model_validator(mode="after")
+    def _guards_non_negative(self) -> GateConfig:
+        bad = {k: v for k, v in self.guards.items() if v < 0}
+        if bad:
+            raise ValueError(f"guards must be >= 0, got {bad}")
+        return self
 
 
 class TrackingConfig(_Section):

@@ -1,12 +1,28 @@
 """The promotion gate: does the challenger replace the champion? Pure; no I/O.
 
-For now a simple margin on one metric of the frozen suite. Both models are scored on the same
-items with the same sampling seed, so the comparison is paired by construction.
+Two gates share one decision record. `decide` compares two suite reports by a simple margin.
+`decide_paired` is the statistical gate: both models are scored on the same frozen items with
+the same sampling seed, so items pair up, and the gate bootstraps the mean per-item difference
+(challenger - champion) and promotes only when its one-sided lower bound clears the margin.
+
+Departures from the textbook paired test, and why:
+- The bootstrap resamples items, not samples: the k samples of one item are correlated, the
+  items are (close to) independent draws from the task distribution.
+- Passing the accuracy bound is not enough. Guards block a challenger that buys accuracy with
+  worse behaviour (dropped format, longer or truncated answers), and tripwires flag patterns of
+  reward hacking (format up, accuracy flat). Guards compare pooled point estimates: over
+  suite x k samples they are precise enough, and a guard is a limit, not a hypothesis.
+- Rule precedence is tripwire > guard > CI: `rule` names the most specific alarm that fired,
+  so a format-hacking challenger is labelled as such even when its CI also fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from tasks.metrics import pass_at_k
 
 
 @dataclass(frozen=True)
@@ -18,6 +34,12 @@ class GateDecision:
     delta: float
     margin: float
     reason: str
+    # Set by decide_paired; the simple gate leaves the CI empty.
+    ci_low: float | None = None
+    ci_high: float | None = None
+    rule: str = ""
+    guards: dict[str, dict] = field(default_factory=dict)
+    tripwires: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,4 +65,207 @@ def decide(
         if promote
         else f"{key} {b:.4f} vs champion {a:.4f}: {delta:+.4f} is not above margin {margin:.4f}"
     )
-    return GateDecision(promote, key, a, b, delta, margin, reason)
+    rule = "promote" if promote else "delta_below_margin"
+    return GateDecision(promote, key, a, b, delta, margin, reason, rule=rule)
+
+
+# Guard name -> the largest allowed regression: format_rate may drop by at most 0.02 (absolute),
+# mean_tokens may grow by at most 25 % (relative), truncation_rate may rise by at most 0.02.
+DEFAULT_GUARDS: dict[str, float] = {
+    "format_rate": 0.02,
+    "mean_tokens": 0.25,
+    "truncation_rate": 0.02,
+}
+
+# A rise in format rate above this while the pass@1 lower bound is <= 0 looks like the policy
+# learned the format reward, not the task.
+FORMAT_UP_TRIPWIRE = 0.05
+
+_EPS = 1e-12  # so that a regression of exactly the limit passes despite float rounding
+_BOOT_CHUNK = 1 << 22  # resampled indices held at once (~16 MB as int32)
+
+
+def _item_scores(items: list[dict], metric: str) -> np.ndarray:
+    """Per-item score for the gate's metric: pass@1 = correct/n, maj@k = majority_correct."""
+    if metric == "pass@1":
+        return np.array([i["correct"] / i["n"] for i in items], dtype=float)
+    kind, _, k = metric.partition("@")
+    if kind == "maj" and (k == "k" or k.isdigit()):
+        return np.array([float(i["majority_correct"]) for i in items])
+    if kind == "pass" and (k == "k" or k.isdigit()):
+        return np.array(
+            [
+                pass_at_k(i["n"], i["correct"], i["n"] if k == "k" else min(int(k), i["n"]))
+                for i in items
+            ],
+            dtype=float,
+        )
+    raise ValueError(f"unknown gate metric {metric!r}; use pass@1, pass@k or maj@k")
+
+
+def _pooled(items: list[dict]) -> dict[str, float]:
+    """Suite figures the guards watch, pooled over samples exactly as metrics.report does."""
+    total = sum(i["n"] for i in items)
+    return {
+        "format_rate": sum(i["formatted"] for i in items) / total,
+        "truncation_rate": sum(i["truncated"] for i in items) / total,
+        "mean_tokens": sum(i["mean_tokens"] * i["n"] for i in items) / total,
+    }
+
+
+def _regression(name: str, champ: float, chall: float) -> float:
+    """How much worse the challenger is on one guard, in that guard's unit (positive = worse)."""
+    if name == "format_rate":
+        return champ - chall
+    if name == "truncation_rate":
+        return chall - champ
+    if name == "mean_tokens":
+        if champ <= 0:
+            return 0.0 if chall <= 0 else float("inf")
+        return chall / champ - 1.0
+    raise AssertionError(name)  # names are checked against DEFAULT_GUARDS up front
+
+
+def _pair(champion_items: list[dict], challenger_items: list[dict]) -> list[tuple[dict, dict]]:
+    maps = []
+    for name, items in (("champion", champion_items), ("challenger", challenger_items)):
+        m = {i["item_id"]: i for i in items}
+        if len(m) != len(items):
+            raise ValueError(f"{name} items repeat an item_id")
+        if any(i["n"] <= 0 for i in items):
+            raise ValueError(f"{name} items include one with n <= 0")
+        maps.append(m)
+    a, b = maps
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise ValueError(
+            "items_mismatch: the two evaluations scored different items; "
+            f"missing from challenger ({len(only_a)}): {only_a[:5]}, "
+            f"missing from champion ({len(only_b)}): {only_b[:5]}"
+        )
+    if not a:
+        raise ValueError("cannot gate on an empty evaluation")
+    return [(a[key], b[key]) for key in sorted(a)]
+
+
+def paired_bootstrap(
+    diffs: np.ndarray, *, n_boot: int, alpha: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, 1 - alpha) quantiles of the bootstrapped mean of each row of `diffs`.
+
+    `diffs` is (metrics, items); every row is resampled with the same item indices, so the
+    rows' bounds come from one bootstrap. Seeded: the same inputs give the same bounds.
+    """
+    diffs = np.atleast_2d(np.asarray(diffs, dtype=float))
+    n = diffs.shape[1]
+    rng = np.random.default_rng(seed)
+    means = np.empty((diffs.shape[0], n_boot))
+    step = max(1, _BOOT_CHUNK // n)
+    for start in range(0, n_boot, step):
+        stop = min(n_boot, start + step)
+        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
+        means[:, start:stop] = diffs[:, idx].mean(axis=-1)
+    return np.quantile(means, alpha, axis=1), np.quantile(means, 1.0 - alpha, axis=1)
+
+
+def decide_paired(
+    champion_items: list[dict],
+    challenger_items: list[dict],
+    *,
+    metric: str = "pass@1",
+    margin: float = 0.0,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+    guards: dict[str, float] | None = None,
+) -> GateDecision:
+    """Promote when the paired bootstrap lower bound of the mean gain beats `margin`
+    and no guard regresses and no tripwire fires.
+
+    Items are dicts with the `ItemResult` fields (rows of an eval's items.parquet), paired by
+    item_id; differing item sets raise ValueError. `guards` maps a guard name to its limit;
+    None means DEFAULT_GUARDS, a dict replaces them ({} turns guards off).
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be positive, got {n_boot}")
+    limits = DEFAULT_GUARDS if guards is None else guards
+    unknown = sorted(set(limits) - set(DEFAULT_GUARDS))
+    if unknown:
+        raise ValueError(f"unknown guard(s) {unknown}; known: {sorted(DEFAULT_GUARDS)}")
+    pairs = _pair(champion_items, challenger_items)
+    champ = [a for a, _ in pairs]
+    chall = [b for _, b in pairs]
+    ks = {i["n"] for i in champ}
+    key = metric_key(metric, ks.pop()) if len(ks) == 1 else metric
+
+    rows = [_item_scores(chall, metric) - _item_scores(champ, metric)]
+    if metric != "pass@1":  # the tripwire reads the pass@1 bound whatever the gate metric
+        rows.append(_item_scores(chall, "pass@1") - _item_scores(champ, "pass@1"))
+    lows, highs = paired_bootstrap(np.stack(rows), n_boot=n_boot, alpha=alpha, seed=seed)
+    ci_low, ci_high = float(lows[0]), float(highs[0])
+    pass1_low = float(lows[-1])
+    a_score = float(_item_scores(champ, metric).mean())
+    b_score = float(_item_scores(chall, metric).mean())
+    delta = b_score - a_score
+
+    pa, pb = _pooled(champ), _pooled(chall)
+    guard_results = {}
+    for name, limit in limits.items():
+        worse = _regression(name, pa[name], pb[name])
+        guard_results[name] = {
+            "champion": pa[name],
+            "challenger": pb[name],
+            "regression": worse,
+            "limit": float(limit),
+            "ok": bool(worse <= limit + _EPS),
+        }
+    format_rise = pb["format_rate"] - pa["format_rate"]
+    tripwires = []
+    if format_rise > FORMAT_UP_TRIPWIRE and pass1_low <= 0:
+        tripwires.append("format_up_accuracy_flat")
+
+    level = f"{1 - alpha:.0%} lower bound"
+    head = (
+        f"{key} {a_score:.4f} -> {b_score:.4f} (delta {delta:+.4f} over {len(pairs)} paired items"
+    )
+    stats, bound = f"{head})", f"{head}, {level} {ci_low:+.4f})"
+    failed = [n for n, g in guard_results.items() if not g["ok"]]
+    if tripwires:
+        rule = f"tripwire:{tripwires[0]}"
+        reason = (
+            f"blocked by tripwire format_up_accuracy_flat: format rate rose {format_rise:+.4f} "
+            f"(> {FORMAT_UP_TRIPWIRE}) while the pass@1 {level} {pass1_low:+.4f} is <= 0; {bound}"
+        )
+    elif failed:
+        name, g = failed[0], guard_results[failed[0]]
+        unit = "relative" if name == "mean_tokens" else "absolute"
+        rule = f"guard:{name}"
+        reason = (
+            f"blocked by guard {name}: {g['champion']:.4f} -> {g['challenger']:.4f} is a "
+            f"regression of {g['regression']:+.4f} ({unit}) over the limit {g['limit']:.4f}; "
+            f"{bound}"
+        )
+        if len(failed) > 1:
+            reason += f"; other failed guards: {', '.join(failed[1:])}"
+    elif ci_low <= margin:
+        rule = "ci_below_margin"
+        reason = f"kept champion: {level} {ci_low:+.4f} is not above margin {margin:.4f}; {stats}"
+    else:
+        rule = "promote"
+        reason = f"promoted: {level} {ci_low:+.4f} is above margin {margin:.4f}; {stats}; guards ok"
+    return GateDecision(
+        promote=rule == "promote",
+        metric=key,
+        champion=a_score,
+        challenger=b_score,
+        delta=delta,
+        margin=margin,
+        reason=reason,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        rule=rule,
+        guards=guard_results,
+        tripwires=tuple(tripwires),
+    )

@@ -20,7 +20,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.curate import curate, merge_pool
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.gate import decide
+from tasks.gate import decide, decide_paired
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
 from tasks.seeds import check_disjoint, evolve, read_seed_file
@@ -367,6 +367,12 @@ def eval_stage(
     return rep
 
 
+def _eval_items(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    return store.read_parquet(
+        store.gen_dir(cfg.flywheel_dir, generation) / "eval" / "items.parquet"
+    )
+
+
 @stage_task(name="gate", task_run_name="gen-{generation:04d}/gate")
 def gate_stage(
     cfg: FlywheelConfig,
@@ -380,9 +386,20 @@ def gate_stage(
     done = _done(folder)
     if done is not None:
         return done
-    d = decide(
-        champion["report"], challenger["report"], cfg.gate.metric, cfg.gate.margin, cfg.eval.k
-    )
+    g = cfg.gate
+    if g.test == "paired_bootstrap":
+        d = decide_paired(
+            _eval_items(cfg, champion["generation"]),
+            _eval_items(cfg, generation),
+            metric=g.metric,
+            margin=g.margin,
+            alpha=g.alpha,
+            n_boot=g.n_boot,
+            seed=g.seed,
+            guards=g.guards,
+        )
+    else:
+        d = decide(champion["report"], challenger["report"], g.metric, g.margin, cfg.eval.k)
     winner = challenger if d.promote else champion
     with store.write_stage(folder, "gate") as (tmp, out):
         store.write_json(d.to_dict(), tmp / "decision.json")

@@ -16,7 +16,16 @@ STAGES = ("seeds", "generate", "curate", "train", "eval", "gate")
 
 def test_two_generations_end_to_end(runs_dir, cli_env):
     r = flywheel(
-        ["run", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
+        [
+            "run",
+            str(TINY),
+            "--set",
+            f"runs_dir={runs_dir}",
+            "--set",
+            "name=e2e",
+            "--set",
+            "gate.test=paired_bootstrap",
+        ],
         cli_env,
         timeout=900,
     )
@@ -36,6 +45,7 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
         assert (gdir / "train" / "model" / "model.safetensors").is_file()
         decision = json.loads((gdir / "gate" / "decision.json").read_text())
         assert decision["metric"] == "pass@1"
+        assert decision["rule"] and decision["ci_low"] is not None
     # The second generation sampled from whatever the first gate chose.
     gate1 = store.read_manifest(fw / "gen-0001" / "gate").outputs
     gen2 = store.read_manifest(fw / "gen-0002" / "generate").outputs
