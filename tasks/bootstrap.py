@@ -36,6 +36,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tasks.domains import DOMAINS, eval_suite
+from tasks.progress import loss_bar
 from tasks.records import stable_hash
 from tasks.store import read_manifest, write_json, write_stage
 from tasks.subproc import worker_main
@@ -106,27 +107,6 @@ def _batch(
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
     return ids, mask, ids.masked_fill(mask == 0, -100)
-
-
-def _progress(enabled: bool, total: int):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("bootstrap pretraining"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def bootstrap(
@@ -211,8 +191,8 @@ def bootstrap(
 
     losses: list[float] = []
     model.train()
-    with _progress(progress, pretrain_steps) as bar:
-        task = bar.add_task("pretrain", total=pretrain_steps, loss=float("nan"))
+    with loss_bar("bootstrap pretraining", progress) as bar:
+        task = bar.add_task("pretrain", total=pretrain_steps, loss="-")
         for step in range(pretrain_steps):
             docs = [document() for _ in range(batch_size)]
             ids, mask, labels = _batch(docs, tokenizer, max_position)
@@ -230,7 +210,7 @@ def bootstrap(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
             losses.append(loss.item())
-            bar.update(task, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+            bar.update(task, advance=1, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
 
     model.eval()
     window = max(1, min(20, len(losses) // 10))

@@ -71,8 +71,22 @@ def _engine_args(cfg: FlywheelConfig) -> dict:
     }
 
 
-def _seeds_table(seeds: list[Seed], path: Path) -> None:
-    store.write_parquet([{"seed_id": s.id, "question": s.question} for s in seeds], path)
+def _sample(
+    cfg: FlywheelConfig, model_path: str, seeds: list[Seed], params: dict, tmp: Path, folder: Path
+) -> dict:
+    """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`."""
+    questions = tmp / "questions.parquet"
+    store.write_parquet([{"seed_id": s.id, "question": s.question} for s in seeds], questions)
+    request = {
+        **_engine_args(cfg),
+        **params,
+        "model_path": model_path,
+        "questions_file": str(questions),
+        "out_file": str(tmp / "raw.parquet"),
+    }
+    stats = run_worker("tasks.generate", request, log_path=tmp.parent / f"{folder.name}.log")
+    questions.unlink()
+    return stats
 
 
 def read_seeds(folder: Path) -> list[Seed]:
@@ -192,18 +206,7 @@ def generate_stage(
         "seed": sp.seed + generation,
     }
     with store.write_stage(folder, "generate") as (tmp, out):
-        _seeds_table(seeds, tmp / "questions.parquet")
-        stats = run_worker(
-            "tasks.generate",
-            {
-                **_engine_args(cfg),
-                **params,
-                "model_path": model_path,
-                "questions_file": str(tmp / "questions.parquet"),
-                "out_file": str(tmp / "raw.parquet"),
-            },
-            log_path=tmp.parent / f"{folder.name}.log",
-        )
+        stats = _sample(cfg, model_path, seeds, params, tmp, folder)
         by_id = {s.id: s for s in seeds}
         samples = []
         for r in store.read_parquet(tmp / "raw.parquet"):
@@ -223,7 +226,6 @@ def generate_stage(
                 )
             )
         (tmp / "raw.parquet").unlink()
-        (tmp / "questions.parquet").unlink()
         store.write_parquet(to_rows(samples), tmp / "samples.parquet")
         out.update(
             stats,
@@ -328,19 +330,8 @@ def eval_stage(
         "seed": e.seed,
     }
     with store.write_stage(folder, "eval") as (tmp, out):
-        _seeds_table(suite, tmp / "questions.parquet")
         t0 = time.time()
-        stats = run_worker(
-            "tasks.generate",
-            {
-                **_engine_args(cfg),
-                **params,
-                "model_path": model_path,
-                "questions_file": str(tmp / "questions.parquet"),
-                "out_file": str(tmp / "raw.parquet"),
-            },
-            log_path=tmp.parent / f"{folder.name}.log",
-        )
+        stats = _sample(cfg, model_path, suite, params, tmp, folder)
         by_seed: dict[str, list[dict]] = {}
         for r in store.read_parquet(tmp / "raw.parquet"):
             by_seed.setdefault(r["seed_id"], []).append(r)
@@ -358,7 +349,7 @@ def eval_stage(
                     [r["finish_reason"] for r in rs],
                 )
             )
-        (tmp / "questions.parquet").unlink()
+        (tmp / "raw.parquet").rename(tmp / "completions.parquet")  # kept for inspection
         store.write_parquet(to_rows(items), tmp / "items.parquet")
         rep = report(items, e.k)
         out.update(

@@ -26,15 +26,7 @@ import datasets
 import pyarrow.parquet as pq
 import torch
 import transformers
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -42,6 +34,8 @@ from transformers import (
     TrainerCallback,
 )
 from trl import SFTConfig, SFTTrainer
+
+from tasks.progress import loss_bar
 
 COLUMNS = ("prompt", "completion")
 
@@ -85,15 +79,7 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        self.progress = Progress(
-            TextColumn("[bold blue]sft"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(),
-        )
+        self.progress = loss_bar("sft")
         self.task = self.progress.add_task("sft", total=state.max_steps, loss="-")
         self.progress.start()
 
