@@ -149,6 +149,32 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
     print_table(rows, f"flywheel {cfg.name} ({uri})")
 
 
+@app.command()
+def lineage(
+    config: ConfigArg,
+    version: Annotated[str, typer.Argument(help="Registered model version, or gen-N.")],
+    set_: SetOpt = None,
+) -> None:
+    """Print what produced a challenger: seeds → samples → accepted → training → eval → gate."""
+    import json
+
+    from flows.flywheel import LINEAGE_FILE
+
+    cfg = _load(config, set_)
+    records = [
+        json.loads(p.read_text()) for p in sorted(cfg.flywheel_dir.glob(f"gen-*/{LINEAGE_FILE}"))
+    ]
+    if version.startswith("gen-"):
+        found = [r for r in records if r["generation"] == int(version.removeprefix("gen-"))]
+    else:
+        found = [r for r in records if r["challenger"]["version"] == version]
+    if not found:
+        known = [r["challenger"]["version"] or f"gen-{r['generation']}" for r in records]
+        err.print(f"[red]no lineage for {version!r} in {cfg.flywheel_dir}; known: {known}[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(found[0]))
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # No network beyond package registries here; Prefect's telemetry would only log errors.

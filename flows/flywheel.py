@@ -12,12 +12,15 @@ challenger never becomes the next generation's policy.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks import store
 from tasks.config import FlywheelConfig
+from tasks.lineage import generation_lineage, generation_markdown
 from tasks.stages import (
     base_model_stage,
     curate_stage,
@@ -31,6 +34,7 @@ from tasks.stages import (
 from tasks.tracking import make_tracker
 
 TRACKED_MARK = ".tracked"
+LINEAGE_FILE = "lineage.json"
 
 
 def _tracker(cfg: FlywheelConfig):
@@ -97,11 +101,60 @@ def generation_flow(config: FlywheelConfig, generation: int, champion: dict, sui
     tracker.set_alias("champion", gate["champion"].get("version"))
     log.info("gen-%04d gate: %s", g, gate["decision"]["reason"])
 
+    lineage = generation_lineage(gdir, cfg.train.model_dump(mode="json"))
+    store.write_json_atomic(lineage, gdir / LINEAGE_FILE)
+    accepted, rejected = _sample_rows(gdir, curated, per_outcome=5)
+    create_markdown_artifact(
+        generation_markdown(lineage, accepted, rejected),
+        key=f"{_artifact_key(cfg.name)}-gen-{g:04d}",
+        description=f"{cfg.name} generation {g}: metrics, gate decision, samples",
+    )
     if not (gdir / TRACKED_MARK).exists():
         _track_generation(tracker, g, gdir, seeds, curated)
+        tracker.log_dict(lineage, "lineage.json")
+        tracker.set_version_tags(version, _lineage_tags(lineage))
         (gdir / TRACKED_MARK).touch()
     tracker.end_generation()
     return gate["champion"]
+
+
+def _artifact_key(name: str) -> str:
+    """Prefect artifact keys take lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "flywheel"
+
+
+def _lineage_tags(lineage: dict) -> dict[str, str]:
+    return {
+        "lineage.seeds_hash": lineage["seeds"]["hash"],
+        "lineage.generator_model": lineage["generator_model"],
+        "lineage.candidates_hash": lineage["candidates"]["hash"],
+        "lineage.accepted_hash": lineage["accepted"]["hash"],
+        "lineage.train_hash": str(lineage["training"]["hash"]),
+        "lineage.eval_pass_at_1": f"{lineage['eval']['pass@1']:.4f}",
+        "lineage.gate": "promoted" if lineage["gate"]["promote"] else "rejected",
+        "lineage.gate_reason": lineage["gate"]["reason"][:500],
+    }
+
+
+def _sample_rows(gdir: Path, curated: Path, per_outcome: int) -> tuple[list[dict], list[dict]]:
+    """A few accepted and rejected samples with their verdicts, for tables and reports."""
+    verdicts = store.read_parquet(curated / "verdicts.parquet")
+    samples = {r["id"]: r for r in store.read_parquet(gdir / "generate" / "samples.parquet")}
+    picked = []
+    for outcome in ("accept", "reject"):
+        rows = [v for v in verdicts if v["outcome"] == outcome][:per_outcome]
+        picked.append(
+            [
+                {
+                    "prompt": samples[v["sample_id"]]["prompt"],
+                    "completion": samples[v["sample_id"]]["completion"],
+                    "answer": samples[v["sample_id"]]["answer"],
+                    **v,
+                }
+                for v in rows
+            ]
+        )
+    return picked[0], picked[1]
 
 
 def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -> None:
@@ -134,15 +187,8 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
     tracker.log_dataset(seeds / "seeds.parquet", f"seeds-gen-{g:04d}", "seeds")
     tracker.log_dataset(curated / "accepted.parquet", f"accepted-gen-{g:04d}", "training")
     tracker.log_artifact(gdir / "gate" / "decision.json")
-    verdicts = store.read_parquet(curated / "verdicts.parquet")
-    samples = {r["id"]: r for r in store.read_parquet(gdir / "generate" / "samples.parquet")}
-    table = []
-    for outcome in ("accept", "reject"):
-        for v in [v for v in verdicts if v["outcome"] == outcome][:50]:
-            s = samples[v["sample_id"]]
-            table.append(
-                {"prompt": s["prompt"], "completion": s["completion"], "answer": s["answer"], **v}
-            )
+    accepted, rejected = _sample_rows(gdir, curated, per_outcome=50)
+    table = accepted + rejected
     tracker.log_table(table, "samples.json")
 
 
@@ -168,6 +214,12 @@ def flywheel(config: FlywheelConfig) -> list[dict]:
         status = "FINISHED"
     finally:
         tracker.end(status)
-    return [
+    rows = [
         generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, cfg.generations + 1)
     ]
+    create_table_artifact(
+        rows,
+        key=f"{_artifact_key(cfg.name)}-generations",
+        description=f"{cfg.name}: every generation's metrics and gate decision",
+    )
+    return rows

@@ -136,3 +136,11 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 def write_json(obj: Any, path: Path) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write JSON next to its final name, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    write_json(obj, tmp)
+    os.replace(tmp, path)

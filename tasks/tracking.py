@@ -59,6 +59,8 @@ class NullTracker:
         return None
 
     def set_alias(self, alias: str, version: str | None) -> None: ...
+    def set_version_tags(self, version: str | None, tags: dict[str, str]) -> None: ...
+    def log_dict(self, obj: dict, artifact_file: str) -> None: ...
 
 
 class MlflowTracker(NullTracker):
@@ -216,6 +218,14 @@ class MlflowTracker(NullTracker):
     def set_alias(self, alias: str, version: str | None) -> None:
         if version is not None:
             self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def set_version_tags(self, version: str | None, tags: dict[str, str]) -> None:
+        if version is not None:
+            for k, v in tags.items():
+                self.client.set_model_version_tag(self.model_name, version, k, v)
+
+    def log_dict(self, obj: dict, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id or self.parent_run_id, obj, artifact_file)
 
 
 def make_tracker(enabled: bool, runs_dir: Path, experiment: str, registered_model: str):

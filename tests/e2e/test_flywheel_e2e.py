@@ -59,6 +59,20 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
     assert status.returncode == 0, status.stderr[-2000:]
     assert "FINISHED" in status.stdout
 
+    lineage = json.loads((fw / "gen-0002" / "lineage.json").read_text())
+    assert lineage["generator_model"] == gate1["champion"]["model"]
+    assert (
+        lineage["accepted"]["hash"]
+        == store.read_manifest(fw / "gen-0002" / "curate").outputs["hash"]
+    )
+    shown = flywheel(
+        ["lineage", str(TINY), "2", "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
+        cli_env,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert json.loads(shown.stdout)["generation"] == 2
+
 
 def test_invalid_config_stops_before_any_work(tmp_path, cli_env):
     bad = tmp_path / "bad.yaml"

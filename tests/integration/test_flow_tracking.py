@@ -21,6 +21,12 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
     cfg = load_config(TINY, runs_dir=str(tmp_path), name="flowtest", generations=1)
     with prefect_test_harness():
         rows = flywheel(cfg)
+        from prefect.artifacts import Artifact
+
+        report = Artifact.get("flowtest-gen-0001")
+        table = Artifact.get("flowtest-generations")
+        assert report.type == "markdown" and "# Generation 1" in report.data
+        assert table.type == "table"
     assert [r["gen"] for r in rows] == [1]
     assert rows[0]["challenger pass@1"] is not None
 
@@ -47,6 +53,7 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
     assert len(versions) == 1
     mv = versions[0]
     assert mv.tags["flywheel.generation"] == "1"
+    assert mv.tags["lineage.gate"] in ("promoted", "rejected")
     assert client.get_model_version_by_alias("flowtest", "challenger").version == mv.version
     promoted = store.read_manifest(tmp_path / "flowtest" / "gen-0001" / "gate").outputs["decision"][
         "promote"
