@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.lineage import generation_lineage, generation_markdown
+from tasks.plots import pass1_interval, trajectory_png
 from tasks.stages import (
     base_model_stage,
     curate_stage,
@@ -109,13 +110,38 @@ def generation_flow(config: FlywheelConfig, generation: int, champion: dict, sui
         key=f"{_artifact_key(cfg.name)}-gen-{g:04d}",
         description=f"{cfg.name} generation {g}: metrics, gate decision, samples",
     )
+    plot = _plot_trajectory(cfg.flywheel_dir, g)
     if not (gdir / TRACKED_MARK).exists():
         _track_generation(tracker, g, gdir, seeds, curated)
+        tracker.log_parent_artifact(plot, "plots")
         tracker.log_dict(lineage, "lineage.json")
         tracker.set_version_tags(version, _lineage_tags(lineage))
         (gdir / TRACKED_MARK).touch()
     tracker.end_generation()
     return gate["champion"]
+
+
+def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
+    """Redraw `<flywheel>/trajectory.png` from the eval and gate stages of generations 0..upto."""
+    points = []
+    for g in range(0, upto + 1):
+        gdir = store.gen_dir(flywheel_dir, g)
+        rep = store.read_manifest(gdir / "eval").outputs["report"]
+        pass1, ci = pass1_interval(store.read_parquet(gdir / "eval" / "items.parquet"))
+        cur = store.read_manifest(gdir / "curate") if g else None
+        gate = store.read_manifest(gdir / "gate") if g else None
+        points.append(
+            {
+                "generation": g,
+                "pass1": pass1,
+                "pass1_ci": ci,
+                "mean_tokens": rep["mean_tokens"],
+                "format_rate": rep["format_rate"],
+                "accept_rate": cur.outputs["accept_rate"] if cur else None,
+                "promoted": gate.outputs["decision"]["promote"] if gate else None,
+            }
+        )
+    return trajectory_png(points, Path(flywheel_dir) / "trajectory.png")
 
 
 def _artifact_key(name: str) -> str:

@@ -61,6 +61,7 @@ class NullTracker:
     def set_alias(self, alias: str, version: str | None) -> None: ...
     def set_version_tags(self, version: str | None, tags: dict[str, str]) -> None: ...
     def log_dict(self, obj: dict, artifact_file: str) -> None: ...
+    def log_parent_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
 
 class MlflowTracker(NullTracker):
@@ -226,6 +227,10 @@ class MlflowTracker(NullTracker):
 
     def log_dict(self, obj: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id or self.parent_run_id, obj, artifact_file)
+
+    def log_parent_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """On the flywheel's run: artifacts that span generations (the trajectory plot)."""
+        self.client.log_artifact(self.parent_run_id, str(path), artifact_path)
 
 
 def make_tracker(enabled: bool, runs_dir: Path, experiment: str, registered_model: str):

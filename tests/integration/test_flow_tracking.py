@@ -49,6 +49,10 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
     contexts = {i.tags[0].value for i in child[0].inputs.dataset_inputs}
     assert contexts == {"seeds", "training"}
 
+    plots = [a.path for a in client.list_artifacts(parent[0].info.run_id, "plots")]
+    assert plots == ["plots/trajectory.png"]
+    assert (tmp_path / "flowtest" / "trajectory.png").stat().st_size > 10_000
+
     versions = client.search_model_versions("name='flowtest'")
     assert len(versions) == 1
     mv = versions[0]
