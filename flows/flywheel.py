@@ -80,6 +80,19 @@ def generation_flow(config: FlywheelConfig, generation: int, champion: dict, sui
         "gen-%04d: champion %s (pass@1 %.3f)", g, champion["model"], champion["report"]["pass@1"]
     )
 
+    try:
+        champion_after = _run_generation(cfg, g, champion, suite, tracker, gdir)
+    except BaseException:
+        tracker.end_generation("FAILED")  # the stages that landed stay; a rerun resumes
+        raise
+    tracker.end_generation()
+    return champion_after
+
+
+def _run_generation(
+    cfg: FlywheelConfig, g: int, champion: dict, suite: Path, tracker, gdir: Path
+) -> dict:
+    log = get_run_logger()
     seeds = seeds_stage(cfg, g, suite)
     generated = generate_stage(cfg, g, champion["model"], seeds)
     curated = curate_stage(cfg, g, generated)
@@ -117,7 +130,6 @@ def generation_flow(config: FlywheelConfig, generation: int, champion: dict, sui
         tracker.log_dict(lineage, "lineage.json")
         tracker.set_version_tags(version, _lineage_tags(lineage))
         (gdir / TRACKED_MARK).touch()
-    tracker.end_generation()
     return gate["champion"]
 
 
