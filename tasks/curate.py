@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from tasks.records import Sample, Verdict
-from tasks.rewards import REWARDS
+from tasks.rewards import REWARDS, verdict_score
 
 
 @dataclass
@@ -34,10 +34,7 @@ def sample_verdicts(samples: list[Sample], rewards: list[str], domain: str) -> l
     out = []
     for i, s in enumerate(samples):
         verdicts = {name: per_reward[name][i] for name in rewards}
-        scores = {
-            name: (None if v.outcome == "infra_error" else float(v.outcome == "accept"))
-            for name, v in verdicts.items()
-        }
+        scores = {name: verdict_score(v) for name, v in verdicts.items()}
         infra = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "infra_error"]
         rejects = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "reject"]
         if infra:

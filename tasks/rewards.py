@@ -50,7 +50,8 @@ def accuracy_verdict(completion: str, answer: str | None, domain: str) -> Verdic
         return Verdict("infra_error", f"verifier_error: {type(e).__name__}")
 
 
-def _score(v: Verdict) -> float | None:
+def verdict_score(v: Verdict) -> float | None:
+    """A verdict as a reward: 1 accept, 0 reject, None when it could not be computed."""
     return None if v.outcome == "infra_error" else float(v.outcome == "accept")
 
 
@@ -66,11 +67,11 @@ def accuracy_verdicts(
 
 
 def format_reward(prompts: list[str], completions: list[str], **kw: object) -> list[float | None]:
-    return [_score(v) for v in format_verdicts(completions, **kw)]
+    return [verdict_score(v) for v in format_verdicts(completions, **kw)]
 
 
 def accuracy_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
-    return [_score(v) for v in accuracy_verdicts(completions, **kw)]
+    return [verdict_score(v) for v in accuracy_verdicts(completions, **kw)]
 
 
 Reward = Callable[..., list[float | None]]

@@ -21,10 +21,12 @@ from tasks.config import FlywheelConfig
 from tasks.curate import curate, merge_pool
 from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.gate import decide, decide_paired
+from tasks.generate import generate_in_subprocess
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
 from tasks.seeds import check_disjoint, evolve, read_seed_file
 from tasks.subproc import WorkerError, run_worker
+from tasks.train import train_in_subprocess
 
 STAGES = ("seeds", "generate", "curate", "train", "eval", "gate")
 
@@ -84,7 +86,7 @@ def _sample(
         "questions_file": str(questions),
         "out_file": str(tmp / "raw.parquet"),
     }
-    stats = run_worker("tasks.generate", request, log_path=tmp.parent / f"{folder.name}.log")
+    stats = generate_in_subprocess(request, log_path=tmp.parent / f"{folder.name}.log")
     questions.unlink()
     return stats
 
@@ -282,8 +284,7 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
     t = cfg.train
     with store.write_stage(folder, "train") as (tmp, out):
         store.write_parquet(rows, tmp / "train.parquet")
-        metrics = run_worker(
-            "tasks.train",
+        metrics = train_in_subprocess(
             {
                 "mode": t.mode,
                 "base_model": base_model,

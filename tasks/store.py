@@ -128,12 +128,6 @@ def read_parquet(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def write_jsonl(rows: list[dict], path: Path) -> None:
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-
-
 def write_json(obj: Any, path: Path) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
