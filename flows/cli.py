@@ -3,6 +3,8 @@
 flywheel run configs/demo.yaml [--generations N] [--set sampling.n=4]
 flywheel bootstrap configs/demo.yaml
 flywheel status configs/demo.yaml
+flywheel compare configs/demo.yaml [--metric pass@1 --metric gate]
+flywheel lineage configs/demo.yaml 3|gen-3
 """
 
 from __future__ import annotations
@@ -147,6 +149,34 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
             }
         )
     print_table(rows, f"flywheel {cfg.name} ({uri})")
+
+
+@app.command()
+def compare(
+    config: ConfigArg = Path("configs/demo.yaml"),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="Only metrics whose name starts with this (repeatable)."),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """The generations side by side: one column per generation, one row per metric."""
+    from tasks.lineage import comparison
+
+    cfg = _load(config, set_)
+    columns, rows = comparison(cfg.flywheel_dir)
+    if metric:
+        rows = [r for r in rows if any(r[0].startswith(m) for m in metric)]
+    if not columns or not rows:
+        console.print(f"{cfg.name}: nothing to compare yet in {cfg.flywheel_dir}")
+        return
+    table = Table(title=f"flywheel {cfg.name}: generations side by side (gen-0000 = base)")
+    table.add_column("metric")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for name, values in rows:
+        table.add_row(name, *(_fmt(v) if not isinstance(v, str) else v for v in values))
+    console.print(table)
 
 
 @app.command()

@@ -73,6 +73,16 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert json.loads(shown.stdout)["generation"] == 2
 
+    side = flywheel(
+        ["compare", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
+        cli_env,
+        timeout=120,
+    )
+    assert side.returncode == 0, side.stderr[-2000:]
+    header = next(line for line in side.stdout.splitlines() if "gen-0000" in line)
+    assert "gen-0001" in header and "gen-0002" in header
+    assert any(line.lstrip("│ ").startswith("pass@1 ") for line in side.stdout.splitlines())
+
 
 def test_invalid_config_stops_before_any_work(tmp_path, cli_env):
     bad = tmp_path / "bad.yaml"
