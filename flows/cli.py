@@ -1,6 +1,9 @@
 """`flywheel`: the command line.
 
 flywheel run configs/demo.yaml [--generations N] [--set sampling.n=4]
+flywheel run configs/demo.yaml --more 1          # one generation past the newest finished one
+flywheel serve configs/demo.yaml --cron "0 3 * * *"   # or --interval SECONDS
+flywheel deploy configs/demo.yaml --pool gpu --cron "0 3 * * *"
 flywheel bootstrap configs/demo.yaml
 flywheel status configs/demo.yaml
 flywheel compare configs/demo.yaml [--metric pass@1 --metric gate]
@@ -78,6 +81,9 @@ def print_table(rows: list[dict], title: str) -> None:
 def run(
     config: ConfigArg,
     generations: Annotated[int | None, typer.Option(help="Run up to this generation.")] = None,
+    more: Annotated[
+        int | None, typer.Option(min=1, help="Run this many generations past the newest one.")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run (or resume) the flywheel up to its last generation."""
@@ -87,12 +93,56 @@ def run(
     from tasks.subproc import WorkerError
 
     try:
-        rows = flywheel(cfg)
+        rows = flywheel(cfg, advance=more)
     except (SeedFileError, FileNotFoundError, WorkerError, RuntimeError) as e:
         err.print(f"[red]flywheel {cfg.name} stopped: {e}[/red]")
         err.print("Completed stages are kept; fix the cause and run the same command to resume.")
         raise typer.Exit(1) from None
     print_table(rows, f"flywheel {cfg.name}")
+
+
+CronOpt = Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')]
+IntervalOpt = Annotated[float | None, typer.Option(min=1, help="Seconds between scheduled runs.")]
+
+
+@app.command()
+def serve(
+    config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = None, set_: SetOpt = None
+) -> None:
+    """Schedule the flywheel and run the schedule on this machine (Ctrl-C stops).
+
+    Each scheduled run advances the flywheel one generation from its champion; a run that
+    comes due while another is active waits for it."""
+    cfg = _load(config, set_)
+    from flows import deployments
+
+    try:
+        deployments.serve(cfg, cron=cron, interval=interval)
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def deploy(
+    config: ConfigArg,
+    pool: Annotated[str, typer.Option(help="Prefect work pool (type process).")] = "flywheel",
+    cron: CronOpt = None,
+    interval: IntervalOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Register a scheduled deployment with the Prefect server (PREFECT_API_URL) for a work
+    pool's workers: `prefect worker start --pool POOL` on the machine that should run it."""
+    cfg = _load(config, set_)
+    from flows import deployments
+
+    try:
+        deployment_id = deployments.deploy(cfg, pool, cron=cron, interval=interval)
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"deployment flywheel/{cfg.name} ({deployment_id}) on work pool {pool!r}")
+    console.print(f"start a worker: prefect worker start --pool {pool}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.deployments import one_run_at_a_time
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.lineage import generation_lineage, generation_markdown
@@ -230,10 +231,36 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
     tracker.log_table(table, "samples.json")
 
 
+def last_generation(flywheel_dir: Path) -> int:
+    """The newest generation whose gate has landed (0 when none has)."""
+    done = [
+        int(d.name.split("-")[1])
+        for d in Path(flywheel_dir).glob("gen-[0-9]*")
+        if store.read_manifest(d / "gate") is not None
+    ]
+    return max(done, default=0)
+
+
 @flow(name="flywheel", flow_run_name="{config.name}", log_prints=True)
-def flywheel(config: FlywheelConfig) -> list[dict]:
-    """Run the flywheel up to `config.generations`, resuming from whatever is on disk."""
+def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
+    """Run the flywheel up to `config.generations` (or `advance` generations past the newest
+    finished one, as scheduled runs do), resuming from whatever is on disk. Two runs of the same
+    flywheel never overlap: the second waits for the first."""
     cfg = config
+    log = get_run_logger()
+    with one_run_at_a_time(cfg.flywheel_dir, log):
+        upto = cfg.generations if advance is None else last_generation(cfg.flywheel_dir) + advance
+        _run_flywheel(cfg, upto)
+    rows = [generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, upto + 1)]
+    create_table_artifact(
+        rows,
+        key=f"{_artifact_key(cfg.name)}-generations",
+        description=f"{cfg.name}: every generation's metrics and gate decision",
+    )
+    return rows
+
+
+def _run_flywheel(cfg: FlywheelConfig, upto: int) -> None:
     log = get_run_logger()
     tracker = _tracker(cfg)
     tracker.start(cfg.resolved_json(), cfg.flywheel_dir, {"flywheel.name": cfg.name})
@@ -247,17 +274,8 @@ def flywheel(config: FlywheelConfig) -> list[dict]:
         tracker.log_metrics({f"champion.{k}": v for k, v in base_report.items()}, step=0)
         champion = {"model": base, "report": base_report, "generation": 0, "version": None}
         log.info("base model %s: pass@1 %.3f", base, base_report["pass@1"])
-        for g in range(1, cfg.generations + 1):
+        for g in range(1, upto + 1):
             champion = generation_flow(cfg, g, champion, suite)
         status = "FINISHED"
     finally:
         tracker.end(status)
-    rows = [
-        generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, cfg.generations + 1)
-    ]
-    create_table_artifact(
-        rows,
-        key=f"{_artifact_key(cfg.name)}-generations",
-        description=f"{cfg.name}: every generation's metrics and gate decision",
-    )
-    return rows
