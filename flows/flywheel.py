@@ -24,6 +24,7 @@ from tasks.lineage import generation_lineage, generation_markdown
 from tasks.plots import pass1_interval, trajectory_png
 from tasks.stages import (
     base_model_stage,
+    check_seed_inputs,
     curate_stage,
     eval_stage,
     gate_stage,
@@ -235,6 +236,7 @@ def flywheel(config: FlywheelConfig) -> list[dict]:
     """Run the flywheel up to `config.generations`, resuming from whatever is on disk."""
     cfg = config
     log = get_run_logger()
+    check_seed_inputs(cfg)  # a bad seed file stops the run before any folder is made
     tracker = _tracker(cfg)
     tracker.start(cfg.resolved_json(), cfg.flywheel_dir, {"flywheel.name": cfg.name})
     status = "FAILED"

@@ -97,7 +97,26 @@ class SamplingConfig(_Section):
 
 class SeedsConfig(_Section):
     file: Path | None = Field(
-        None, description="JSONL seed file (id, question, answer[, difficulty]); else generated."
+        None,
+        description="Seed file, JSONL / Parquet / CSV (id, question, answer[, difficulty]); "
+        "else generated.",
+    )
+    data_dirs: list[Path] = Field(
+        [Path("data")],
+        min_length=1,
+        description="Folders a seed file must lie in (resolved; `..` and links out are refused).",
+    )
+    on_bad_row: Literal["fail", "skip"] = Field(
+        "fail", description="A bad seed-file row stops the run (`fail`) or is dropped and reported."
+    )
+    max_chars: int = Field(
+        4096, gt=0, le=1_000_000, description="Longest question or answer in a seed file."
+    )
+    suite_file_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A seed file with at least this share of eval-suite items is refused as one.",
     )
     count: int = Field(2048, gt=0, description="Seeds per generation.")
     levels: list[int] = Field(
@@ -191,6 +210,38 @@ class GateConfig(_Section):
         return self
 
 
+class HygieneConfig(_Section):
+    """Decontamination against the eval suite, dedup, and the collapse alarm."""
+
+    ngram: int = Field(8, ge=2, description="Token n-gram size of the contamination check.")
+    ngram_min_tokens: int = Field(
+        8, ge=1, description="Eval items shorter than this (tokens) are matched exactly only."
+    )
+    ngram_threshold: float = Field(
+        0.5, gt=0, le=1, description="Share of an eval item's n-grams in a seed that drops it."
+    )
+    near_dup: float | None = Field(
+        0.9, gt=0, le=1, description="MinHash Jaccard at which two texts are one (None: off)."
+    )
+    shingle: int = Field(5, ge=1, description="Character shingle size for MinHash.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    collapse_max_drop: dict[
+        Literal["distinct_1", "distinct_2", "self_similarity", "answer_entropy", "mean_length"],
+        float,
+    ] = Field(
+        default_factory=lambda: {"distinct_2": 0.3, "answer_entropy": 0.3},
+        description="Largest relative drop (self_similarity: rise) of a diversity metric of the "
+        "challenger's eval completions vs the champion's; beyond it the gate blocks promotion.",
+    )
+
+    @model_validator(mode="after")
+    def _drops_positive(self) -> HygieneConfig:
+        bad = {k: v for k, v in self.collapse_max_drop.items() if v <= 0}
+        if bad:
+            raise ValueError(f"collapse_max_drop limits must be > 0, got {bad}")
+        return self
+
+
 class TrackingConfig(_Section):
     enabled: bool = Field(True, description="Record runs in MLflow.")
     experiment: str | None = Field(None, description="MLflow experiment; default: the name.")
@@ -216,6 +267,7 @@ class FlywheelConfig(_Section):
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    hygiene: HygieneConfig = HygieneConfig()
 
     @model_validator(mode="after")
     def _rewards_known(self) -> FlywheelConfig:

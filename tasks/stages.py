@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 from prefect import task
@@ -22,9 +23,11 @@ from tasks.curate import curate, merge_pool
 from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.gate import decide, decide_paired
 from tasks.generate import generate_in_subprocess
+from tasks.hygiene import SuiteIndex, decontaminate, dedup, exact_key
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
-from tasks.seeds import check_disjoint, evolve, read_seed_file
+from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
+from tasks.seeds import evolve
 from tasks.subproc import WorkerError, run_worker
 from tasks.train import train_in_subprocess
 
@@ -139,19 +142,48 @@ def base_model_stage(cfg: FlywheelConfig, suite_folder: Path) -> str:
 
 
 # -- generation stages ---------------------------------------------------------------------------
+def load_seed_file(cfg: FlywheelConfig, suite_questions: list[str]) -> SeedFileReport:
+    """The user's seed file, validated row by row under the config's policy; refused whole when
+    it is an eval suite. Needs no stage folder, so the flow checks it before any work."""
+    s = cfg.seeds
+    report = read_seed_file(
+        s.file, data_dirs=s.data_dirs, on_bad_row=s.on_bad_row, max_chars=s.max_chars
+    )
+    suite_keys = {exact_key(q) for q in suite_questions}
+    why = looks_like_suite(s.file, report.seeds, suite_keys, exact_key, s.suite_file_share)
+    if why:
+        raise SeedFileError(
+            f"{s.file}: refused as a seed source: {why}. Seeding from the eval suite would "
+            "make every later evaluation meaningless."
+        )
+    return report
+
+
+def check_seed_inputs(cfg: FlywheelConfig) -> None:
+    """Fail before any folder is made when generation 1 would read a bad seed file."""
+    first = store.stage_dir(cfg.flywheel_dir, 1, "seeds")
+    if cfg.seeds.file is None or _done(first) is not None:
+        return
+    suite = eval_suite(DOMAINS[cfg.domain], cfg.eval.suite_size)
+    load_seed_file(cfg, [x.question for x in suite])
+
+
 @stage_task(name="seeds", task_run_name="gen-{generation:04d}/seeds")
 def seeds_stage(cfg: FlywheelConfig, generation: int, suite_folder: Path) -> Path:
     folder = store.stage_dir(cfg.flywheel_dir, generation, "seeds")
     if _done(folder) is not None:
         return folder
     domain = DOMAINS[cfg.domain]
-    suite_q = {s.question for s in read_seeds(suite_folder)}
+    suite_questions = [x.question for x in read_seeds(suite_folder)]
+    suite_q = set(suite_questions)
     rng = random.Random(stable_hash(cfg.seeds.seed, generation))
-    s = cfg.seeds
+    s, h = cfg.seeds, cfg.hygiene
+    bad_rows: list[dict] = []
     if generation == 1:
         if s.file is not None:
-            seeds = read_seed_file(s.file)
-            check_disjoint(seeds, suite_q, str(s.file))
+            report = load_seed_file(cfg, suite_questions)
+            seeds = report.seeds
+            bad_rows = [{"file": b.file, "line": b.line, "reason": b.reason} for b in report.bad]
         else:
             seeds = make_seeds(domain, s.count, s.levels, rng, suite_q)
         counts, shift = {"original": len(seeds)}, 0
@@ -179,13 +211,38 @@ def seeds_stage(cfg: FlywheelConfig, generation: int, suite_folder: Path) -> Pat
             exclude=suite_q,
         )
         seeds, counts, shift = nxt.seeds, nxt.counts, nxt.shift
+    # Every batch, whatever its source: eval items out (counted), then duplicates out.
+    clean = decontaminate(
+        seeds,
+        lambda x: x.question,
+        SuiteIndex(suite_questions, h.ngram, h.ngram_min_tokens),
+        h.ngram_threshold,
+    )
+    dd = dedup(
+        [x.question for x in clean.kept],
+        near_threshold=h.near_dup,
+        shingle=h.shingle,
+        num_perm=h.num_perm,
+    )
+    seeds = [clean.kept[i] for i in dd.keep]
+    if not seeds:
+        raise SeedFileError(
+            f"gen-{generation:04d}: no seeds left after decontamination and dedup "
+            f"(dropped {clean.counts}, duplicates exact {dd.exact} near {dd.near})"
+        )
     with store.write_stage(folder, "seeds") as (tmp, out):
         store.write_parquet(to_rows(seeds), tmp / "seeds.parquet")
+        if bad_rows:
+            store.write_parquet(bad_rows, tmp / "bad_rows.parquet")
         out.update(
             count=len(seeds),
             shift=shift,
-            origins=counts,
+            origins=dict(Counter(x.origin for x in seeds)),
+            planned=counts,
             difficulty=sum(x.difficulty for x in seeds) / len(seeds),
+            decontaminated=clean.counts,
+            duplicates={"exact": dd.exact, "near": dd.near},
+            bad_rows=len(bad_rows),
             hash=stable_hash(sorted(x.id for x in seeds)),
         )
     return folder

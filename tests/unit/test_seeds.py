@@ -1,74 +1,9 @@
-import json
 import random
 
 import pytest
 
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.seeds import (
-    SeedFileError,
-    check_disjoint,
-    evolve,
-    next_shift,
-    read_seed_file,
-    shifted_levels,
-)
-
-
-def write(tmp_path, text):
-    p = tmp_path / "seeds.jsonl"
-    p.write_text(text)
-    return p
-
-
-def test_reads_good_file(tmp_path):
-    p = write(
-        tmp_path,
-        '{"question": "1+2", "answer": 3}\n\n{"id": "x", "question": "4-1", '
-        '"answer": "3", "difficulty": 2}\n',
-    )
-    seeds = read_seed_file(p)
-    assert [(s.question, s.answer, s.difficulty) for s in seeds] == [
-        ("1+2", "3", 1),
-        ("4-1", "3", 2),
-    ]
-    assert seeds[1].id == "x"
-
-
-@pytest.mark.parametrize(
-    "text,message",
-    [
-        ("", "has no seeds"),
-        ("\n\n", "has no seeds"),
-        ('{"question": "1+2", "answer": 3}\n{bad json\n', ":2: not valid JSON"),
-        ('{"answer": 3}\n', ":1: missing field 'question'"),
-        ('{"question": "1+2"}\n', ":1: missing field 'answer'"),
-        ("[1, 2]\n", ":1: expected a JSON object"),
-        ('{"question": "1+2", "answer": [3]}\n', ":1: field 'answer'"),
-        ('{"question": "1", "answer": 1, "difficulty": 0}\n', ":1: field 'difficulty'"),
-        (
-            '{"id": "a", "question": "1", "answer": 1}\n'
-            '{"id": "a", "question": "2", "answer": 2}\n',
-            ":2: duplicate seed id",
-        ),
-    ],
-)
-def test_bad_seed_files_name_file_and_line(tmp_path, text, message):
-    p = write(tmp_path, text)
-    with pytest.raises(SeedFileError) as e:
-        read_seed_file(p)
-    assert str(p) in str(e.value) and message in str(e.value)
-
-
-def test_missing_file(tmp_path):
-    with pytest.raises(SeedFileError, match="no such seed file"):
-        read_seed_file(tmp_path / "nope.jsonl")
-
-
-def test_seed_file_overlapping_suite_is_refused(tmp_path):
-    suite = eval_suite(DOMAINS["arith"], 64)
-    p = write(tmp_path, json.dumps({"question": suite[0].question, "answer": suite[0].answer}))
-    with pytest.raises(SeedFileError, match="held-out eval suite"):
-        check_disjoint(read_seed_file(p), {s.question for s in suite}, str(p))
+from tasks.seeds import evolve, next_shift, shifted_levels
 
 
 @pytest.mark.parametrize(
