@@ -215,7 +215,7 @@ class HygieneConfig(_Section):
 
     ngram: int = Field(8, ge=2, description="Token n-gram size of the contamination check.")
     ngram_min_tokens: int = Field(
-        8, ge=1, description="Eval items shorter than this (tokens) are matched exactly only."
+        5, ge=1, description="Eval items shorter than this (tokens) are matched exactly only."
     )
     ngram_threshold: float = Field(
         0.5, gt=0, le=1, description="Share of an eval item's n-grams in a seed that drops it."

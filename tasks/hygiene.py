@@ -62,7 +62,7 @@ class Decontaminated:
 class SuiteIndex:
     """The eval suite, indexed once for exact and n-gram lookups."""
 
-    def __init__(self, questions: Sequence[str], n: int = 8, min_tokens: int = 8):
+    def __init__(self, questions: Sequence[str], n: int = 8, min_tokens: int = 5):
         self.n, self.min_tokens = n, min_tokens
         self.exact = {exact_key(q) for q in questions}
         self.items: list[set[tuple[str, ...]]] = []

@@ -122,8 +122,10 @@ def test_fixed_seed_file_runs_a_generation(runs_dir, cli_env, tmp_path):
     suite = [s.question for s in eval_suite(DOMAINS["arith"], 32)]
     good = make_seeds(DOMAINS["arith"], 64, 1, random.Random(7), set(suite))
     bad_line = '{"question": 5, "answer": 1}\n'
+    leaked = json.dumps({"question": f"What is {suite[1]} ?", "answer": 0}) + "\n"
     seeds.write_text(
         bad_line
+        + leaked
         + "".join(json.dumps({"question": s.question, "answer": s.answer}) + "\n" for s in good)
     )
     args = [
@@ -146,6 +148,7 @@ def test_fixed_seed_file_runs_a_generation(runs_dir, cli_env, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     man = store.read_manifest(runs_dir / "fileseeds" / "gen-0001" / "seeds").outputs
     assert man["count"] == 64 and man["bad_rows"] == 1 and man["origins"] == {"file": 64}
+    assert man["decontaminated"] == {"exact": 0, "ngram": 1}
     bad = store.read_parquet(runs_dir / "fileseeds" / "gen-0001" / "seeds" / "bad_rows.parquet")
     assert bad == [
         {
