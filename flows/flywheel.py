@@ -59,6 +59,7 @@ def generation_row(gen_folder: Path) -> dict:
         "gen": int(gen_folder.name.split("-")[1]),
         "level": seeds.get("difficulty"),
         "seeds": seeds.get("count"),
+        "by source": " ".join(f"{k}:{v}" for k, v in sorted(seeds.get("origins", {}).items())),
         "accept": cur.get("accept_rate"),
         "kept": cur.get("accepted"),
         "train rows": tr.get("train_rows"),
@@ -196,6 +197,18 @@ def _sample_rows(gdir: Path, curated: Path, per_outcome: int) -> tuple[list[dict
     return picked[0], picked[1]
 
 
+def _hygiene_metrics(seeds: dict, cur: dict) -> dict[str, float]:
+    """Seeds by source, decontamination and dedup drops, reasoning paths, diversity."""
+    m = {f"seeds.origin.{k}": v for k, v in seeds.get("origins", {}).items()}
+    m.update({f"seeds.decontaminated.{k}": v for k, v in seeds.get("decontaminated", {}).items()})
+    m.update({f"seeds.duplicates.{k}": v for k, v in seeds.get("duplicates", {}).items()})
+    if "reasoning_paths" in cur:
+        m["curate.reasoning_paths"] = cur["reasoning_paths"]
+    for part, figures in cur.get("diversity", {}).items():
+        m.update({f"diversity.{part}.{k}": v for k, v in figures.items()})
+    return m
+
+
 def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -> None:
     def outputs(stage: str) -> dict:
         return store.read_manifest(gdir / stage).outputs
@@ -209,6 +222,7 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "curate.accepted": cur["accepted"],
         "curate.seed_solve_rate": cur["seed_solve_rate"],
         **{f"curate.{k}": v for k, v in cur["counts"].items()},
+        **_hygiene_metrics(outputs("seeds"), cur),
         "train.rows": tr["train_rows"],
         "train.loss_first": tr.get("train_loss_first"),
         "train.loss_last": tr.get("train_loss_last"),

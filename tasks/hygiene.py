@@ -140,10 +140,13 @@ def dedup(
     shingle: int = 5,
     num_perm: int = 128,
     prior: Sequence[str] = (),
+    groups: Sequence[str] | None = None,
 ) -> Deduped:
     """Indices of `texts` to keep: exact duplicates (normalised) go first, then near-duplicates
     (estimated Jaccard >= near_threshold; None turns this off). Texts that duplicate one of
-    `prior` (earlier data) are dropped too."""
+    `prior` (earlier data) are dropped too. With `groups` (one label per text) a near-duplicate
+    counts only inside its group: two completions of one seed that differ by a few characters
+    are one reasoning path; two completions of different seeds never are."""
     seen: dict[str, int] = {exact_key(t): -1 for t in prior}
     out = Deduped([], cluster=[-1] * len(texts))
     candidates = []
@@ -166,9 +169,11 @@ def dedup(
     hashes = minhashes([texts[i] for i in candidates], shingle, num_perm)
     for i, m in zip(candidates, hashes, strict=True):
         near = lsh.query(m)
+        if groups is not None:
+            near = [k for k in near if not k.startswith("p") and groups[int(k)] == groups[i]]
         if near:
             out.near += 1
-            first = sorted(near)[0]
+            first = min(near, key=lambda k: (k.startswith("p"), int(k.lstrip("p"))))
             out.cluster[i] = -1 if first.startswith("p") else int(first)
             continue
         lsh.insert(str(i), m)

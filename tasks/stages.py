@@ -302,12 +302,24 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
     if _done(folder) is not None:
         return folder
     samples = from_rows(Sample, store.read_parquet(generate_folder / "samples.parquet"))
-    result = curate(samples, cfg.curation.rewards, cfg.domain, cfg.curation.max_per_seed)
+    h = cfg.hygiene
+    result = curate(
+        samples,
+        cfg.curation.rewards,
+        cfg.domain,
+        cfg.curation.max_per_seed,
+        near_dup=h.near_dup,
+        shingle=h.shingle,
+        num_perm=h.num_perm,
+    )
     with store.write_stage(folder, "curate") as (tmp, out):
         store.write_parquet(to_rows(result.kept), tmp / "accepted.parquet")
         store.write_parquet(result.rows, tmp / "verdicts.parquet")
         store.write_parquet(
-            [{"seed_id": k, "pass_rate": v} for k, v in result.seed_pass_rate.items()],
+            [
+                {"seed_id": k, "pass_rate": v, "paths": result.paths[k]}
+                for k, v in result.seed_pass_rate.items()
+            ],
             tmp / "seed_rates.parquet",
         )
         n = max(len(samples), 1)
@@ -317,6 +329,9 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
             accept_rate=result.counts.get("accept", 0) / n,
             seed_solve_rate=sum(v > 0 for v in result.seed_pass_rate.values())
             / max(len(result.seed_pass_rate), 1),
+            reasoning_paths=sum(result.paths.values())
+            / max(sum(v > 0 for v in result.paths.values()), 1),
+            diversity=result.diversity,
             hash=stable_hash(sorted(s.id for s in result.kept)),
         )
     return folder
