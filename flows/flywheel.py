@@ -95,7 +95,7 @@ def _run_generation(
     cfg: FlywheelConfig, g: int, champion: dict, suite: Path, tracker, gdir: Path
 ) -> dict:
     log = get_run_logger()
-    seeds = seeds_stage(cfg, g, suite)
+    seeds = seeds_stage(cfg, g, suite, champion["model"])
     generated = generate_stage(cfg, g, champion["model"], seeds)
     curated = curate_stage(cfg, g, generated)
     trained = train_stage(cfg, g, champion["model"])

@@ -122,29 +122,54 @@ class SeedsConfig(_Section):
     levels: list[int] = Field(
         [1, 2, 2, 3, 3, 3],
         min_length=1,
-        description="Difficulty mix of generated seeds; a level listed twice is drawn twice as "
-        "often.",
+        description="Difficulty mix of generation 1's generated seeds (a level listed twice is "
+        "drawn twice as often); later the curriculum sets it.",
     )
-    keep_failed: float = Field(
-        0.2, ge=0, le=1, description="Most of next seed set taken by failed or half-solved seeds."
+    sources: dict[Literal["generator", "failures", "mutations", "rewrites", "proposed"], float] = (
+        Field(
+            default_factory=lambda: {"generator": 0.6, "failures": 0.2, "mutations": 0.2},
+            description="From generation 2: weight of each seed source (generator, failures, "
+            "mutations, rewrites, proposed); a source that comes up short is filled by the "
+            "generator.",
+        )
     )
     keep_original: float = Field(
-        0.0, ge=0, le=1, description="Share of the next seed set drawn from the first seeds."
+        0.1, ge=0, le=1, description="Share of every later seed set drawn from the first seeds."
     )
-    easier_below: float = Field(
-        0.02, ge=0, lt=1, description="Mean seed pass rate below which the mix moves a level down."
+    failure_below: float = Field(
+        0.5, ge=0, lt=1, description="A seed with pass rate at or below this counts as failed."
     )
-    harder_above: float = Field(
-        0.5, gt=0, le=1, description="Mean seed pass rate above which the mix moves a level up."
+    curriculum_floor: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="Added to every level's p(1-p) weight, so no level or seed vanishes.",
+    )
+    rewrite_template: str = Field(
+        "Q: {prefix}",
+        description="Prompt asking the policy to rewrite a failure ({question}, {prefix}, {head}).",
+    )
+    propose_template: str = Field(
+        "Q: {head}",
+        description="Prompt asking the policy for a new problem, from a solved example "
+        "({question}, {prefix}, {head}).",
+    )
+    problem_marker: str = Field(
+        "Q: ", min_length=1, description="The model's problem is what follows this, to line end."
+    )
+    model_samples: int = Field(
+        4, gt=0, le=64, description="Samples per rewrite/proposal prompt (one engine load)."
+    )
+    oversample: float = Field(
+        3.0, ge=1, description="Model problems asked for per one needed (many fail the check)."
     )
     seed: int = Field(1, description="Seed of the seed generator.")
 
     @model_validator(mode="after")
     def _shares_fit(self) -> SeedsConfig:
-        if self.keep_failed + self.keep_original > 1:
-            raise ValueError("keep_failed + keep_original must be at most 1")
-        if self.easier_below >= self.harder_above:
-            raise ValueError("easier_below must be below harder_above")
+        bad = {k: v for k, v in self.sources.items() if v < 0}
+        if bad or not any(v > 0 for v in self.sources.values()):
+            raise ValueError(f"sources: weights must be >= 0 with one above 0, got {self.sources}")
         if any(not 1 <= level <= 5 for level in self.levels):
             raise ValueError(f"levels must lie in 1..5, got {self.levels}")
         return self

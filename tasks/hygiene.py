@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from datasketch import MinHash, MinHashLSH
 
-_TOKENS = re.compile(r"\d+|[^\W\d_]+|[^\w\s]")
+TOKEN_RE = re.compile(r"\d+|[^\W\d_]+|[^\w\s]")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
 
@@ -41,7 +41,7 @@ def exact_key(text: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    return _TOKENS.findall(unicodedata.normalize("NFKC", text).casefold())
+    return TOKEN_RE.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 def ngrams(toks: Sequence[str], n: int) -> set[tuple[str, ...]]:

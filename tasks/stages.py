@@ -27,7 +27,7 @@ from tasks.hygiene import SuiteIndex, decontaminate, dedup, exact_key
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
 from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
-from tasks.seeds import evolve
+from tasks.seeds import evolve, model_prompts, problem_text, quotas
 from tasks.subproc import WorkerError, run_worker
 from tasks.train import train_in_subprocess
 
@@ -168,8 +168,50 @@ def check_seed_inputs(cfg: FlywheelConfig) -> None:
     load_seed_file(cfg, [x.question for x in suite])
 
 
+def _model_problems(
+    cfg: FlywheelConfig,
+    generation: int,
+    model_path: str,
+    prompts: list,
+    tmp: Path,
+    folder: Path,
+) -> tuple[dict[str, list[Seed]], list[dict], dict]:
+    """Rewrites and proposals from the policy, one engine load; only problems the domain can
+    answer come back as seeds. Also returns every candidate row and the sampling stats."""
+    s, sp = cfg.seeds, cfg.sampling
+    params = {
+        "n": s.model_samples,
+        "temperature": sp.temperature,
+        "top_p": sp.top_p,
+        "max_tokens": sp.max_tokens,
+        "seed": sp.seed + generation,
+        "prompt_template": "{question}",  # the seeds templates are the whole prompt
+    }
+    asks = [Seed(f"{p.kind}-{i}", p.prompt, None) for i, p in enumerate(prompts)]
+    stats = _sample(cfg, model_path, asks, params, tmp, folder)
+    kinds = {a.id: p.kind for a, p in zip(asks, prompts, strict=True)}
+    read = DOMAINS[cfg.domain].read_problem
+    out: dict[str, list[Seed]] = {"rewrites": [], "proposed": []}
+    rows = []
+    for r in store.read_parquet(tmp / "raw.parquet"):
+        kind = kinds[r["seed_id"]]
+        text = problem_text(r["prompt"], r["completion"], s.problem_marker)
+        seed = read(text, kind)
+        if seed is not None:
+            out[kind].append(seed)
+        rows.append(
+            {"kind": kind, "prompt": r["prompt"], "problem": text, "valid": seed is not None}
+        )
+    (tmp / "raw.parquet").unlink()
+    return out, rows, stats
+
+
 @stage_task(name="seeds", task_run_name="gen-{generation:04d}/seeds")
-def seeds_stage(cfg: FlywheelConfig, generation: int, suite_folder: Path) -> Path:
+def seeds_stage(
+    cfg: FlywheelConfig, generation: int, suite_folder: Path, model_path: str | None = None
+) -> Path:
+    """The generation's seeds. From generation 2 on they evolve from the last one's pass rates;
+    `model_path` (the champion) writes the rewrites and proposals when their weights ask."""
     folder = store.stage_dir(cfg.flywheel_dir, generation, "seeds")
     if _done(folder) is not None:
         return folder
@@ -179,71 +221,101 @@ def seeds_stage(cfg: FlywheelConfig, generation: int, suite_folder: Path) -> Pat
     rng = random.Random(stable_hash(cfg.seeds.seed, generation))
     s, h = cfg.seeds, cfg.hygiene
     bad_rows: list[dict] = []
-    if generation == 1:
-        if s.file is not None:
-            report = load_seed_file(cfg, suite_questions)
-            seeds = report.seeds
-            bad_rows = [{"file": b.file, "line": b.line, "reason": b.reason} for b in report.bad]
-        else:
-            seeds = make_seeds(domain, s.count, s.levels, rng, suite_q)
-        counts, shift = {"original": len(seeds)}, 0
-    else:
-        prev_folder = store.stage_dir(cfg.flywheel_dir, generation - 1, "seeds")
-        prev_man = store.read_manifest(prev_folder)
-        curated = store.stage_dir(cfg.flywheel_dir, generation - 1, "curate")
-        rates = {
-            r["seed_id"]: r["pass_rate"] for r in store.read_parquet(curated / "seed_rates.parquet")
-        }
-        first = read_seeds(store.stage_dir(cfg.flywheel_dir, 1, "seeds"))
-        nxt = evolve(
-            read_seeds(prev_folder),
-            rates,
-            first,
-            domain,
-            count=s.count,
-            levels=s.levels,
-            shift=prev_man.outputs["shift"],
-            keep_failed=s.keep_failed,
-            keep_original=s.keep_original,
-            easier_below=s.easier_below,
-            harder_above=s.harder_above,
-            rng=rng,
-            exclude=suite_q,
-        )
-        seeds, counts, shift = nxt.seeds, nxt.counts, nxt.shift
-    # Every batch, whatever its source: eval items out (counted), then duplicates out.
-    clean = decontaminate(
-        seeds,
-        lambda x: x.question,
-        SuiteIndex(suite_questions, h.ngram, h.ngram_min_tokens),
-        h.ngram_threshold,
-    )
-    dd = dedup(
-        [x.question for x in clean.kept],
-        near_threshold=h.near_dup,
-        shingle=h.shingle,
-        num_perm=h.num_perm,
-    )
-    seeds = [clean.kept[i] for i in dd.keep]
-    if not seeds:
-        raise SeedFileError(
-            f"gen-{generation:04d}: no seeds left after decontamination and dedup "
-            f"(dropped {clean.counts}, duplicates exact {dd.exact} near {dd.near})"
-        )
+    extra: dict = {}
     with store.write_stage(folder, "seeds") as (tmp, out):
+        if generation == 1:
+            if s.file is not None:
+                report = load_seed_file(cfg, suite_questions)
+                seeds = report.seeds
+                bad_rows = [
+                    {"file": b.file, "line": b.line, "reason": b.reason} for b in report.bad
+                ]
+            else:
+                seeds = make_seeds(domain, s.count, s.levels, rng, suite_q, origin="generator")
+        else:
+            prev = read_seeds(store.stage_dir(cfg.flywheel_dir, generation - 1, "seeds"))
+            curated = store.stage_dir(cfg.flywheel_dir, generation - 1, "curate")
+            rates = {
+                r["seed_id"]: r["pass_rate"]
+                for r in store.read_parquet(curated / "seed_rates.parquet")
+            }
+            quota = quotas(s.sources, s.count - int(s.keep_original * s.count))
+            prompts = model_prompts(
+                prev,
+                rates,
+                quota,
+                failure_below=s.failure_below,
+                floor=s.curriculum_floor,
+                rewrite_template=s.rewrite_template,
+                propose_template=s.propose_template,
+                samples=s.model_samples,
+                oversample=s.oversample,
+                rng=rng,
+            )
+            model_seeds = None
+            if prompts and model_path is not None:
+                model_seeds, rows, stats = _model_problems(
+                    cfg, generation, model_path, prompts, tmp, folder
+                )
+                store.write_parquet(rows, tmp / "model_problems.parquet")
+                extra["model_problems"] = {
+                    k: {
+                        "asked": sum(r["kind"] == k for r in rows),
+                        "valid": sum(r["kind"] == k and r["valid"] for r in rows),
+                    }
+                    for k in ("rewrites", "proposed")
+                }
+                extra["model_generate"] = stats
+            nxt = evolve(
+                prev,
+                rates,
+                read_seeds(store.stage_dir(cfg.flywheel_dir, 1, "seeds")),
+                domain,
+                count=s.count,
+                sources=s.sources,
+                keep_original=s.keep_original,
+                failure_below=s.failure_below,
+                floor=s.curriculum_floor,
+                rng=rng,
+                exclude=suite_q,
+                model_seeds=model_seeds,
+            )
+            seeds = nxt.seeds
+            extra.update(
+                level_rates=nxt.level_rates, level_weights=nxt.level_weights, short=nxt.short
+            )
+        # Every batch, whatever its source: eval items out (counted), then duplicates out.
+        clean = decontaminate(
+            seeds,
+            lambda x: x.question,
+            SuiteIndex(suite_questions, h.ngram, h.ngram_min_tokens),
+            h.ngram_threshold,
+        )
+        dd = dedup(
+            [x.question for x in clean.kept],
+            near_threshold=h.near_dup,
+            shingle=h.shingle,
+            num_perm=h.num_perm,
+        )
+        seeds = [clean.kept[i] for i in dd.keep]
+        if not seeds:
+            raise SeedFileError(
+                f"gen-{generation:04d}: no seeds left after decontamination and dedup "
+                f"(dropped {clean.counts}, duplicates exact {dd.exact} near {dd.near})"
+            )
         store.write_parquet(to_rows(seeds), tmp / "seeds.parquet")
         if bad_rows:
             store.write_parquet(bad_rows, tmp / "bad_rows.parquet")
         out.update(
             count=len(seeds),
-            shift=shift,
             origins=dict(Counter(x.origin for x in seeds)),
-            planned=counts,
             difficulty=sum(x.difficulty for x in seeds) / len(seeds),
+            levels=dict(sorted(Counter(x.difficulty for x in seeds).items())),
             decontaminated=clean.counts,
             duplicates={"exact": dd.exact, "near": dd.near},
             bad_rows=len(bad_rows),
             hash=stable_hash(sorted(x.id for x in seeds)),
+            **extra,
         )
     return folder
 
