@@ -232,6 +232,11 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "gate.promoted": float(gate["decision"]["promote"]),
         "gate.delta": gate["decision"]["delta"],
         "gate.ci_low": gate["decision"].get("ci_low"),
+        **{
+            f"gate.{k}.regression": v["regression"]
+            for k, v in gate["decision"].get("guards", {}).items()
+            if k.startswith("collapse.")
+        },
     }
     tracker.log_metrics(metrics, step=g)
     tracker.set_tags(

@@ -228,18 +228,33 @@ def diversity(
     }
 
 
-def collapse_alarms(
+def collapse_checks(
     reference: dict[str, float], current: dict[str, float], max_drop: dict[str, float]
-) -> dict[str, str]:
-    """Metric -> why it alarms, for every metric that moved the bad way by more than its
-    allowed relative share (`max_drop`) against `reference`."""
-    alarms = {}
+) -> dict[str, dict]:
+    """One guard record per watched metric: how far it moved the bad way (relative to
+    `reference`), its limit, whether it is ok, and a reason."""
+    out = {}
     for name, limit in max_drop.items():
         ref, cur = reference.get(name), current.get(name)
         if ref is None or cur is None or ref <= 0:
             continue
         change = (cur - ref) / ref if name in HIGHER_IS_WORSE else (ref - cur) / ref
-        if change > limit:
-            way = "rose" if name in HIGHER_IS_WORSE else "fell"
-            alarms[name] = f"{name} {way} {change:.1%} ({ref:.4f} -> {cur:.4f}), limit {limit:.0%}"
-    return alarms
+        way = "rose" if name in HIGHER_IS_WORSE else "fell"
+        out[name] = {
+            "champion": ref,
+            "challenger": cur,
+            "regression": change,
+            "limit": limit,
+            "ok": change <= limit,
+            "reason": f"{name} {way} {change:.1%} ({ref:.4f} -> {cur:.4f}), limit {limit:.0%}",
+        }
+    return out
+
+
+def collapse_alarms(
+    reference: dict[str, float], current: dict[str, float], max_drop: dict[str, float]
+) -> dict[str, str]:
+    """Metric -> why it alarms, for every metric that moved the bad way by more than its
+    allowed relative share (`max_drop`) against `reference`."""
+    checks = collapse_checks(reference, current, max_drop)
+    return {k: v["reason"] for k, v in checks.items() if not v["ok"]}

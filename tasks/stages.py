@@ -21,9 +21,9 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.curate import curate, merge_pool
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.gate import decide, decide_paired
+from tasks.gate import decide, decide_paired, with_alarms
 from tasks.generate import generate_in_subprocess
-from tasks.hygiene import SuiteIndex, decontaminate, dedup, exact_key
+from tasks.hygiene import SuiteIndex, collapse_checks, decontaminate, dedup, diversity, exact_key
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
 from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
@@ -509,6 +509,23 @@ def _eval_items(cfg: FlywheelConfig, generation: int) -> list[dict]:
     )
 
 
+def _collapse_guards(cfg: FlywheelConfig, champion_gen: int, generation: int) -> dict[str, dict]:
+    """Diversity of both models' completions on the frozen suite; a configured drop is an alarm
+    that blocks promotion (a challenger that wins by collapsing onto a few outputs)."""
+    limits = cfg.hygiene.collapse_max_drop
+    if not limits:
+        return {}
+
+    def figures(g: int) -> dict[str, float]:
+        rows = store.read_parquet(
+            store.gen_dir(cfg.flywheel_dir, g) / "eval" / "completions.parquet"
+        )
+        return diversity([r["completion"] for r in rows])
+
+    checks = collapse_checks(figures(champion_gen), figures(generation), limits)
+    return {f"collapse.{k}": v for k, v in checks.items()}
+
+
 @stage_task(name="gate", task_run_name="gen-{generation:04d}/gate")
 def gate_stage(
     cfg: FlywheelConfig,
@@ -536,6 +553,7 @@ def gate_stage(
         )
     else:
         d = decide(champion["report"], challenger["report"], g.metric, g.margin, cfg.eval.k)
+    d = with_alarms(d, _collapse_guards(cfg, champion["generation"], generation))
     winner = challenger if d.promote else champion
     with store.write_stage(folder, "gate") as (tmp, out):
         store.write_json(d.to_dict(), tmp / "decision.json")
