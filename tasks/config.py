@@ -194,6 +194,13 @@ class TrainConfig(_Section):
     replay: bool = Field(
         True, description="Train on every accepted sample so far, not only this generation's."
     )
+    replay_share: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="With replay: share of the training set drawn from earlier generations' "
+        "accepted samples (None: all of them).",
+    )
     bf16: bool = Field(False, description="Train in bfloat16 (GPU).")
     cpu_threads: int | None = Field(
         None, gt=0, description="torch threads when training on CPU (None: torch's default)."

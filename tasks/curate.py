@@ -11,6 +11,7 @@ reasoning paths, counted per seed. Diversity figures of the generation ride alon
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -138,3 +139,19 @@ def merge_pool(pools: list[list[dict]]) -> list[dict]:
                 seen.add(key)
                 out.append(row)
     return out
+
+
+def mix_replay(
+    current: list[dict], earlier: list[dict], share: float | None, seed: int
+) -> list[dict]:
+    """Training rows: this generation's pool plus earlier accepted data, the earlier part
+    making up `share` of the result (None: all earlier rows). Duplicates of a current row are
+    dropped first; the earlier rows kept are a seeded random draw, so a rerun is identical."""
+    n_fresh = len(merge_pool([current]))
+    pool = merge_pool([current, earlier])
+    fresh, old = pool[:n_fresh], pool[n_fresh:]
+    if share is None:
+        return fresh + old
+    want = round(share / (1 - share) * len(fresh)) if fresh else len(old)
+    rng = random.Random(seed)
+    return fresh + rng.sample(old, min(want, len(old)))

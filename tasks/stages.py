@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import store
 from tasks.config import FlywheelConfig
-from tasks.curate import curate, merge_pool
+from tasks.curate import curate, merge_pool, mix_replay
 from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.gate import decide, decide_paired, with_alarms
 from tasks.generate import generate_in_subprocess
@@ -419,7 +419,8 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
         store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
         for g in reversed(gens)
     ]  # newest first: the newest copy of a duplicate wins
-    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in merge_pool(pools)]
+    mixed = mix_replay(pools[0], merge_pool(pools[1:]), cfg.train.replay_share, generation)
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in mixed]
     if not rows:
         raise RuntimeError(
             f"gen-{generation:04d}: no accepted samples to train on; the policy solved nothing. "

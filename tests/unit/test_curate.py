@@ -1,4 +1,4 @@
-from tasks.curate import curate, merge_pool
+from tasks.curate import curate, merge_pool, mix_replay
 from tasks.records import Sample
 
 OK = "<think>1+2=3</think><answer>3</answer>"
@@ -67,3 +67,15 @@ def test_near_duplicates_within_a_seed_are_one_path():
     assert on.paths == {"s1": 2, "s2": 1}
     assert set(on.diversity) == {"generated", "accepted"}
     assert on.diversity["accepted"]["mean_length"] > 0
+
+
+def test_mix_replay_share_of_earlier_data():
+    cur = [{"prompt": f"p{i}", "completion": "c"} for i in range(30)]
+    old = [{"prompt": f"q{i}", "completion": "c"} for i in range(100)] + cur[:5]
+    assert len(mix_replay(cur, old, None, 0)) == 130  # all, duplicates of current dropped
+    mixed = mix_replay(cur, old, 0.25, 0)
+    assert mixed[:30] == cur and len(mixed) == 40  # 10 earlier rows are 25 % of 40
+    assert mixed == mix_replay(cur, old, 0.25, 0)  # seeded
+    assert mix_replay(cur, old, 0.0, 0) == cur
+    assert len(mix_replay(cur, old[:3], 0.5, 0)) == 33  # fewer earlier rows than the share asks
+    assert len(mix_replay([], old, 0.5, 0)) == 105
