@@ -190,6 +190,11 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
                 "gen": int(r.data.tags["flywheel.generation"]),
                 "status": r.info.status,
                 "level": m.get("seeds.difficulty"),
+                "by source": " ".join(
+                    f"{k.removeprefix('seeds.origin.')}:{int(v)}"
+                    for k, v in sorted(m.items())
+                    if k.startswith("seeds.origin.")
+                ),
                 "accept": m.get("curate.accept_rate"),
                 "kept": m.get("curate.accepted"),
                 "challenger pass@1": m.get("challenger.pass_at_1"),

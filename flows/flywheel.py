@@ -25,6 +25,7 @@ from tasks.lineage import generation_lineage, generation_markdown
 from tasks.plots import pass1_interval, trajectory_png
 from tasks.stages import (
     base_model_stage,
+    check_seed_inputs,
     curate_stage,
     eval_stage,
     gate_stage,
@@ -59,6 +60,7 @@ def generation_row(gen_folder: Path) -> dict:
         "gen": int(gen_folder.name.split("-")[1]),
         "level": seeds.get("difficulty"),
         "seeds": seeds.get("count"),
+        "by source": " ".join(f"{k}:{v}" for k, v in sorted(seeds.get("origins", {}).items())),
         "accept": cur.get("accept_rate"),
         "kept": cur.get("accepted"),
         "train rows": tr.get("train_rows"),
@@ -94,7 +96,7 @@ def _run_generation(
     cfg: FlywheelConfig, g: int, champion: dict, suite: Path, tracker, gdir: Path
 ) -> dict:
     log = get_run_logger()
-    seeds = seeds_stage(cfg, g, suite)
+    seeds = seeds_stage(cfg, g, suite, champion["model"])
     generated = generate_stage(cfg, g, champion["model"], seeds)
     curated = curate_stage(cfg, g, generated)
     trained = train_stage(cfg, g, champion["model"])
@@ -196,6 +198,18 @@ def _sample_rows(gdir: Path, curated: Path, per_outcome: int) -> tuple[list[dict
     return picked[0], picked[1]
 
 
+def _hygiene_metrics(seeds: dict, cur: dict) -> dict[str, float]:
+    """Seeds by source, decontamination and dedup drops, reasoning paths, diversity."""
+    m = {f"seeds.origin.{k}": v for k, v in seeds.get("origins", {}).items()}
+    m.update({f"seeds.decontaminated.{k}": v for k, v in seeds.get("decontaminated", {}).items()})
+    m.update({f"seeds.duplicates.{k}": v for k, v in seeds.get("duplicates", {}).items()})
+    if "reasoning_paths" in cur:
+        m["curate.reasoning_paths"] = cur["reasoning_paths"]
+    for part, figures in cur.get("diversity", {}).items():
+        m.update({f"diversity.{part}.{k}": v for k, v in figures.items()})
+    return m
+
+
 def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -> None:
     def outputs(stage: str) -> dict:
         return store.read_manifest(gdir / stage).outputs
@@ -209,6 +223,7 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "curate.accepted": cur["accepted"],
         "curate.seed_solve_rate": cur["seed_solve_rate"],
         **{f"curate.{k}": v for k, v in cur["counts"].items()},
+        **_hygiene_metrics(outputs("seeds"), cur),
         "train.rows": tr["train_rows"],
         "train.loss_first": tr.get("train_loss_first"),
         "train.loss_last": tr.get("train_loss_last"),
@@ -218,6 +233,11 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "gate.promoted": float(gate["decision"]["promote"]),
         "gate.delta": gate["decision"]["delta"],
         "gate.ci_low": gate["decision"].get("ci_low"),
+        **{
+            f"gate.{k}.regression": v["regression"]
+            for k, v in gate["decision"].get("guards", {}).items()
+            if k.startswith("collapse.")
+        },
     }
     tracker.log_metrics(metrics, step=g)
     tracker.set_tags(
@@ -248,6 +268,7 @@ def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
     flywheel never overlap: the second waits for the first."""
     cfg = config
     log = get_run_logger()
+    check_seed_inputs(cfg)  # a bad seed file stops the run before any folder is made
     with one_run_at_a_time(cfg.flywheel_dir, log):
         upto = cfg.generations if advance is None else last_generation(cfg.flywheel_dir) + advance
         _run_flywheel(cfg, upto)

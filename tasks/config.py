@@ -97,35 +97,79 @@ class SamplingConfig(_Section):
 
 class SeedsConfig(_Section):
     file: Path | None = Field(
-        None, description="JSONL seed file (id, question, answer[, difficulty]); else generated."
+        None,
+        description="Seed file, JSONL / Parquet / CSV (id, question, answer[, difficulty]); "
+        "else generated.",
+    )
+    data_dirs: list[Path] = Field(
+        [Path("data")],
+        min_length=1,
+        description="Folders a seed file must lie in (resolved; `..` and links out are refused).",
+    )
+    on_bad_row: Literal["fail", "skip"] = Field(
+        "fail", description="A bad seed-file row stops the run (`fail`) or is dropped and reported."
+    )
+    max_chars: int = Field(
+        4096, gt=0, le=1_000_000, description="Longest question or answer in a seed file."
+    )
+    suite_file_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A seed file with at least this share of eval-suite items is refused as one.",
     )
     count: int = Field(2048, gt=0, description="Seeds per generation.")
     levels: list[int] = Field(
         [1, 2, 2, 3, 3, 3],
         min_length=1,
-        description="Difficulty mix of generated seeds; a level listed twice is drawn twice as "
-        "often.",
+        description="Difficulty mix of generation 1's generated seeds (a level listed twice is "
+        "drawn twice as often); later the curriculum sets it.",
     )
-    keep_failed: float = Field(
-        0.2, ge=0, le=1, description="Most of next seed set taken by failed or half-solved seeds."
+    sources: dict[Literal["generator", "failures", "mutations", "rewrites", "proposed"], float] = (
+        Field(
+            default_factory=lambda: {"generator": 0.6, "failures": 0.2, "mutations": 0.2},
+            description="From generation 2: weight of each seed source (generator, failures, "
+            "mutations, rewrites, proposed); a source that comes up short is filled by the "
+            "generator.",
+        )
     )
     keep_original: float = Field(
-        0.0, ge=0, le=1, description="Share of the next seed set drawn from the first seeds."
+        0.1, ge=0, le=1, description="Share of every later seed set drawn from the first seeds."
     )
-    easier_below: float = Field(
-        0.02, ge=0, lt=1, description="Mean seed pass rate below which the mix moves a level down."
+    failure_below: float = Field(
+        0.5, ge=0, lt=1, description="A seed with pass rate at or below this counts as failed."
     )
-    harder_above: float = Field(
-        0.5, gt=0, le=1, description="Mean seed pass rate above which the mix moves a level up."
+    curriculum_floor: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="Added to every level's p(1-p) weight, so no level or seed vanishes.",
+    )
+    rewrite_template: str = Field(
+        "Q: {prefix}",
+        description="Prompt asking the policy to rewrite a failure ({question}, {prefix}, {head}).",
+    )
+    propose_template: str = Field(
+        "Q: {head}",
+        description="Prompt asking the policy for a new problem, from a solved example "
+        "({question}, {prefix}, {head}).",
+    )
+    problem_marker: str = Field(
+        "Q: ", min_length=1, description="The model's problem is what follows this, to line end."
+    )
+    model_samples: int = Field(
+        4, gt=0, le=64, description="Samples per rewrite/proposal prompt (one engine load)."
+    )
+    oversample: float = Field(
+        3.0, ge=1, description="Model problems asked for per one needed (many fail the check)."
     )
     seed: int = Field(1, description="Seed of the seed generator.")
 
     @model_validator(mode="after")
     def _shares_fit(self) -> SeedsConfig:
-        if self.keep_failed + self.keep_original > 1:
-            raise ValueError("keep_failed + keep_original must be at most 1")
-        if self.easier_below >= self.harder_above:
-            raise ValueError("easier_below must be below harder_above")
+        bad = {k: v for k, v in self.sources.items() if v < 0}
+        if bad or not any(v > 0 for v in self.sources.values()):
+            raise ValueError(f"sources: weights must be >= 0 with one above 0, got {self.sources}")
         if any(not 1 <= level <= 5 for level in self.levels):
             raise ValueError(f"levels must lie in 1..5, got {self.levels}")
         return self
@@ -149,6 +193,13 @@ class TrainConfig(_Section):
     max_length: int = Field(256, gt=0, description="Longest training sequence in tokens.")
     replay: bool = Field(
         True, description="Train on every accepted sample so far, not only this generation's."
+    )
+    replay_share: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="With replay: share of the training set drawn from earlier generations' "
+        "accepted samples (None: all of them).",
     )
     bf16: bool = Field(False, description="Train in bfloat16 (GPU).")
     cpu_threads: int | None = Field(
@@ -191,6 +242,38 @@ class GateConfig(_Section):
         return self
 
 
+class HygieneConfig(_Section):
+    """Decontamination against the eval suite, dedup, and the collapse alarm."""
+
+    ngram: int = Field(8, ge=2, description="Token n-gram size of the contamination check.")
+    ngram_min_tokens: int = Field(
+        5, ge=1, description="Eval items shorter than this (tokens) are matched exactly only."
+    )
+    ngram_threshold: float = Field(
+        0.5, gt=0, le=1, description="Share of an eval item's n-grams in a seed that drops it."
+    )
+    near_dup: float | None = Field(
+        0.9, gt=0, le=1, description="MinHash Jaccard at which two texts are one (None: off)."
+    )
+    shingle: int = Field(5, ge=1, description="Character shingle size for MinHash.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    collapse_max_drop: dict[
+        Literal["distinct_1", "distinct_2", "self_similarity", "answer_entropy", "mean_length"],
+        float,
+    ] = Field(
+        default_factory=lambda: {"distinct_2": 0.3, "answer_entropy": 0.3},
+        description="Largest relative drop (self_similarity: rise) of a diversity metric of the "
+        "challenger's eval completions vs the champion's; beyond it the gate blocks promotion.",
+    )
+
+    @model_validator(mode="after")
+    def _drops_positive(self) -> HygieneConfig:
+        bad = {k: v for k, v in self.collapse_max_drop.items() if v <= 0}
+        if bad:
+            raise ValueError(f"collapse_max_drop limits must be > 0, got {bad}")
+        return self
+
+
 class TrackingConfig(_Section):
     enabled: bool = Field(True, description="Record runs in MLflow.")
     experiment: str | None = Field(None, description="MLflow experiment; default: the name.")
@@ -216,6 +299,7 @@ class FlywheelConfig(_Section):
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    hygiene: HygieneConfig = HygieneConfig()
 
     @model_validator(mode="after")
     def _rewards_known(self) -> FlywheelConfig:

@@ -18,7 +18,7 @@ Departures from the textbook paired test, and why:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -268,4 +268,28 @@ def decide_paired(
         rule=rule,
         guards=guard_results,
         tripwires=tuple(tripwires),
+    )
+
+
+def with_alarms(decision: GateDecision, alarms: dict[str, dict]) -> GateDecision:
+    """The decision with promotion blocked when an outside alarm fired.
+
+    `alarms` maps a guard name (e.g. `collapse.distinct_2`) to a guard record with the keys of
+    `GateDecision.guards` plus `reason`; all of them join `guards`, and the first one that is not
+    ok blocks a promotion (a gate that already said no keeps its own rule and reason).
+    """
+    guards = {
+        **decision.guards,
+        **{k: {x: v[x] for x in v if x != "reason"} for k, v in alarms.items()},
+    }
+    fired = [k for k, v in alarms.items() if not v["ok"]]
+    if not fired or not decision.promote:
+        return replace(decision, guards=guards)
+    first = alarms[fired[0]]
+    return replace(
+        decision,
+        promote=False,
+        rule=f"guard:{fired[0]}",
+        reason=f"blocked by guard {fired[0]}: {first['reason']}; {decision.reason}",
+        guards=guards,
     )

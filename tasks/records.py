@@ -29,7 +29,8 @@ class Seed:
     question: str
     answer: str | None
     difficulty: int = 1
-    origin: str = "generated"  # generated | file | failed | original | fresh
+    # file | generator | original | failures | mutations | rewrites | proposed | eval
+    origin: str = "generated"
 
     @classmethod
     def make(

@@ -22,10 +22,22 @@ class Domain:
     verify: Callable[[str, str], Verdict]
     solution: Callable[[str], str]
     max_difficulty: int
+    # Model-written text -> a seed whose answer the domain computed, or None (evolve's filter).
+    read_problem: Callable[[str, str], Seed | None]
+    # A harder variant of a seed (evolve's domain-aware mutation).
+    mutate: Callable[[Seed, random.Random], Seed]
 
 
 DOMAINS: dict[str, Domain] = {
-    "arith": Domain("arith", arith.generate, arith.verify, arith.solution, arith.MAX_DIFFICULTY),
+    "arith": Domain(
+        "arith",
+        arith.generate,
+        arith.verify,
+        arith.solution,
+        arith.MAX_DIFFICULTY,
+        arith.read_problem,
+        arith.mutate,
+    ),
 }
 
 EVAL_STREAM = "held-out-eval-suite"
