@@ -113,10 +113,13 @@ def solution(question: str) -> str:
     return "<think>" + "\n".join(steps) + f"</think><answer>{acc}</answer>"
 
 
+_INTEGER = re.compile(r"-?\d+")  # compiled once: `verify` runs per sample in curation
+
+
 def verify(answer: str, gold: str) -> Verdict:
     """Compare the model's final answer with the gold one, as integers."""
     text = answer.strip()
-    if not re.fullmatch(r"-?\d+", text):
+    if not _INTEGER.fullmatch(text):
         return Verdict("reject", "unparsable_answer")
     return Verdict("accept", "correct") if int(text) == int(gold) else Verdict("reject", "wrong")
 
