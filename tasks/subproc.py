@@ -17,9 +17,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# (module, wall seconds) of every worker this process ran, in order: benchmarks read it to
+# split a flow's wall time into work done in workers and the orchestration around it.
+WORKER_WALL: list[tuple[str, float]] = []
 
 
 class WorkerError(RuntimeError):
@@ -58,6 +63,7 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
             # The child writes into a pipe; tell rich and tqdm to draw live bars anyway.
             env.update(FORCE_COLOR="1", TTY_COMPATIBLE="1", TTY_INTERACTIVE="1")
         cmd = [sys.executable, "-m", module, str(req), str(res)]
+        started = time.perf_counter()
         tail = b""
         log = open(log_path, "ab") if log_path else None
         try:
@@ -79,6 +85,7 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
         finally:
             if log:
                 log.close()
+            WORKER_WALL.append((module, time.perf_counter() - started))
         if code != 0 or not res.is_file():
             raise WorkerError(
                 f"{module} exited with status {code}; last output:\n"
