@@ -43,6 +43,11 @@ format: $(STAMP)
 clean:
 	rm -rf runs .pytest_cache
 
+# Every benchmark, side by side in one run: a table on the terminal, JSON in bench/results/.
+# BENCH_ARGS=--quick checks the plumbing at small sizes; --only generate,curate picks some.
+bench: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
 # The Prefect UI (flow runs of this machine's ephemeral API live in ~/.prefect) and the MLflow UI
 # on the demo's results, both on 127.0.0.1. Ctrl-C stops both.
 ui: $(STAMP)

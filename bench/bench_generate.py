@@ -1,8 +1,9 @@
 """Generation throughput: vLLM's engine (eager and compiled) against HF `generate`, side by side.
 
 Each backend runs through the real worker process (`tasks.generate`), one engine load per run,
-on the same model and the same prompts. Prints engine load time, generation time and
-tokens/s, and each run's throughput as a multiple of HF's.
+on the same model and the same prompts, with one short untimed warm-up call after the load.
+Prints engine load time, generation time and tokens/s, and each run's throughput as a multiple
+of HF's. `measure` and `ratios` serve `bench.run_all` (P1, P6).
 
     .venv/bin/python bench/bench_generate.py                 # untrained default policy shape
     .venv/bin/python bench/bench_generate.py --model PATH    # any local checkpoint
@@ -31,67 +32,129 @@ def untrained_default_policy(root: Path) -> str:
     return str(bootstrap(root, **recipe, progress=False))
 
 
+def measure(
+    model: str | None = None,
+    prompts: int = 256,
+    n: int = 8,
+    max_tokens: int = 96,
+    hf_batch_size: int = 256,
+    runs: tuple[str, ...] = ("hf", "vllm-eager"),
+) -> dict:
+    """Each run's worker result (tokens, engine_load_s, generate_s, tokens_per_s) plus
+    `process_s`, the wall time of its whole worker process, on one prompt set."""
+    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
+        tmp = Path(tmp)
+        model_path = model or untrained_default_policy(tmp / "models")
+        rng = random.Random(0)
+        questions = [
+            {"seed_id": f"s{i}", "question": f"{rng.randint(0, 99)}+{rng.randint(0, 99)}"}
+            for i in range(prompts)
+        ]
+        write_parquet(questions, tmp / "questions.parquet")
+        base = {
+            "model_path": model_path,
+            "questions_file": str(tmp / "questions.parquet"),
+            "n": n,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "max_tokens": max_tokens,
+            "seed": 0,
+            "dtype": "float32",
+            "gpu_memory_utilization": 0.3,
+            "max_model_len": 256,
+            "hf_batch_size": hf_batch_size,
+            "warmup": True,
+        }
+        results = {}
+        for name in runs:
+            t0 = time.perf_counter()
+            res = generate_in_subprocess(
+                {**base, **RUNS[name], "out_file": str(tmp / f"{name}.parquet")},
+                log_path=tmp / f"{name}.log",
+            )
+            res["process_s"] = time.perf_counter() - t0
+            results[name] = res
+    return {
+        "model": model or "untrained default policy (demo shape)",
+        "prompts": prompts,
+        "n": n,
+        "max_tokens": max_tokens,
+        "runs": results,
+    }
+
+
+def ratios(m: dict) -> list:
+    """P1: vLLM ÷ HF tokens/s. P6: a generate worker's wall time ÷ its pure phases."""
+    from bench.report import Goal, Ratio, ratio
+
+    runs = m["runs"]
+    hf, vl = runs.get("hf"), runs.get("vllm-eager") or runs.get("vllm-compiled")
+    shape = f"{m['prompts']} prompts x n={m['n']} x <= {m['max_tokens']} tokens"
+    out = []
+    if hf and vl:
+        out.append(
+            Ratio(
+                "P1",
+                "vLLM tokens/s ÷ HF generate tokens/s",
+                ratio(vl["tokens_per_s"], hf["tokens_per_s"]),
+                Goal(">=", 1.0),
+                detail=f"{vl['tokens_per_s']:,.0f} ÷ {hf['tokens_per_s']:,.0f} tok/s, {shape}, "
+                "warm-up excluded",
+            )
+        )
+    for name, r in runs.items():
+        pure = r["engine_load_s"] + r["generate_s"]
+        out.append(
+            Ratio(
+                "P6",
+                f"generate worker wall ÷ pure phases ({name})",
+                ratio(r["process_s"], pure),
+                None,
+                detail=f"{r['process_s']:.1f} s ÷ (load {r['engine_load_s']:.1f} + decode "
+                f"{r['generate_s']:.1f} s); the rest: process start, imports, tokenize, write",
+            )
+        )
+    return out
+
+
+RUNS = {
+    "hf": {"backend": "hf"},
+    "vllm-eager": {"backend": "vllm", "enforce_eager": True},
+    "vllm-compiled": {"backend": "vllm", "enforce_eager": False},
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="local HF checkpoint (default: untrained default policy)")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--hf-batch-size", type=int, default=256)
     ap.add_argument(
         "--runs", default="hf,vllm-eager,vllm-compiled", help="comma list of runs to do"
     )
     args = ap.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
-        tmp = Path(tmp)
-        model = args.model or untrained_default_policy(tmp / "models")
-        rng = random.Random(0)
-        questions = [
-            {"seed_id": f"s{i}", "question": f"{rng.randint(0, 99)}+{rng.randint(0, 99)}"}
-            for i in range(args.prompts)
-        ]
-        write_parquet(questions, tmp / "questions.parquet")
-        base = {
-            "model_path": model,
-            "questions_file": str(tmp / "questions.parquet"),
-            "n": args.n,
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "max_tokens": args.max_tokens,
-            "seed": 0,
-            "dtype": "float32",
-            "gpu_memory_utilization": 0.3,
-            "max_model_len": 256,
-            "hf_batch_size": args.hf_batch_size,
-        }
-        runs = {
-            "hf": {"backend": "hf"},
-            "vllm-eager": {"backend": "vllm", "enforce_eager": True},
-            "vllm-compiled": {"backend": "vllm", "enforce_eager": False},
-        }
-        results = {}
-        for name in args.runs.split(","):
-            t0 = time.perf_counter()
-            res = generate_in_subprocess(
-                {**base, **runs[name], "out_file": str(tmp / f"{name}.parquet")},
-                log_path=tmp / f"{name}.log",
-            )
-            res["process_s"] = time.perf_counter() - t0
-            results[name] = res
-
+    m = measure(
+        args.model,
+        args.prompts,
+        args.n,
+        args.max_tokens,
+        args.hf_batch_size,
+        tuple(args.runs.split(",")),
+    )
     print(
-        f"\nmodel: {args.model or 'untrained default policy'}; {args.prompts} prompts x "
-        f"{args.n} samples x <= {args.max_tokens} tokens"
+        f"\nmodel: {m['model']}; {args.prompts} prompts x {args.n} samples x "
+        f"<= {args.max_tokens} tokens"
     )
     header = f"{'run':<15}{'load s':>9}{'gen s':>9}{'process s':>11}{'tokens':>9}{'tok/s':>10}"
     print(header + f"{'x hf':>8}")
-    hf = results.get("hf", {}).get("tokens_per_s")
-    for name, r in results.items():
-        ratio = f"{r['tokens_per_s'] / hf:8.2f}" if hf else f"{'-':>8}"
+    hf = m["runs"].get("hf", {}).get("tokens_per_s")
+    for name, r in m["runs"].items():
+        x = f"{r['tokens_per_s'] / hf:8.2f}" if hf else f"{'-':>8}"
         print(
             f"{name:<15}{r['engine_load_s']:9.1f}{r['generate_s']:9.2f}{r['process_s']:11.1f}"
-            f"{r['tokens']:9d}{r['tokens_per_s']:10.0f}{ratio}"
+            f"{r['tokens']:9d}{r['tokens_per_s']:10.0f}{x}"
         )
 
 
