@@ -105,7 +105,8 @@ def draws_per_prompt(n: int, temperature: float) -> int:
 # Backends. Same signature; each loads its engine once per call and returns, per prompt in
 # order, n Completions (text without prompt or EOS; num_tokens counts the EOS when produced).
 # `timings`, when given, receives engine_load_s and generate_s. `warmup` first runs one short
-# untimed generate call (first-call kernel set-up), so generate_s is steady-state decode.
+# generate call (first-call kernel set-up), counted in engine_load_s, so generate_s is
+# steady-state decode.
 
 
 def generate_vllm(
