@@ -88,7 +88,7 @@ def format_value(r: Ratio) -> str:
         return f"{100 * r.value:.2f} %"
     if r.unit == "x":
         return f"{r.value:.3g}x"
-    return f"{r.value:,.0f} {r.unit}"
+    return f"{r.value:,.0f} {r.unit}" if abs(r.value) >= 100 else f"{r.value:.3g} {r.unit}"
 
 
 def format_goal(r: Ratio) -> str:

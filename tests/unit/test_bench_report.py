@@ -61,6 +61,7 @@ def test_formats_by_unit():
     assert (format_value(times), format_goal(times)) == ("13.9x", ">= 1x")
     rate = Ratio("P3", "rate", 91314.2, Goal(">=", 50_000), unit="samples/s")
     assert (format_value(rate), format_goal(rate)) == ("91,314 samples/s", ">= 50,000 samples/s")
+    assert format_value(Ratio("P7", "gain", 0.00732, unit="pass@1/gen")) == "0.00732 pass@1/gen"
     assert format_value(unavailable("P5", "packed", "no option")) == "-"
 
 
