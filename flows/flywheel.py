@@ -10,8 +10,6 @@ champion passed from one generation to the next is whatever the gate stage wrote
 challenger never becomes the next generation's policy.
 """
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 
