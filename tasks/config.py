@@ -203,7 +203,7 @@ class FlywheelConfig(_Section):
     name: str = Field(
         "demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Flywheel name (folder)."
     )
-    domain: Literal["arith"] = Field("arith", description="Built-in task domain.")
+    domain: Literal["arith", "math"] = Field("arith", description="Built-in task domain.")
     generations: int = Field(3, gt=0, description="Generations this run goes up to.")
     runs_dir: Path = Field(Path("runs"), description="Where generations and MLflow live.")
     model: ModelConfig = ModelConfig()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tasks.domains import arith
+from tasks.domains import math as math_domain
 from tasks.records import Seed, Verdict
 
 
@@ -26,6 +27,13 @@ class Domain:
 
 DOMAINS: dict[str, Domain] = {
     "arith": Domain("arith", arith.generate, arith.verify, arith.solution, arith.MAX_DIFFICULTY),
+    "math": Domain(
+        "math",
+        math_domain.generate,
+        math_domain.verify,
+        math_domain.solution,
+        math_domain.MAX_DIFFICULTY,
+    ),
 }
 
 EVAL_STREAM = "held-out-eval-suite"
