@@ -72,15 +72,16 @@ class RichProgress(TrainerCallback):
     log event is also printed as one plain line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "sft") -> None:
+        self.label = label
         self.progress: Progress | None = None
         self.task: Any = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        self.progress = loss_bar("sft")
-        self.task = self.progress.add_task("sft", total=state.max_steps, loss="-")
+        self.progress = loss_bar(self.label)
+        self.task = self.progress.add_task(self.label, total=state.max_steps, loss="-")
         self.progress.start()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -200,6 +201,37 @@ def build_trainer(
     return trainer
 
 
+def run_and_save(trainer: transformers.Trainer, out_dir: str) -> Any:
+    """`trainer.train()`, then save the model as a Hugging Face folder, nothing pickled.
+
+    A `NonFiniteLoss` raised during training propagates before anything is saved.
+    """
+    try:
+        result = trainer.train()
+    finally:
+        for cb in trainer.callback_handler.callbacks:
+            if isinstance(cb, RichProgress):
+                cb.close()
+    # The Trainer switched the KV cache off in the config for training; the saved model generates.
+    trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True
+    # `save_model` (not `model.save_pretrained`) so sharded/distributed weights are gathered
+    # first; it also pickles the TrainingArguments, which this project replaces with JSON.
+    trainer.save_model(out_dir)
+    out = Path(out_dir)
+    (out / "training_args.bin").unlink(missing_ok=True)
+    (out / "training_args.json").write_text(trainer.args.to_json_string())
+    return result
+
+
+def loss_history(trainer: transformers.Trainer, key: str = "loss") -> list[list[float]]:
+    """[[step, value], ...] of one logged quantity, in step order."""
+    return [
+        [entry["step"], float(entry[key])]
+        for entry in trainer.state.log_history
+        if entry.get(key) is not None
+    ]
+
+
 def train_sft(
     base_model: str,
     train_file: str,
@@ -247,25 +279,8 @@ def train_sft(
         progress=progress,
         gradient_checkpointing=gradient_checkpointing,
     )
-    try:
-        result = trainer.train()
-    finally:
-        for cb in trainer.callback_handler.callbacks:
-            if isinstance(cb, RichProgress):
-                cb.close()
-    history = [
-        [entry["step"], float(entry["loss"])]
-        for entry in trainer.state.log_history
-        if "loss" in entry
-    ]
-    # The Trainer switched the KV cache off in the config for training; the saved model generates.
-    trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True
-    # `save_model` (not `model.save_pretrained`) so sharded/distributed weights are gathered
-    # first; it also pickles the TrainingArguments, which this project replaces with JSON.
-    trainer.save_model(out_dir)
-    out = Path(out_dir)
-    (out / "training_args.bin").unlink(missing_ok=True)
-    (out / "training_args.json").write_text(trainer.args.to_json_string())
+    result = run_and_save(trainer, out_dir)
+    history = loss_history(trainer)
     return {
         "train_loss_first": history[0][1] if history else float("nan"),
         "train_loss_last": history[-1][1] if history else float("nan"),
