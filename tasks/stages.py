@@ -10,6 +10,7 @@ caching is off: the manifests are the cache, and they survive a killed process.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -267,9 +268,58 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
 
 @heavy_task(name="train", task_run_name="gen-{generation:04d}/train")
 def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
+    """Train the challenger with this generation's recipe (`train.mode` or `train.schedule`).
+
+    `sft` trains on accepted samples; `grpo` on the generation's seeds (questions and gold
+    answers: the policy samples its own groups); `sft_then_grpo` runs GRPO from the SFT model
+    of the same generation, and keeps only the final model.
+    """
     folder = store.stage_dir(cfg.flywheel_dir, generation, "train")
     if _done(folder) is not None:
         return folder
+    stage = cfg.train.stage(generation)
+    log_path = folder.parent / f"{folder.name}.log"
+    with store.write_stage(folder, "train") as (tmp, out):
+        out.update(mode=stage.mode, label=stage.label)
+        model_in = base_model
+        if stage.mode in ("sft", "sft_then_grpo"):
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            sft_dir = tmp / ("model" if stage.mode == "sft" else "sft-model")
+            metrics = train_in_subprocess(
+                _sft_request(cfg, generation, base_model, tmp / "train.parquet", sft_dir), log_path
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+            model_in = str(sft_dir)
+        if stage.mode in ("grpo", "sft_then_grpo"):
+            rows = _grpo_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "grpo.parquet")
+            metrics = train_in_subprocess(
+                _grpo_request(cfg, generation, model_in, tmp / "grpo.parquet", tmp / "model"),
+                log_path,
+            )
+            grpo_hash = stable_hash(sorted((r["question"], r["answer"]) for r in rows))
+            if stage.mode == "grpo":
+                out.update(metrics, train_rows=len(rows), hash=grpo_hash)
+            else:  # the SFT half named the training set; GRPO's figures go next to it
+                out.update(
+                    {k: v for k, v in metrics.items() if k.startswith("grpo.")},
+                    grpo_rows=len(rows),
+                    grpo_hash=grpo_hash,
+                    grpo_steps=metrics["steps"],
+                    grpo_seconds=metrics["seconds"],
+                    reward_history=metrics["reward_history"],
+                )
+                shutil.rmtree(tmp / "sft-model")  # the GRPO model descends from it
+        out["base_model"] = base_model
+    return folder
+
+
+def _sft_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
     gens = range(1, generation + 1) if cfg.train.replay else [generation]
     pools = [
         store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
@@ -281,36 +331,83 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
             f"gen-{generation:04d}: no accepted samples to train on; the policy solved nothing. "
             "Use easier seeds.levels, raise sampling.n, or check the verifier."
         )
+    return rows
+
+
+def _sft_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
     t = cfg.train
-    with store.write_stage(folder, "train") as (tmp, out):
-        store.write_parquet(rows, tmp / "train.parquet")
-        metrics = train_in_subprocess(
-            {
-                "mode": t.mode,
-                "base_model": base_model,
-                "train_file": str(tmp / "train.parquet"),
-                "out_dir": str(tmp / "model"),
-                "learning_rate": t.learning_rate,
-                "epochs": t.epochs,
-                "batch_size": t.batch_size,
-                "grad_accum": t.grad_accum,
-                "warmup_ratio": t.warmup_ratio,
-                "scheduler": t.scheduler,
-                "max_length": t.max_length,
-                "bf16": t.bf16,
-                "seed": t.seed + generation,
-                "cpu_threads": t.cpu_threads,
-                "progress": True,
-            },
-            log_path=tmp.parent / f"{folder.name}.log",
+    return {
+        "mode": "sft",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "learning_rate": t.learning_rate,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "cpu_threads": t.cpu_threads,
+        "progress": True,
+    }
+
+
+def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    """The generation's seeds as GRPO prompts: question, gold answer (may be null), domain."""
+    seeds = read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    limit = cfg.train.grpo.max_prompts
+    if limit is not None and limit < len(seeds):
+        seeds = random.Random(stable_hash("grpo-prompts", cfg.train.seed, generation)).sample(
+            seeds, limit
         )
-        out.update(
-            metrics,
-            base_model=base_model,
-            train_rows=len(rows),
-            hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
-        )
-    return folder
+    return [
+        {"seed_id": s.id, "question": s.question, "answer": s.answer, "domain": cfg.domain}
+        for s in seeds
+    ]
+
+
+def _grpo_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    t, g, m = cfg.train, cfg.train.grpo, cfg.model
+    return {
+        "mode": "grpo",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "rewards": t.grpo_rewards(generation),
+        "learning_rate": g.learning_rate,
+        "epochs": g.epochs,
+        "max_steps": g.max_steps,
+        "prompts_per_step": g.prompts_per_step,
+        "grad_accum": t.grad_accum,
+        "num_generations": g.num_generations,
+        "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature,
+        "epsilon": g.epsilon,
+        "beta": g.beta,
+        "loss_type": g.loss_type,
+        "num_iterations": g.num_iterations,
+        "scale_rewards": g.scale_rewards,
+        "drop_zero_signal": g.drop_zero_signal,
+        "length_buffer": g.length_buffer,
+        "ngram": g.repetition_ngram,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "prompt_template": m.prompt_template,
+        "chat_template": m.chat_template,
+        "system_prompt": m.system_prompt,
+        "cpu_threads": t.cpu_threads,
+        "progress": True,
+    }
 
 
 @heavy_task(name="eval", task_run_name="{label}/eval")
