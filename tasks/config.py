@@ -226,6 +226,20 @@ class TrainConfig(_Section):
         None, gt=0, description="torch threads when training on CPU (None: torch's default)."
     )
     seed: int = Field(0, description="Training seed.")
+    packing: bool = Field(
+        False,
+        description="SFT: pack several samples per sequence, none attending to another "
+        "(V3 sample masking; position ids restart per sample).",
+    )
+    min_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="SFT cosine floor as a share of the peak (V3: 1e-6 / 5e-6 = 0.2); None: 0.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (large models)."
+    )
     grpo: GRPOSection = GRPOSection()
 
     def stage(self, generation: int) -> ScheduleEntry:

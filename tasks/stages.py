@@ -353,6 +353,9 @@ def _sft_request(
         "bf16": t.bf16,
         "seed": t.seed + generation,
         "cpu_threads": t.cpu_threads,
+        "packing": t.packing,
+        "min_lr_ratio": t.min_lr_ratio,
+        "gradient_checkpointing": t.gradient_checkpointing,
         "progress": True,
     }
 
@@ -405,6 +408,7 @@ def _grpo_request(
         "prompt_template": m.prompt_template,
         "chat_template": m.chat_template,
         "system_prompt": m.system_prompt,
+        "gradient_checkpointing": t.gradient_checkpointing,
         "cpu_threads": t.cpu_threads,
         "progress": True,
     }
