@@ -252,6 +252,35 @@ class TrainConfig(_Section):
         return self.stage(generation).rewards or self.grpo.rewards
 
 
+class DistillConfig(_Section):
+    """Where the generation stage's samples come from: the policy, teachers, prompt templates."""
+
+    teachers: list[Path] = Field(
+        [], description="Local checkpoints whose samples are pooled with the policy's."
+    )
+    include_policy: bool = Field(
+        True, description="Pool the policy's own samples too (False: teachers only)."
+    )
+    templates: list[str] = Field(
+        ["plain"],
+        min_length=1,
+        description="Prompt templates per seed (tasks.generate.TEMPLATES: plain, reflect).",
+    )
+
+    @model_validator(mode="after")
+    def _sources(self) -> DistillConfig:
+        from tasks.generate import TEMPLATES
+
+        unknown = [t for t in self.templates if t not in TEMPLATES]
+        if unknown:
+            raise ValueError(f"templates: unknown {unknown}; known: {sorted(TEMPLATES)}")
+        if len(set(self.templates)) != len(self.templates):
+            raise ValueError(f"templates: listed twice in {self.templates}")
+        if not self.include_policy and not self.teachers:
+            raise ValueError("no generator: include_policy is false and no teachers are given")
+        return self
+
+
 class EvalConfig(_Section):
     suite_size: int = Field(512, gt=0, description="Items in the frozen held-out suite.")
     k: int = Field(8, gt=0, le=64, description="Samples per item (pass@k, maj@k).")
@@ -308,6 +337,7 @@ class FlywheelConfig(_Section):
     seeds: SeedsConfig = SeedsConfig()
     curation: CurationConfig = CurationConfig()
     train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     tracking: TrackingConfig = TrackingConfig()

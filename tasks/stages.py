@@ -75,7 +75,14 @@ def _engine_args(cfg: FlywheelConfig) -> dict:
 
 
 def _sample(
-    cfg: FlywheelConfig, model_path: str, seeds: list[Seed], params: dict, tmp: Path, folder: Path
+    cfg: FlywheelConfig,
+    model_path: str,
+    seeds: list[Seed],
+    params: dict,
+    tmp: Path,
+    folder: Path,
+    template: str = "plain",
+    student_model: str | None = None,
 ) -> dict:
     """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`."""
     questions = tmp / "questions.parquet"
@@ -83,6 +90,8 @@ def _sample(
     request = {
         **_engine_args(cfg),
         **params,
+        "template": template,
+        "student_model": student_model,
         "model_path": model_path,
         "questions_file": str(questions),
         "out_file": str(tmp / "raw.parquet"),
@@ -208,36 +217,65 @@ def generate_stage(
         "max_tokens": sp.max_tokens,
         "seed": sp.seed + generation,
     }
-    with store.write_stage(folder, "generate") as (tmp, out):
-        stats = _sample(cfg, model_path, seeds, params, tmp, folder)
-        by_id = {s.id: s for s in seeds}
-        samples = []
-        for r in store.read_parquet(tmp / "raw.parquet"):
-            seed = by_id[r["seed_id"]]
-            samples.append(
-                Sample(
-                    id=Sample.make_id(generation, seed.id, r["sample_index"], model_path, params),
-                    seed_id=seed.id,
-                    prompt=r["prompt"],
-                    completion=r["completion"],
-                    answer=seed.answer,
-                    difficulty=seed.difficulty,
-                    sample_index=r["sample_index"],
-                    model=model_path,
-                    num_tokens=r["num_tokens"],
-                    finish_reason=r["finish_reason"],
-                )
+    d = cfg.distill
+    generators = ([model_path] if d.include_policy else []) + [str(t) for t in d.teachers]
+    for i, teacher in enumerate(d.teachers):
+        if not (Path(teacher) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"distill.teachers[{i}]: {teacher} is not a Hugging Face checkpoint folder"
             )
-        (tmp / "raw.parquet").unlink()
+    by_id = {s.id: s for s in seeds}
+    with store.write_stage(folder, "generate") as (tmp, out):
+        samples, runs = [], []
+        # Every generator (the policy, then each teacher) samples every seed under every
+        # template; the pool is curated as one, and each sample records its model and template.
+        for generator in generators:
+            for template in d.templates:
+                stats = _sample(
+                    cfg, generator, seeds, params, tmp, folder, template, student_model=model_path
+                )
+                # Plain policy samples keep the ids they always had; other sources differ by
+                # model (already in the id) and by template.
+                id_params = params if template == "plain" else {**params, "template": template}
+                for r in store.read_parquet(tmp / "raw.parquet"):
+                    seed = by_id[r["seed_id"]]
+                    samples.append(
+                        Sample(
+                            id=Sample.make_id(
+                                generation, seed.id, r["sample_index"], generator, id_params
+                            ),
+                            seed_id=seed.id,
+                            prompt=r["train_prompt"],
+                            completion=r["completion"],
+                            answer=seed.answer,
+                            difficulty=seed.difficulty,
+                            sample_index=r["sample_index"],
+                            model=generator,
+                            num_tokens=r["num_tokens"],
+                            finish_reason=r["finish_reason"],
+                            template=template,
+                        )
+                    )
+                (tmp / "raw.parquet").unlink()
+                runs.append({"model": generator, "template": template, **stats})
         store.write_parquet(to_rows(samples), tmp / "samples.parquet")
         out.update(
-            stats,
+            _pooled_stats(runs),
             samples=len(samples),
             params=params,
             model=model_path,
+            sources=runs,
             hash=stable_hash(sorted(s.id for s in samples)),
         )
     return folder
+
+
+def _pooled_stats(runs: list[dict]) -> dict:
+    """One generation's totals over its (model, template) runs; rates from the totals."""
+    total = {k: sum(r[k] for r in runs) for k in ("rows", "seconds", "tokens")}
+    total.update({k: sum(r[k] for r in runs) for k in ("engine_load_s", "generate_s")})
+    total["tokens_per_s"] = total["tokens"] / max(total["generate_s"], 1e-9)
+    return total
 
 
 @stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
