@@ -138,7 +138,21 @@ class CurationConfig(_Section):
     max_per_seed: int = Field(4, gt=0, description="Most accepted samples kept per seed.")
 
 
-TrainMode = Literal["sft", "grpo", "sft_then_grpo"]
+TrainMode = Literal["sft", "grpo", "sft_then_grpo", "gkd"]
+
+
+class GKDSection(_Section):
+    """Logit distillation (TRL's GKD) from a teacher sharing the student's tokenizer."""
+
+    teacher: Path | None = Field(
+        None, description="Teacher checkpoint (None: the first of distill.teachers)."
+    )
+    lmbda: float = Field(0.5, ge=0, le=1, description="Share of batches on the student's samples.")
+    beta: float = Field(
+        0.5, ge=0, le=1, description="Generalized JSD mix: 0 forward KL, 1 reverse KL."
+    )
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature of on-policy batches.")
+    max_new_tokens: int = Field(96, gt=0, description="Longest on-policy sample (tokens).")
 
 
 class GRPOSection(_Section):
@@ -199,7 +213,8 @@ class TrainConfig(_Section):
     mode: TrainMode = Field(
         "sft",
         description="Training recipe per generation: `sft` on accepted samples, `grpo` on the "
-        "seeds, or `sft_then_grpo` (GRPO starting from this generation's SFT model).",
+        "seeds, `sft_then_grpo` (GRPO starting from this generation's SFT model), or `gkd` "
+        "(logit distillation from a teacher on the accepted samples).",
     )
     schedule: list[ScheduleEntry] | None = Field(
         None,
@@ -241,6 +256,7 @@ class TrainConfig(_Section):
         False, description="Recompute activations in the backward pass (large models)."
     )
     grpo: GRPOSection = GRPOSection()
+    gkd: GKDSection = GKDSection()
 
     def stage(self, generation: int) -> ScheduleEntry:
         """The training recipe of `generation` (1-based)."""
@@ -356,6 +372,9 @@ class FlywheelConfig(_Section):
             for i, e in enumerate(self.train.schedule or [])
             if e.rewards is not None
         }
+        modes = {self.train.mode} | {e.mode for e in self.train.schedule or []}
+        if "gkd" in modes and self.train.gkd.teacher is None and not self.distill.teachers:
+            raise ValueError("train mode gkd needs train.gkd.teacher or distill.teachers")
         for where, rewards in grpo_sets.items():
             unknown = [r for r in rewards if r not in REWARDS]
             if unknown or not rewards:

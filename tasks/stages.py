@@ -320,6 +320,18 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
     with store.write_stage(folder, "train") as (tmp, out):
         out.update(mode=stage.mode, label=stage.label)
         model_in = base_model
+        if stage.mode == "gkd":
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            metrics = train_in_subprocess(
+                _gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
+                log_path,
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
         if stage.mode in ("sft", "sft_then_grpo"):
             rows = _sft_rows(cfg, generation)
             store.write_parquet(rows, tmp / "train.parquet")
@@ -395,6 +407,25 @@ def _sft_request(
         "min_lr_ratio": t.min_lr_ratio,
         "gradient_checkpointing": t.gradient_checkpointing,
         "progress": True,
+    }
+
+
+def _gkd_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    """SFT's optimisation settings plus the teacher and GKD's mixing knobs."""
+    k = cfg.train.gkd
+    sft = _sft_request(cfg, generation, base_model, train_file, out_dir)
+    for key in ("packing", "min_lr_ratio"):  # the GKD collator pads; no packing
+        sft.pop(key)
+    return {
+        **sft,
+        "mode": "gkd",
+        "teacher": str(k.teacher if k.teacher is not None else cfg.distill.teachers[0]),
+        "lmbda": k.lmbda,
+        "beta": k.beta,
+        "temperature": k.temperature,
+        "max_new_tokens": k.max_new_tokens,
     }
 
 
