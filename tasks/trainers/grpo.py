@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -96,8 +97,6 @@ def load_prompts(
     train_file: str, tokenizer: Any, prompt_template: str, chat_template: bool, system: str | None
 ) -> datasets.Dataset:
     """The seeds file as TRL's prompt dataset: `prompt` rendered, the other columns for rewards."""
-    from pathlib import Path
-
     path = Path(train_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such training file")

@@ -68,3 +68,56 @@ def test_sft_then_grpo_runs_as_one_generation(tmp_path, monkeypatch):
     for key in ("reward_std", "zero_signal_share", "completion_length", "clip_ratio"):
         assert f"train.grpo.{key}" in metrics, key
     assert "train.grpo.reward.accuracy" in metrics
+
+
+def test_grpo_generation_trains_on_the_seeds(tmp_path):
+    """The train stage in `grpo` mode: the generation's seeds (questions, gold answers) are the
+    training set, the challenger is written with GRPO's figures in the stage manifest."""
+    import random
+
+    from tasks.bootstrap import bootstrap
+    from tasks.domains import DOMAINS, make_seeds
+    from tasks.records import to_rows
+    from tasks.stages import train_stage
+
+    cfg = load_config(
+        TINY,
+        runs_dir=str(tmp_path),
+        name="grpo-only",
+        **{
+            "train.mode": "grpo",
+            "train.cpu_threads": 1,
+            "train.grpo.max_steps": 3,
+            "train.grpo.num_generations": 4,
+            "train.grpo.max_completion_length": 32,
+            "train.grpo.length_buffer": 8,
+        },
+    )
+    policy = bootstrap(
+        tmp_path / "models",
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=2,
+        max_position=128,
+        pretrain_steps=50,
+        batch_size=16,
+        learning_rate=3e-3,
+        max_difficulty=1,
+        seed=0,
+        exclude=set(),
+        progress=False,
+    )
+    seeds = make_seeds(DOMAINS["arith"], 12, 1, random.Random(0), set())
+    with store.write_stage(store.stage_dir(cfg.flywheel_dir, 1, "seeds"), "seeds") as (tmp, out):
+        store.write_parquet(to_rows(seeds), tmp / "seeds.parquet")
+
+    folder = train_stage.fn(cfg, 1, str(policy))
+    out = store.read_manifest(folder, verify=True).outputs
+    assert out["mode"] == "grpo" and out["train_rows"] == 12 and out["steps"] == 3
+    assert out["base_model"] == str(policy)
+    assert {"grpo.reward_mean", "grpo.zero_signal_share", "grpo.clip_ratio"} <= set(out)
+    rows = store.read_parquet(folder / "grpo.parquet")
+    assert sorted(r["question"] for r in rows) == sorted(s.question for s in seeds)
+    assert (folder / "model" / "model.safetensors").is_file()
+    assert train_stage.fn(cfg, 1, str(policy)) == folder  # done: not trained again
