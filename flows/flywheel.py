@@ -94,17 +94,19 @@ def _run_generation(
     cfg: FlywheelConfig, g: int, champion: dict, suite: Path, tracker, gdir: Path
 ) -> dict:
     log = get_run_logger()
-    seeds = seeds_stage(cfg, g, suite, champion["model"])
-    generated = generate_stage(cfg, g, champion["model"], seeds)
+    policy = _policy(cfg, g, champion)
+    seeds = seeds_stage(cfg, g, suite, policy)
+    generated = generate_stage(cfg, g, policy, seeds)
     curated = curate_stage(cfg, g, generated)
-    trained = train_stage(cfg, g, champion["model"])
+    trained = train_stage(cfg, g, policy)
     model = str(trained / "model")
     report = eval_stage(cfg, gdir / "eval", model, suite, label=f"gen-{g:04d}")
     version = tracker.register(
         trained / "model",
         {
             "flywheel.generation": str(g),
-            "flywheel.parent_model": champion["model"],
+            "flywheel.parent_model": policy,
+            "flywheel.train_mode": cfg.train.stage(g).mode,
             "flywheel.accepted_hash": store.read_manifest(curated).outputs["hash"],
             "flywheel.seeds_hash": store.read_manifest(seeds).outputs["hash"],
         },
@@ -132,6 +134,15 @@ def _run_generation(
         tracker.set_version_tags(version, _lineage_tags(lineage))
         (gdir / TRACKED_MARK).touch()
     return gate["champion"]
+
+
+def _policy(cfg: FlywheelConfig, g: int, champion: dict) -> str:
+    """The model generation g samples from and trains: the champion, or with
+    `train.build_on: previous` generation g-1's trained model (each stage of a staged recipe
+    builds on the one before, whatever the gate decided)."""
+    if cfg.train.build_on == "champion" or g == 1:
+        return champion["model"]
+    return str(store.stage_dir(cfg.flywheel_dir, g - 1, "train") / "model")
 
 
 def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
@@ -226,6 +237,9 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "train.loss_first": tr.get("train_loss_first"),
         "train.loss_last": tr.get("train_loss_last"),
         "train.seconds": tr.get("seconds"),
+        # GRPO's figures (per-reward means, reward std, zero-signal share, completion length,
+        # clipped ratio, KL) when this generation's recipe ran GRPO.
+        **{f"train.{k}": v for k, v in tr.items() if k.startswith("grpo.")},
         **{f"challenger.{k}": v for k, v in ev["report"].items()},
         **{f"champion.{k}": v for k, v in gate["champion"]["report"].items()},
         "gate.promoted": float(gate["decision"]["promote"]),
@@ -239,7 +253,12 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
     }
     tracker.log_metrics(metrics, step=g)
     tracker.set_tags(
-        {"gate.reason": gate["decision"]["reason"], "gate.rule": gate["decision"].get("rule", "")}
+        {
+            "gate.reason": gate["decision"]["reason"],
+            "gate.rule": gate["decision"].get("rule", ""),
+            "train.mode": tr.get("mode", "sft"),
+            "train.stage": tr.get("label") or "",
+        }
     )
     tracker.log_dataset(seeds / "seeds.parquet", f"seeds-gen-{g:04d}", "seeds")
     tracker.log_dataset(curated / "accepted.parquet", f"accepted-gen-{g:04d}", "training")

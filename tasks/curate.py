@@ -33,10 +33,13 @@ class Curated:
 def sample_verdicts(samples: list[Sample], rewards: list[str], domain: str) -> list[tuple]:
     """(verdict, {reward: score|None}) per sample."""
     completions = [s.completion for s in samples]
-    answers = [s.answer for s in samples]
-    per_reward = {
-        name: REWARDS[name][1](completions, answer=answers, domain=domain) for name in rewards
+    columns = {
+        "prompts": [s.prompt for s in samples],
+        "answer": [s.answer for s in samples],
+        "num_tokens": [s.num_tokens for s in samples],
+        "domain": domain,
     }
+    per_reward = {name: REWARDS[name][1](completions, **columns) for name in rewards}
     out = []
     for i, s in enumerate(samples):
         verdicts = {name: per_reward[name][i] for name in rewards}

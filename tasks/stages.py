@@ -10,6 +10,7 @@ caching is off: the manifests are the cache, and they survive a killed process.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -77,7 +78,14 @@ def _engine_args(cfg: FlywheelConfig) -> dict:
 
 
 def _sample(
-    cfg: FlywheelConfig, model_path: str, seeds: list[Seed], params: dict, tmp: Path, folder: Path
+    cfg: FlywheelConfig,
+    model_path: str,
+    seeds: list[Seed],
+    params: dict,
+    tmp: Path,
+    folder: Path,
+    template: str = "plain",
+    student_model: str | None = None,
 ) -> dict:
     """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`."""
     questions = tmp / "questions.parquet"
@@ -85,6 +93,8 @@ def _sample(
     request = {
         **_engine_args(cfg),
         **params,
+        "template": template,
+        "student_model": student_model,
         "model_path": model_path,
         "questions_file": str(questions),
         "out_file": str(tmp / "raw.parquet"),
@@ -336,36 +346,65 @@ def generate_stage(
         "max_tokens": sp.max_tokens,
         "seed": sp.seed + generation,
     }
-    with store.write_stage(folder, "generate") as (tmp, out):
-        stats = _sample(cfg, model_path, seeds, params, tmp, folder)
-        by_id = {s.id: s for s in seeds}
-        samples = []
-        for r in store.read_parquet(tmp / "raw.parquet"):
-            seed = by_id[r["seed_id"]]
-            samples.append(
-                Sample(
-                    id=Sample.make_id(generation, seed.id, r["sample_index"], model_path, params),
-                    seed_id=seed.id,
-                    prompt=r["prompt"],
-                    completion=r["completion"],
-                    answer=seed.answer,
-                    difficulty=seed.difficulty,
-                    sample_index=r["sample_index"],
-                    model=model_path,
-                    num_tokens=r["num_tokens"],
-                    finish_reason=r["finish_reason"],
-                )
+    d = cfg.distill
+    generators = ([model_path] if d.include_policy else []) + [str(t) for t in d.teachers]
+    for i, teacher in enumerate(d.teachers):
+        if not (Path(teacher) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"distill.teachers[{i}]: {teacher} is not a Hugging Face checkpoint folder"
             )
-        (tmp / "raw.parquet").unlink()
+    by_id = {s.id: s for s in seeds}
+    with store.write_stage(folder, "generate") as (tmp, out):
+        samples, runs = [], []
+        # Every generator (the policy, then each teacher) samples every seed under every
+        # template; the pool is curated as one, and each sample records its model and template.
+        for generator in generators:
+            for template in d.templates:
+                stats = _sample(
+                    cfg, generator, seeds, params, tmp, folder, template, student_model=model_path
+                )
+                # Plain policy samples keep the ids they always had; other sources differ by
+                # model (already in the id) and by template.
+                id_params = params if template == "plain" else {**params, "template": template}
+                for r in store.read_parquet(tmp / "raw.parquet"):
+                    seed = by_id[r["seed_id"]]
+                    samples.append(
+                        Sample(
+                            id=Sample.make_id(
+                                generation, seed.id, r["sample_index"], generator, id_params
+                            ),
+                            seed_id=seed.id,
+                            prompt=r["train_prompt"],
+                            completion=r["completion"],
+                            answer=seed.answer,
+                            difficulty=seed.difficulty,
+                            sample_index=r["sample_index"],
+                            model=generator,
+                            num_tokens=r["num_tokens"],
+                            finish_reason=r["finish_reason"],
+                            template=template,
+                        )
+                    )
+                (tmp / "raw.parquet").unlink()
+                runs.append({"model": generator, "template": template, **stats})
         store.write_parquet(to_rows(samples), tmp / "samples.parquet")
         out.update(
-            stats,
+            _pooled_stats(runs),
             samples=len(samples),
             params=params,
             model=model_path,
+            sources=runs,
             hash=stable_hash(sorted(s.id for s in samples)),
         )
     return folder
+
+
+def _pooled_stats(runs: list[dict]) -> dict:
+    """One generation's totals over its (model, template) runs; rates from the totals."""
+    total = {k: sum(r[k] for r in runs) for k in ("rows", "seconds", "tokens")}
+    total.update({k: sum(r[k] for r in runs) for k in ("engine_load_s", "generate_s")})
+    total["tokens_per_s"] = total["tokens"] / max(total["generate_s"], 1e-9)
+    return total
 
 
 @stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
@@ -411,9 +450,70 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
 
 @heavy_task(name="train", task_run_name="gen-{generation:04d}/train")
 def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
+    """Train the challenger with this generation's recipe (`train.mode` or `train.schedule`).
+
+    `sft` trains on accepted samples; `grpo` on the generation's seeds (questions and gold
+    answers: the policy samples its own groups); `sft_then_grpo` runs GRPO from the SFT model
+    of the same generation, and keeps only the final model.
+    """
     folder = store.stage_dir(cfg.flywheel_dir, generation, "train")
     if _done(folder) is not None:
         return folder
+    stage = cfg.train.stage(generation)
+    log_path = folder.parent / f"{folder.name}.log"
+    with store.write_stage(folder, "train") as (tmp, out):
+        out.update(mode=stage.mode, label=stage.label)
+        model_in = base_model
+        if stage.mode == "gkd":
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            metrics = train_in_subprocess(
+                _gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
+                log_path,
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+        if stage.mode in ("sft", "sft_then_grpo"):
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            sft_dir = tmp / ("model" if stage.mode == "sft" else "sft-model")
+            metrics = train_in_subprocess(
+                _sft_request(cfg, generation, base_model, tmp / "train.parquet", sft_dir), log_path
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+            model_in = str(sft_dir)
+        if stage.mode in ("grpo", "sft_then_grpo"):
+            rows = _grpo_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "grpo.parquet")
+            metrics = train_in_subprocess(
+                _grpo_request(cfg, generation, model_in, tmp / "grpo.parquet", tmp / "model"),
+                log_path,
+            )
+            grpo_hash = stable_hash(sorted((r["question"], r["answer"]) for r in rows))
+            if stage.mode == "grpo":
+                out.update(metrics, train_rows=len(rows), hash=grpo_hash)
+            else:  # the SFT half named the training set; GRPO's figures go next to it
+                out.update(
+                    {k: v for k, v in metrics.items() if k.startswith("grpo.")},
+                    grpo_rows=len(rows),
+                    grpo_hash=grpo_hash,
+                    grpo_steps=metrics["steps"],
+                    grpo_seconds=metrics["seconds"],
+                    reward_history=metrics["reward_history"],
+                )
+                shutil.rmtree(tmp / "sft-model")  # the GRPO model descends from it
+        out["base_model"] = base_model
+    return folder
+
+
+def _sft_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
     gens = range(1, generation + 1) if cfg.train.replay else [generation]
     pools = [
         store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
@@ -426,36 +526,106 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
             f"gen-{generation:04d}: no accepted samples to train on; the policy solved nothing. "
             "Use easier seeds.levels, raise sampling.n, or check the verifier."
         )
+    return rows
+
+
+def _sft_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
     t = cfg.train
-    with store.write_stage(folder, "train") as (tmp, out):
-        store.write_parquet(rows, tmp / "train.parquet")
-        metrics = train_in_subprocess(
-            {
-                "mode": t.mode,
-                "base_model": base_model,
-                "train_file": str(tmp / "train.parquet"),
-                "out_dir": str(tmp / "model"),
-                "learning_rate": t.learning_rate,
-                "epochs": t.epochs,
-                "batch_size": t.batch_size,
-                "grad_accum": t.grad_accum,
-                "warmup_ratio": t.warmup_ratio,
-                "scheduler": t.scheduler,
-                "max_length": t.max_length,
-                "bf16": t.bf16,
-                "seed": t.seed + generation,
-                "cpu_threads": t.cpu_threads,
-                "progress": True,
-            },
-            log_path=tmp.parent / f"{folder.name}.log",
+    return {
+        "mode": "sft",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "learning_rate": t.learning_rate,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "cpu_threads": t.cpu_threads,
+        "packing": t.packing,
+        "min_lr_ratio": t.min_lr_ratio,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "progress": True,
+    }
+
+
+def _gkd_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    """SFT's optimisation settings plus the teacher and GKD's mixing knobs."""
+    k = cfg.train.gkd
+    sft = _sft_request(cfg, generation, base_model, train_file, out_dir)
+    for key in ("packing", "min_lr_ratio"):  # the GKD collator pads; no packing
+        sft.pop(key)
+    return {
+        **sft,
+        "mode": "gkd",
+        "teacher": str(k.teacher if k.teacher is not None else cfg.distill.teachers[0]),
+        "lmbda": k.lmbda,
+        "beta": k.beta,
+        "temperature": k.temperature,
+        "max_new_tokens": k.max_new_tokens,
+    }
+
+
+def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    """The generation's seeds as GRPO prompts: question, gold answer (may be null), domain."""
+    seeds = read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    limit = cfg.train.grpo.max_prompts
+    if limit is not None and limit < len(seeds):
+        seeds = random.Random(stable_hash("grpo-prompts", cfg.train.seed, generation)).sample(
+            seeds, limit
         )
-        out.update(
-            metrics,
-            base_model=base_model,
-            train_rows=len(rows),
-            hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
-        )
-    return folder
+    return [
+        {"seed_id": s.id, "question": s.question, "answer": s.answer, "domain": cfg.domain}
+        for s in seeds
+    ]
+
+
+def _grpo_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    t, g, m = cfg.train, cfg.train.grpo, cfg.model
+    return {
+        "mode": "grpo",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "rewards": t.grpo_rewards(generation),
+        "learning_rate": g.learning_rate,
+        "epochs": g.epochs,
+        "max_steps": g.max_steps,
+        "prompts_per_step": g.prompts_per_step,
+        "grad_accum": t.grad_accum,
+        "num_generations": g.num_generations,
+        "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature,
+        "epsilon": g.epsilon,
+        "beta": g.beta,
+        "loss_type": g.loss_type,
+        "num_iterations": g.num_iterations,
+        "scale_rewards": g.scale_rewards,
+        "drop_zero_signal": g.drop_zero_signal,
+        "length_buffer": g.length_buffer,
+        "ngram": g.repetition_ngram,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "prompt_template": m.prompt_template,
+        "chat_template": m.chat_template,
+        "system_prompt": m.system_prompt,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "cpu_threads": t.cpu_threads,
+        "progress": True,
+    }
 
 
 @heavy_task(name="eval", task_run_name="{label}/eval")
