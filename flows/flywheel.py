@@ -15,6 +15,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 
 from flows.deployments import one_run_at_a_time
 from tasks import store
@@ -26,6 +28,7 @@ from tasks.stages import (
     check_seed_inputs,
     curate_stage,
     eval_stage,
+    gate_decision,
     gate_stage,
     generate_stage,
     seeds_stage,
@@ -113,7 +116,12 @@ def _run_generation(
     )
     tracker.set_alias("challenger", version)
     challenger = {"model": model, "report": report, "generation": g, "version": version}
-    gate = gate_stage(cfg, g, champion, challenger, version)
+    approval = None
+    if cfg.gate.approval and store.read_manifest(gdir / "gate") is None:
+        proposal = gate_decision(cfg, g, champion, challenger)
+        if proposal.promote:
+            approval = ask_approval(cfg.name, g, proposal.reason, cfg.gate.approval_timeout)
+    gate = gate_stage(cfg, g, champion, challenger, version, approval)
     # Only after the gate's folder has landed does the champion alias move.
     tracker.set_alias("champion", gate["champion"].get("version"))
     log.info("gen-%04d gate: %s", g, gate["decision"]["reason"])
@@ -143,6 +151,29 @@ def _policy(cfg: FlywheelConfig, g: int, champion: dict) -> str:
     if cfg.train.build_on == "champion" or g == 1:
         return champion["model"]
     return str(store.stage_dir(cfg.flywheel_dir, g - 1, "train") / "model")
+
+
+class Approval(RunInput):
+    """A reviewer's answer to a proposed promotion (the form shown in the Prefect UI)."""
+
+    approve: bool
+    note: str = ""
+
+
+def ask_approval(name: str, g: int, reason: str, timeout: int) -> dict:
+    """Pause this flow run until a person approves or refuses the promotion in the Prefect UI
+    (or `prefect.flow_runs.resume_flow_run(id, run_input={"approve": ..., "note": ...})`)."""
+    log = get_run_logger()
+    log.warning("gen-%04d: the gate would promote (%s); waiting for approval", g, reason)
+    create_markdown_artifact(
+        f"# Generation {g}: approve the promotion?\n\n{reason}\n\n"
+        "Resume this flow run with `approve: true` to promote, `false` to keep the champion.",
+        key=f"{_artifact_key(name)}-gen-{g:04d}-approval",
+        description=f"{name} generation {g}: promotion awaiting approval",
+    )
+    answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, key=f"gen-{g:04d}-approval")
+    log.info("gen-%04d: reviewer %s the promotion", g, "approved" if answer.approve else "refused")
+    return {"approved": answer.approve, "note": answer.note}
 
 
 def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:

@@ -374,6 +374,17 @@ class GateConfig(_Section):
         "guards off. Used by paired_bootstrap.",
     )
 
+    approval: bool = Field(
+        False,
+        description="Pause for a person's approval (Prefect UI input) before a promotion the "
+        "test allows; a refusal keeps the champion.",
+    )
+    approval_timeout: int = Field(
+        86400,
+        gt=0,
+        description="Seconds to wait for the approval; then the run fails and a rerun asks again.",
+    )
+
     @model_validator(mode="after")
     def _guards_non_negative(self) -> GateConfig:
         bad = {k: v for k, v in self.guards.items() if v < 0}

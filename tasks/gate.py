@@ -293,3 +293,17 @@ def with_alarms(decision: GateDecision, alarms: dict[str, dict]) -> GateDecision
         reason=f"blocked by guard {fired[0]}: {first['reason']}; {decision.reason}",
         guards=guards,
     )
+
+
+def with_approval(decision: GateDecision, approval: dict | None) -> GateDecision:
+    """The decision after a person's review (`gate.approval`): a refusal blocks a promotion the
+    test allowed; an approval changes nothing (a person cannot promote what the test refused)."""
+    if approval is None or not decision.promote or approval["approved"]:
+        return decision
+    note = f": {approval['note']}" if approval.get("note") else ""
+    return replace(
+        decision,
+        promote=False,
+        rule="approval",
+        reason=f"refused by reviewer{note}; the test alone said: {decision.reason}",
+    )

@@ -22,7 +22,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.curate import curate, merge_pool, mix_replay
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.gate import decide, decide_paired, with_alarms
+from tasks.gate import decide, decide_paired, with_alarms, with_approval
 from tasks.generate import generate_in_subprocess
 from tasks.hygiene import SuiteIndex, collapse_checks, decontaminate, dedup, diversity, exact_key
 from tasks.metrics import report, score_item
@@ -704,12 +704,29 @@ def gate_stage(
     champion: dict,
     challenger: dict,
     challenger_version: str | None,
+    approval: dict | None = None,
 ) -> dict:
-    """Decide, and write the next champion. The champion moves only when this folder lands."""
+    """Decide, and write the next champion. The champion moves only when this folder lands.
+    `approval` is a person's answer (`gate.approval`), asked only when the test would promote."""
     folder = store.stage_dir(cfg.flywheel_dir, generation, "gate")
     done = _done(folder)
     if done is not None:
         return done
+    d = with_approval(gate_decision(cfg, generation, champion, challenger), approval)
+    winner = challenger if d.promote else champion
+    with store.write_stage(folder, "gate") as (tmp, out):
+        store.write_json(d.to_dict(), tmp / "decision.json")
+        out.update(
+            decision=d.to_dict(),
+            champion=winner,
+            challenger_version=challenger_version,
+            approval=approval,
+        )
+    return _done(folder)
+
+
+def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challenger: dict):
+    """What the configured test says of challenger vs champion (reads their eval items)."""
     g = cfg.gate
     if g.test == "paired_bootstrap":
         d = decide_paired(
@@ -724,9 +741,4 @@ def gate_stage(
         )
     else:
         d = decide(champion["report"], challenger["report"], g.metric, g.margin, cfg.eval.k)
-    d = with_alarms(d, _collapse_guards(cfg, champion["generation"], generation))
-    winner = challenger if d.promote else champion
-    with store.write_stage(folder, "gate") as (tmp, out):
-        store.write_json(d.to_dict(), tmp / "decision.json")
-        out.update(decision=d.to_dict(), champion=winner, challenger_version=challenger_version)
-    return _done(folder)
+    return with_alarms(d, _collapse_guards(cfg, champion["generation"], generation))
