@@ -272,6 +272,12 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         # clipped ratio, KL) when this generation's recipe ran GRPO.
         **{f"train.{k}": v for k, v in tr.items() if k.startswith("grpo.")},
         **{f"challenger.{k}": v for k, v in ev["report"].items()},
+        **{
+            f"challenger.suite.{name}.{k}": v
+            for name, rep in ev.get("suites", {}).items()
+            for k, v in rep.items()
+            if k in ("pass@1", "format_rate", "mean_tokens")
+        },
         **{f"champion.{k}": v for k, v in gate["champion"]["report"].items()},
         "gate.promoted": float(gate["decision"]["promote"]),
         "gate.delta": gate["decision"]["delta"],

@@ -9,6 +9,7 @@ Components never take this object whole: the flow hands each one the plain value
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -348,12 +349,34 @@ class DistillConfig(_Section):
         return self
 
 
+class GuardSuite(_Section):
+    """An extra frozen suite whose pass@1 the challenger may not lose (a gate guard)."""
+
+    levels: list[int] = Field(min_length=1, description="Difficulty levels it draws from.")
+    size: int = Field(128, gt=0, description="Items in the suite.")
+    max_drop: float = Field(
+        0.02, ge=0, le=1, description="Largest allowed pass@1 drop against the champion."
+    )
+
+
 class EvalConfig(_Section):
     suite_size: int = Field(512, gt=0, description="Items in the frozen held-out suite.")
     k: int = Field(8, gt=0, le=64, description="Samples per item (pass@k, maj@k).")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature for evaluation.")
     max_tokens: int = Field(96, gt=0, description="Longest completion in tokens.")
     seed: int = Field(1234, description="Evaluation sampling seed (fixed across generations).")
+    extra_suites: dict[str, GuardSuite] = Field(
+        default_factory=dict,
+        description="Named extra suites (e.g. `hard: {levels: [5]}`), frozen with the main one and "
+        "evaluated with it; a pass@1 drop past max_drop blocks promotion.",
+    )
+
+    @model_validator(mode="after")
+    def _suite_names(self) -> EvalConfig:
+        bad = [n for n in self.extra_suites if not re.fullmatch(r"[a-z0-9_]+", n)]
+        if bad:
+            raise ValueError(f"extra_suites names must be lowercase letters, digits, _: {bad}")
+        return self
 
 
 class GateConfig(_Section):

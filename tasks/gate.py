@@ -307,3 +307,27 @@ def with_approval(decision: GateDecision, approval: dict | None) -> GateDecision
         rule="approval",
         reason=f"refused by reviewer{note}; the test alone said: {decision.reason}",
     )
+
+
+def suite_checks(
+    champion: dict[str, dict], challenger: dict[str, dict], max_drop: dict[str, float]
+) -> dict[str, dict]:
+    """One guard record per extra suite (`suite.<name>`): the pass@1 drop against the champion
+    and whether it stays within `max_drop`. A suite the champion was never scored on (it was
+    evaluated before the suite existed) is skipped, not failed."""
+    out = {}
+    for name, limit in max_drop.items():
+        if name not in champion or name not in challenger:
+            continue
+        ref, cur = champion[name]["pass@1"], challenger[name]["pass@1"]
+        drop = ref - cur
+        out[f"suite.{name}"] = {
+            "champion": ref,
+            "challenger": cur,
+            "regression": drop,
+            "limit": limit,
+            "ok": drop <= limit,
+            "reason": f"suite {name} pass@1 fell {drop:+.4f} ({ref:.4f} -> {cur:.4f}), "
+            f"limit {limit:.4f}",
+        }
+    return out

@@ -120,6 +120,10 @@ def comparison(flywheel_dir: Path) -> tuple[list[str], list[tuple[str, list[obje
         cells.append(
             {
                 **{k: v for k, v in ev.items() if k != "items"},
+                **{
+                    f"suite.{name}.pass@1": r["pass@1"]
+                    for name, r in outputs(d, "eval").get("suites", {}).items()
+                },
                 "seeds.difficulty": outputs(d, "seeds").get("difficulty"),
                 "curate.accept_rate": cur.get("accept_rate"),
                 "curate.accepted": cur.get("accepted"),

@@ -22,7 +22,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.curate import curate, merge_pool, mix_replay
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.gate import decide, decide_paired, with_alarms, with_approval
+from tasks.gate import decide, decide_paired, suite_checks, with_alarms, with_approval
 from tasks.generate import generate_in_subprocess
 from tasks.hygiene import SuiteIndex, collapse_checks, decontaminate, dedup, diversity, exact_key
 from tasks.metrics import report, score_item
@@ -113,13 +113,42 @@ def read_seeds(folder: Path) -> list[Seed]:
 def suite_stage(cfg: FlywheelConfig) -> Path:
     """Freeze the held-out suite on the first run; later runs read it back unchanged."""
     folder = cfg.flywheel_dir / "suite"
-    if _done(folder) is None:
-        items = eval_suite(DOMAINS[cfg.domain], cfg.eval.suite_size)
+    extras = {k: v.model_dump() for k, v in sorted(cfg.eval.extra_suites.items())}
+    done = _done(folder)
+    if done is None:
+        domain = DOMAINS[cfg.domain]
+        items = eval_suite(domain, cfg.eval.suite_size)
+        for name, spec in extras.items():  # each from its own stream, disjoint from the rest
+            if bad := [x for x in spec["levels"] if not 1 <= x <= domain.max_difficulty]:
+                raise ValueError(
+                    f"eval.extra_suites.{name}.levels: {bad} outside 1..{domain.max_difficulty}"
+                )
+            rng = random.Random(f"{domain.name}/extra-suite/{name}/{spec['size']}")
+            taken = {s.question for s in items}
+            items += make_seeds(
+                domain, spec["size"], spec["levels"], rng, taken, origin=f"suite:{name}"
+            )
         with store.write_stage(folder, "suite") as (tmp, out):
             store.write_parquet(to_rows(items), tmp / "seeds.parquet")
             out["hash"] = stable_hash(sorted((s.id, s.question, s.answer) for s in items))
             out["items"] = len(items)
+            out["extra_suites"] = {
+                k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
+            }
+    elif done.get("extra_suites", {}) != {
+        k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
+    }:
+        raise ValueError(
+            f"eval.extra_suites differs from the suites frozen in {folder} "
+            f"({done.get('extra_suites', {})}): generations are only comparable on the same "
+            "suites; start a new flywheel name to change them"
+        )
     return folder
+
+
+def _suite_of(seed: Seed) -> str | None:
+    """The extra suite an item of the suite folder belongs to (None: the main suite)."""
+    return seed.origin.removeprefix("suite:") if seed.origin.startswith("suite:") else None
 
 
 @stage_task(name="base-model")
@@ -666,10 +695,20 @@ def eval_stage(
                 )
             )
         (tmp / "raw.parquet").rename(tmp / "completions.parquet")  # kept for inspection
-        store.write_parquet(to_rows(items), tmp / "items.parquet")
-        rep = report(items, e.k)
+        parts: dict[str | None, list] = {}
+        for seed, item in zip(suite, items, strict=True):
+            parts.setdefault(_suite_of(seed), []).append(item)
+        main = parts.pop(None)
+        store.write_parquet(to_rows(main), tmp / "items.parquet")  # the main suite's items
+        rep = report(main, e.k)
+        suites = {name: report(group, e.k) for name, group in sorted(parts.items())}
         out.update(
-            report=rep, model=model_path, params=params, generate=stats, seconds=time.time() - t0
+            report=rep,
+            suites=suites,
+            model=model_path,
+            params=params,
+            generate=stats,
+            seconds=time.time() - t0,
         )
     return rep
 
@@ -741,4 +780,16 @@ def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challeng
         )
     else:
         d = decide(champion["report"], challenger["report"], g.metric, g.margin, cfg.eval.k)
-    return with_alarms(d, _collapse_guards(cfg, champion["generation"], generation))
+    alarms = _collapse_guards(cfg, champion["generation"], generation)
+    alarms |= suite_checks(
+        _eval_suites(cfg, champion["generation"]),
+        _eval_suites(cfg, generation),
+        {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
+    )
+    return with_alarms(d, alarms)
+
+
+def _eval_suites(cfg: FlywheelConfig, generation: int) -> dict[str, dict]:
+    """The extra suites' reports of a generation's eval ({} for evals made before them)."""
+    man = store.read_manifest(store.gen_dir(cfg.flywheel_dir, generation) / "eval")
+    return man.outputs.get("suites", {}) if man else {}

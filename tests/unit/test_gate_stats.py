@@ -172,3 +172,17 @@ def test_a_reviewer_can_refuse_a_promotion_but_not_force_one():
     assert with_approval(yes, {"approved": True, "note": ""}) == yes
     assert with_approval(no, {"approved": True, "note": ""}) == no
     assert with_approval(yes, None) == yes
+
+
+def test_extra_suites_guard_their_pass_at_1():
+    from tasks.gate import GateDecision, suite_checks, with_alarms
+
+    champ = {"hard": {"pass@1": 0.20}, "old": {"pass@1": 0.50}}
+    chall = {"hard": {"pass@1": 0.12}, "old": {"pass@1": 0.49}}
+    checks = suite_checks(champ, chall, {"hard": 0.05, "old": 0.02, "new": 0.01})
+    assert set(checks) == {"suite.hard", "suite.old"}  # "new": the champion never saw it
+    assert not checks["suite.hard"]["ok"] and checks["suite.old"]["ok"]
+    assert abs(checks["suite.hard"]["regression"] - 0.08) < 1e-12
+    yes = GateDecision(True, "pass@1", 0.2, 0.3, 0.1, 0.0, "pass@1 0.30 vs 0.20", rule="margin")
+    blocked = with_alarms(yes, checks)
+    assert not blocked.promote and blocked.rule == "guard:suite.hard"
