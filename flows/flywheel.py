@@ -335,6 +335,28 @@ def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
     return rows
 
 
+def registry_champion(tracker, flywheel_dir: Path, champion: dict) -> dict:
+    """The champion a new generation starts from: `models:/<name>@champion`. It is the gate's
+    choice unless someone moved the alias (a rollback, a manual promotion), and then the
+    registry wins: the generation that version came from supplies its checkpoint and report."""
+    reg = tracker.champion()
+    if reg is None or reg["version"] == champion.get("version"):
+        return champion
+    gdir = store.gen_dir(flywheel_dir, reg["generation"])
+    get_run_logger().warning(
+        "registry alias champion is version %s (gen-%04d), not the gate's %s: following it",
+        reg["version"],
+        reg["generation"],
+        champion.get("version"),
+    )
+    return {
+        "model": str(gdir / "train" / "model"),
+        "report": store.read_manifest(gdir / "eval").outputs["report"],
+        "generation": reg["generation"],
+        "version": reg["version"],
+    }
+
+
 def _run_flywheel(cfg: FlywheelConfig, upto: int) -> None:
     log = get_run_logger()
     tracker = _tracker(cfg)
@@ -350,6 +372,8 @@ def _run_flywheel(cfg: FlywheelConfig, upto: int) -> None:
         champion = {"model": base, "report": base_report, "generation": 0, "version": None}
         log.info("base model %s: pass@1 %.3f", base, base_report["pass@1"])
         for g in range(1, upto + 1):
+            if store.read_manifest(store.gen_dir(cfg.flywheel_dir, g) / "gate") is None:
+                champion = registry_champion(tracker, cfg.flywheel_dir, champion)
             champion = generation_flow(cfg, g, champion, suite)
         status = "FINISHED"
     finally:
