@@ -13,7 +13,7 @@ challenger never becomes the next generation's policy.
 import re
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -85,7 +85,8 @@ def generation_flow(config: FlywheelConfig, generation: int, champion: dict, sui
     )
 
     try:
-        champion_after = _run_generation(cfg, g, champion, suite, tracker, gdir)
+        with tags("flywheel", cfg.name, f"gen-{g:04d}"):  # on every task run, for UI filters
+            champion_after = _run_generation(cfg, g, champion, suite, tracker, gdir)
     except BaseException:
         tracker.end_generation("FAILED")  # the stages that landed stay; a rerun resumes
         raise
@@ -325,7 +326,8 @@ def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
     check_seed_inputs(cfg)  # a bad seed file stops the run before any folder is made
     with one_run_at_a_time(cfg.flywheel_dir, log):
         upto = cfg.generations if advance is None else last_generation(cfg.flywheel_dir) + advance
-        _run_flywheel(cfg, upto)
+        with tags("flywheel", cfg.name):
+            _run_flywheel(cfg, upto)
     rows = [generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, upto + 1)]
     create_table_artifact(
         rows,
