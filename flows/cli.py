@@ -95,13 +95,14 @@ def run(
 
 @app.command()
 def bootstrap(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -> None:
-    """Freeze the eval suite and make (or find) the base model, then stop."""
+    """Freeze the eval suite and make (or find) the base model and the judge, then stop."""
     cfg = _load(config, set_)
-    from tasks.stages import base_model_stage, suite_stage
+    from tasks.stages import base_model_stage, judge_model_stage, suite_stage
 
     suite = suite_stage(cfg)
     path = base_model_stage(cfg, suite)
     console.print(f"base model: {path}")
+    console.print(f"judge model: {judge_model_stage(cfg, suite)}")
 
 
 @app.command()
@@ -140,6 +141,7 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
                 "level": m.get("seeds.difficulty"),
                 "accept": m.get("curate.accept_rate"),
                 "kept": m.get("curate.accepted"),
+                "judge agree": m.get("judge.agreement"),
                 "challenger pass@1": m.get("challenger.pass_at_1"),
                 "champion pass@1": m.get("champion.pass_at_1"),
                 "gate": None if "gate.promoted" not in m else bool(m["gate.promoted"]),

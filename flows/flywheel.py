@@ -65,6 +65,7 @@ def generation_row(gen_folder: Path) -> dict:
         "challenger pass@1": ev.get("report", {}).get("pass@1"),
         "champion pass@1": decision.get("champion"),
         "gate": decision.get("promote"),
+        **({"judge agree": cur["judge"]["agreement"]} if "judge" in cur else {}),
     }
 
 
@@ -195,6 +196,12 @@ def _sample_rows(gdir: Path, curated: Path, per_outcome: int) -> tuple[list[dict
     return picked[0], picked[1]
 
 
+def judge_metrics(curate_outputs: dict) -> dict[str, float]:
+    """The judge's QC figures of one curate stage as MLflow metrics (none without a judge)."""
+    qc = curate_outputs.get("judge", {})
+    return {f"judge.{k}": v for k, v in qc.items() if isinstance(v, int | float)}
+
+
 def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -> None:
     def outputs(stage: str) -> dict:
         return store.read_manifest(gdir / stage).outputs
@@ -217,6 +224,7 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "gate.promoted": float(gate["decision"]["promote"]),
         "gate.delta": gate["decision"]["delta"],
         "gate.ci_low": gate["decision"].get("ci_low"),
+        **judge_metrics(cur),
     }
     tracker.log_metrics(metrics, step=g)
     tracker.set_tags(

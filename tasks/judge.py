@@ -187,6 +187,8 @@ def parse_verdict(text: str, rubric: Rubric, finish_reason: str = "stop") -> Jud
     """Exactly one `VERDICT: <value>` line, the last non-empty line, in the declared form."""
     if finish_reason == "length":
         return JudgeOutput("judge_error", "truncated")
+    if finish_reason == "error":  # the backend gave up on this prompt (HTTP failures)
+        return JudgeOutput("judge_error", "backend_error")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         return JudgeOutput("judge_error", "empty")

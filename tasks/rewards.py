@@ -74,10 +74,49 @@ def accuracy_reward(prompts: list[str], completions: list[str], **kw) -> list[fl
     return [verdict_score(v) for v in accuracy_verdicts(completions, **kw)]
 
 
+def judge_verdicts(
+    completions: list[str],
+    question: list[str] | None = None,
+    prompts: list[str] | None = None,
+    judge_verdict: list[Verdict] | None = None,
+    judge: dict | None = None,
+    **_: object,
+) -> list[Verdict]:
+    """The generative judge's verdicts (see `tasks.judge`).
+
+    Precomputed votes (`judge_verdict`, as curation passes them after one batched worker run)
+    are returned as they are; otherwise `judge` (the worker's settings: model_path, rubric, k,
+    ...) runs the judge over this batch in one engine call, on `question` or else `prompts`.
+    """
+    if judge_verdict is not None:
+        if len(judge_verdict) != len(completions):
+            raise ValueError(
+                f"judge_verdict has {len(judge_verdict)} rows for {len(completions)} completions"
+            )
+        return list(judge_verdict)
+    if judge is None:
+        raise ValueError(
+            "the `judge` reward needs the judge's settings (`judge=` column) or precomputed "
+            "`judge_verdict`; in curation, list `judge` in curation.rewards and set `judge:`"
+        )
+    from tasks.judge_run import judge_candidates
+
+    texts = question if question is not None else prompts
+    if texts is None:
+        raise ValueError("the `judge` reward needs a `question` column or the prompts")
+    votes, _stats = judge_candidates(list(texts), list(completions), judge)
+    return [v.verdict for v in votes]
+
+
+def judge_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
+    return [verdict_score(v) for v in judge_verdicts(completions, prompts=prompts, **kw)]
+
+
 Reward = Callable[..., list[float | None]]
 
 # name -> (reward function with TRL's signature, the verdicts behind it)
 REWARDS: dict[str, tuple[Reward, Callable[..., list[Verdict]]]] = {
     "accuracy": (accuracy_reward, accuracy_verdicts),
     "format": (format_reward, format_verdicts),
+    "judge": (judge_reward, judge_verdicts),
 }
