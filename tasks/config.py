@@ -205,7 +205,7 @@ class JudgeConfig(_Section):
     )
     k: int = Field(3, gt=0, le=32, description="Judge samples per candidate (majority vote).")
     temperature: float = Field(1.0, ge=0, description="Judge sampling temperature.")
-    max_tokens: int = Field(24, gt=0, description="Longest judge output in tokens.")
+    max_tokens: int = Field(48, gt=0, description="Longest judge output in tokens.")
     max_candidate_chars: int = Field(
         160, gt=0, description="Candidate text beyond this is cut before judging."
     )
@@ -217,7 +217,7 @@ class JudgeConfig(_Section):
         description="`rules_then_judge`: rules where the sample has a gold answer, judge for the "
         "rest; `both`: rules and judge must accept; `judge_only`: the judge decides.",
     )
-    max_model_len: int = Field(320, ge=32, description="Judge prompt + output in tokens.")
+    max_model_len: int = Field(384, ge=32, description="Judge prompt + output in tokens.")
     seed: int = Field(0, description="Judge sampling and nonce seed.")
     steps: int = Field(400, ge=0, description="Pretraining steps of the bootstrap judge.")
     batch_size: int = Field(32, gt=0, description="Documents per bootstrap-judge step.")

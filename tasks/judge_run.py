@@ -54,13 +54,13 @@ class JudgeRequest:
     k: int = 3
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 24
+    max_tokens: int = 48
     max_candidate_chars: int = 160
     max_error_share: float = 0.5
     seed: int = 0
     dtype: str = "float32"
     gpu_memory_utilization: float = 0.3
-    max_model_len: int = 320
+    max_model_len: int = 384
     hf_batch_size: int = 256
     enforce_eager: bool = True
     progress: bool = False
