@@ -149,6 +149,10 @@ def generate_vllm(
         enforce_eager=enforce_eager,
         seed=seed,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults (see docstring)
+        # A prompt split across scheduler steps rolls its seeded generator back, which the CPU
+        # generator cannot do ("CPU Generator does not use offset"): long prompts (judge
+        # rubrics) in a big batch crashed the engine. Whole prompts per step avoid it.
+        enable_chunked_prefill=False,
     )
     t1 = time.perf_counter()
     draws = draws_per_prompt(n, temperature)

@@ -38,6 +38,11 @@ from tasks.records import stable_hash
 from tasks.store import read_manifest
 from tasks.subproc import worker_main
 
+# Wrong final answers are over-represented in training: when the last step and the answer
+# almost always agree, the tiny model learns to copy the answer twice instead of reading the
+# last step, and its notes stop telling anything apart (measured).
+TRAIN_WEIGHTS = {"wrong_answer": 3.0}
+
 
 def _judge_batch(
     prompts: list[str], targets: list[str], tokenizer, max_len: int
@@ -78,7 +83,7 @@ def bootstrap_judge(
     num_layers: int = 2,
     num_heads: int = 2,
     max_position: int = 384,
-    steps: int = 300,
+    steps: int = 400,
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     max_difficulty: int = 3,
@@ -116,6 +121,7 @@ def bootstrap_judge(
         "seed": seed,
         "domain": domain,
         "exclude": stable_hash(sorted(excluded)),
+        "train_weights": TRAIN_WEIGHTS,
     }
     folder = judge_dir(out_root, recipe)
     if read_manifest(folder) is not None:
@@ -131,7 +137,7 @@ def bootstrap_judge(
     levels = list(range(1, max_difficulty + 1))
 
     def next_batch():
-        cands = fresh_candidates(rng, batch_size, levels, excluded, domain)
+        cands = fresh_candidates(rng, batch_size, levels, excluded, domain, TRAIN_WEIGHTS)
         prompts = [
             render(rb, c.question, c.completion, make_nonce(rng), max_candidate_chars)
             for c in cands

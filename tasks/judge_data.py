@@ -119,13 +119,21 @@ CORRUPTIONS: dict[str, Callable[[random.Random, str], str]] = {
 }
 
 
-def candidate(rng: random.Random, question: str, answer: str, domain: str = "arith") -> Candidate:
-    """Half right solutions, half corrupted ones; labelled by the rule verifier."""
+def candidate(
+    rng: random.Random,
+    question: str,
+    answer: str,
+    domain: str = "arith",
+    weights: dict[str, float] | None = None,
+) -> Candidate:
+    """Half right solutions, half corrupted ones (`weights` per corruption, default equal);
+    labelled by the rule verifier."""
     solution = DOMAINS[domain].solution(question)
     if rng.random() < 0.5:
         text, kind = solution, "correct"
     else:
-        kind = rng.choice(list(CORRUPTIONS))
+        names = list(CORRUPTIONS)
+        kind = rng.choices(names, [(weights or {}).get(n, 1.0) for n in names])[0]
         text = CORRUPTIONS[kind](rng, solution)
     return Candidate(question, text, answer, kind, rule_accepts(text, answer, domain))
 
@@ -136,6 +144,7 @@ def fresh_candidates(
     levels: list[int],
     exclude: set[str] = frozenset(),
     domain: str = "arith",
+    weights: dict[str, float] | None = None,
 ) -> list[Candidate]:
     """`size` candidates over fresh questions of `levels`, none in `exclude` (training data)."""
     dom = DOMAINS[domain]
@@ -143,7 +152,7 @@ def fresh_candidates(
     while len(out) < size:
         seed = dom.generate(rng, rng.choice(levels))
         if seed.question not in exclude:
-            out.append(candidate(rng, seed.question, seed.answer, domain))
+            out.append(candidate(rng, seed.question, seed.answer, domain, weights))
     return out
 
 
