@@ -112,6 +112,37 @@ def judge_reward(prompts: list[str], completions: list[str], **kw) -> list[float
     return [verdict_score(v) for v in judge_verdicts(completions, prompts=prompts, **kw)]
 
 
+def rm_verdicts(
+    completions: list[str],
+    prompts: list[str] | None = None,
+    rm_model: str | None = None,
+    rm_score: list[float] | None = None,
+    **_: object,
+) -> list[Verdict]:
+    """The scalar reward model's verdicts: accept when P(accept) >= 0.5 (`flywheel train-rm`).
+
+    Scores come precomputed (`rm_score`) or from the model at `rm_model`, in a worker process.
+    """
+    if rm_score is None:
+        if rm_model is None or prompts is None:
+            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder) and prompts")
+        from tasks.reward_model import rm_scores
+
+        rm_score = rm_scores(rm_model, list(prompts), list(completions))
+    return [Verdict("accept" if p >= 0.5 else "reject", f"rm_p={p:.2f}") for p in rm_score]
+
+
+def rm_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
+    """The reward model's P(accept) itself: a graded reward for GRPO."""
+    if kw.get("rm_score") is None:
+        from tasks.reward_model import rm_scores
+
+        if kw.get("rm_model") is None:
+            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder)")
+        return list(rm_scores(kw["rm_model"], list(prompts), list(completions)))
+    return list(kw["rm_score"])
+
+
 Reward = Callable[..., list[float | None]]
 
 # name -> (reward function with TRL's signature, the verdicts behind it)
@@ -119,4 +150,5 @@ REWARDS: dict[str, tuple[Reward, Callable[..., list[Verdict]]]] = {
     "accuracy": (accuracy_reward, accuracy_verdicts),
     "format": (format_reward, format_verdicts),
     "judge": (judge_reward, judge_verdicts),
+    "rm": (rm_reward, rm_verdicts),
 }
