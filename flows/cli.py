@@ -1,8 +1,13 @@
 """`flywheel`: the command line.
 
 flywheel run configs/demo.yaml [--generations N] [--set sampling.n=4]
+flywheel run configs/demo.yaml --more 1          # one generation past the newest finished one
+flywheel serve configs/demo.yaml --cron "0 3 * * *"   # or --interval SECONDS
+flywheel deploy configs/demo.yaml --pool gpu --cron "0 3 * * *"
 flywheel bootstrap configs/demo.yaml
 flywheel status configs/demo.yaml
+flywheel compare configs/demo.yaml [--metric pass@1 --metric gate]
+flywheel lineage configs/demo.yaml 3|gen-3
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ def print_table(rows: list[dict], title: str) -> None:
 def run(
     config: ConfigArg,
     generations: Annotated[int | None, typer.Option(help="Run up to this generation.")] = None,
+    more: Annotated[
+        int | None, typer.Option(min=1, help="Run this many generations past the newest one.")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run (or resume) the flywheel up to its last generation."""
@@ -86,12 +94,56 @@ def run(
     from tasks.subproc import WorkerError
 
     try:
-        rows = flywheel(cfg)
+        rows = flywheel(cfg, advance=more)
     except (SeedFileError, FileNotFoundError, WorkerError, RuntimeError) as e:
         err.print(f"[red]flywheel {cfg.name} stopped: {e}[/red]")
         err.print("Completed stages are kept; fix the cause and run the same command to resume.")
         raise typer.Exit(1) from None
     print_table(rows, f"flywheel {cfg.name}")
+
+
+CronOpt = Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')]
+IntervalOpt = Annotated[float | None, typer.Option(min=1, help="Seconds between scheduled runs.")]
+
+
+@app.command()
+def serve(
+    config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = None, set_: SetOpt = None
+) -> None:
+    """Schedule the flywheel and run the schedule on this machine (Ctrl-C stops).
+
+    Each scheduled run advances the flywheel one generation from its champion; a run that
+    comes due while another is active waits for it."""
+    cfg = _load(config, set_)
+    from flows import deployments
+
+    try:
+        deployments.serve(cfg, cron=cron, interval=interval)
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def deploy(
+    config: ConfigArg,
+    pool: Annotated[str, typer.Option(help="Prefect work pool (type process).")] = "flywheel",
+    cron: CronOpt = None,
+    interval: IntervalOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Register a scheduled deployment with the Prefect server (PREFECT_API_URL) for a work
+    pool's workers: `prefect worker start --pool POOL` on the machine that should run it."""
+    cfg = _load(config, set_)
+    from flows import deployments
+
+    try:
+        deployment_id = deployments.deploy(cfg, pool, cron=cron, interval=interval)
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"deployment flywheel/{cfg.name} ({deployment_id}) on work pool {pool!r}")
+    console.print(f"start a worker: prefect worker start --pool {pool}")
 
 
 @app.command()
@@ -140,6 +192,11 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
                 "gen": int(r.data.tags["flywheel.generation"]),
                 "status": r.info.status,
                 "level": m.get("seeds.difficulty"),
+                "by source": " ".join(
+                    f"{k.removeprefix('seeds.origin.')}:{int(v)}"
+                    for k, v in sorted(m.items())
+                    if k.startswith("seeds.origin.")
+                ),
                 "accept": m.get("curate.accept_rate"),
                 "kept": m.get("curate.accepted"),
                 "judge agree": m.get("judge.agreement"),
@@ -150,6 +207,34 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
             }
         )
     print_table(rows, f"flywheel {cfg.name} ({uri})")
+
+
+@app.command()
+def compare(
+    config: ConfigArg = Path("configs/demo.yaml"),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="Only metrics whose name starts with this (repeatable)."),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """The generations side by side: one column per generation, one row per metric."""
+    from tasks.lineage import comparison
+
+    cfg = _load(config, set_)
+    columns, rows = comparison(cfg.flywheel_dir)
+    if metric:
+        rows = [r for r in rows if any(r[0].startswith(m) for m in metric)]
+    if not columns or not rows:
+        console.print(f"{cfg.name}: nothing to compare yet in {cfg.flywheel_dir}")
+        return
+    table = Table(title=f"flywheel {cfg.name}: generations side by side (gen-0000 = base)")
+    table.add_column("metric")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for name, values in rows:
+        table.add_row(name, *(_fmt(v) if not isinstance(v, str) else v for v in values))
+    console.print(table)
 
 
 @app.command()

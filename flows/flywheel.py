@@ -10,22 +10,25 @@ champion passed from one generation to the next is whatever the gate stage wrote
 challenger never becomes the next generation's policy.
 """
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 
+from flows.deployments import one_run_at_a_time
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.lineage import generation_lineage, generation_markdown
 from tasks.plots import pass1_interval, trajectory_png
 from tasks.stages import (
     base_model_stage,
+    check_seed_inputs,
     curate_stage,
     eval_stage,
+    gate_decision,
     gate_stage,
     generate_stage,
     seeds_stage,
@@ -58,6 +61,7 @@ def generation_row(gen_folder: Path) -> dict:
         "gen": int(gen_folder.name.split("-")[1]),
         "level": seeds.get("difficulty"),
         "seeds": seeds.get("count"),
+        "by source": " ".join(f"{k}:{v}" for k, v in sorted(seeds.get("origins", {}).items())),
         "accept": cur.get("accept_rate"),
         "kept": cur.get("accepted"),
         "train rows": tr.get("train_rows"),
@@ -94,24 +98,31 @@ def _run_generation(
     cfg: FlywheelConfig, g: int, champion: dict, suite: Path, tracker, gdir: Path
 ) -> dict:
     log = get_run_logger()
-    seeds = seeds_stage(cfg, g, suite)
-    generated = generate_stage(cfg, g, champion["model"], seeds)
+    policy = _policy(cfg, g, champion)
+    seeds = seeds_stage(cfg, g, suite, policy)
+    generated = generate_stage(cfg, g, policy, seeds)
     curated = curate_stage(cfg, g, generated)
-    trained = train_stage(cfg, g, champion["model"])
+    trained = train_stage(cfg, g, policy)
     model = str(trained / "model")
     report = eval_stage(cfg, gdir / "eval", model, suite, label=f"gen-{g:04d}")
     version = tracker.register(
         trained / "model",
         {
             "flywheel.generation": str(g),
-            "flywheel.parent_model": champion["model"],
+            "flywheel.parent_model": policy,
+            "flywheel.train_mode": cfg.train.stage(g).mode,
             "flywheel.accepted_hash": store.read_manifest(curated).outputs["hash"],
             "flywheel.seeds_hash": store.read_manifest(seeds).outputs["hash"],
         },
     )
     tracker.set_alias("challenger", version)
     challenger = {"model": model, "report": report, "generation": g, "version": version}
-    gate = gate_stage(cfg, g, champion, challenger, version)
+    approval = None
+    if cfg.gate.approval and store.read_manifest(gdir / "gate") is None:
+        proposal = gate_decision(cfg, g, champion, challenger)
+        if proposal.promote:
+            approval = ask_approval(cfg.name, g, proposal.reason, cfg.gate.approval_timeout)
+    gate = gate_stage(cfg, g, champion, challenger, version, approval)
     # Only after the gate's folder has landed does the champion alias move.
     tracker.set_alias("champion", gate["champion"].get("version"))
     log.info("gen-%04d gate: %s", g, gate["decision"]["reason"])
@@ -132,6 +143,38 @@ def _run_generation(
         tracker.set_version_tags(version, _lineage_tags(lineage))
         (gdir / TRACKED_MARK).touch()
     return gate["champion"]
+
+
+def _policy(cfg: FlywheelConfig, g: int, champion: dict) -> str:
+    """The model generation g samples from and trains: the champion, or with
+    `train.build_on: previous` generation g-1's trained model (each stage of a staged recipe
+    builds on the one before, whatever the gate decided)."""
+    if cfg.train.build_on == "champion" or g == 1:
+        return champion["model"]
+    return str(store.stage_dir(cfg.flywheel_dir, g - 1, "train") / "model")
+
+
+class Approval(RunInput):
+    """A reviewer's answer to a proposed promotion (the form shown in the Prefect UI)."""
+
+    approve: bool
+    note: str = ""
+
+
+def ask_approval(name: str, g: int, reason: str, timeout: int) -> dict:
+    """Pause this flow run until a person approves or refuses the promotion in the Prefect UI
+    (or `prefect.flow_runs.resume_flow_run(id, run_input={"approve": ..., "note": ...})`)."""
+    log = get_run_logger()
+    log.warning("gen-%04d: the gate would promote (%s); waiting for approval", g, reason)
+    create_markdown_artifact(
+        f"# Generation {g}: approve the promotion?\n\n{reason}\n\n"
+        "Resume this flow run with `approve: true` to promote, `false` to keep the champion.",
+        key=f"{_artifact_key(name)}-gen-{g:04d}-approval",
+        description=f"{name} generation {g}: promotion awaiting approval",
+    )
+    answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, key=f"gen-{g:04d}-approval")
+    log.info("gen-%04d: reviewer %s the promotion", g, "approved" if answer.approve else "refused")
+    return {"approved": answer.approve, "note": answer.note}
 
 
 def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
@@ -202,6 +245,18 @@ def judge_metrics(curate_outputs: dict) -> dict[str, float]:
     return {f"judge.{k}": v for k, v in qc.items() if isinstance(v, int | float)}
 
 
+def _hygiene_metrics(seeds: dict, cur: dict) -> dict[str, float]:
+    """Seeds by source, decontamination and dedup drops, reasoning paths, diversity."""
+    m = {f"seeds.origin.{k}": v for k, v in seeds.get("origins", {}).items()}
+    m.update({f"seeds.decontaminated.{k}": v for k, v in seeds.get("decontaminated", {}).items()})
+    m.update({f"seeds.duplicates.{k}": v for k, v in seeds.get("duplicates", {}).items()})
+    if "reasoning_paths" in cur:
+        m["curate.reasoning_paths"] = cur["reasoning_paths"]
+    for part, figures in cur.get("diversity", {}).items():
+        m.update({f"diversity.{part}.{k}": v for k, v in figures.items()})
+    return m
+
+
 def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -> None:
     def outputs(stage: str) -> dict:
         return store.read_manifest(gdir / stage).outputs
@@ -215,20 +270,40 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "curate.accepted": cur["accepted"],
         "curate.seed_solve_rate": cur["seed_solve_rate"],
         **{f"curate.{k}": v for k, v in cur["counts"].items()},
+        **_hygiene_metrics(outputs("seeds"), cur),
         "train.rows": tr["train_rows"],
         "train.loss_first": tr.get("train_loss_first"),
         "train.loss_last": tr.get("train_loss_last"),
         "train.seconds": tr.get("seconds"),
+        # GRPO's figures (per-reward means, reward std, zero-signal share, completion length,
+        # clipped ratio, KL) when this generation's recipe ran GRPO.
+        **{f"train.{k}": v for k, v in tr.items() if k.startswith("grpo.")},
         **{f"challenger.{k}": v for k, v in ev["report"].items()},
+        **{
+            f"challenger.suite.{name}.{k}": v
+            for name, rep in ev.get("suites", {}).items()
+            for k, v in rep.items()
+            if k in ("pass@1", "format_rate", "mean_tokens")
+        },
         **{f"champion.{k}": v for k, v in gate["champion"]["report"].items()},
         "gate.promoted": float(gate["decision"]["promote"]),
         "gate.delta": gate["decision"]["delta"],
         "gate.ci_low": gate["decision"].get("ci_low"),
+        **{
+            f"gate.{k}.regression": v["regression"]
+            for k, v in gate["decision"].get("guards", {}).items()
+            if k.startswith("collapse.")
+        },
         **judge_metrics(cur),
     }
     tracker.log_metrics(metrics, step=g)
     tracker.set_tags(
-        {"gate.reason": gate["decision"]["reason"], "gate.rule": gate["decision"].get("rule", "")}
+        {
+            "gate.reason": gate["decision"]["reason"],
+            "gate.rule": gate["decision"].get("rule", ""),
+            "train.mode": tr.get("mode", "sft"),
+            "train.stage": tr.get("label") or "",
+        }
     )
     tracker.log_dataset(seeds / "seeds.parquet", f"seeds-gen-{g:04d}", "seeds")
     tracker.log_dataset(curated / "accepted.parquet", f"accepted-gen-{g:04d}", "training")
@@ -238,10 +313,59 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
     tracker.log_table(table, "samples.json")
 
 
+def last_generation(flywheel_dir: Path) -> int:
+    """The newest generation whose gate has landed (0 when none has)."""
+    done = [
+        int(d.name.split("-")[1])
+        for d in Path(flywheel_dir).glob("gen-[0-9]*")
+        if store.read_manifest(d / "gate") is not None
+    ]
+    return max(done, default=0)
+
+
 @flow(name="flywheel", flow_run_name="{config.name}", log_prints=True)
-def flywheel(config: FlywheelConfig) -> list[dict]:
-    """Run the flywheel up to `config.generations`, resuming from whatever is on disk."""
+def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
+    """Run the flywheel up to `config.generations` (or `advance` generations past the newest
+    finished one, as scheduled runs do), resuming from whatever is on disk. Two runs of the same
+    flywheel never overlap: the second waits for the first."""
     cfg = config
+    log = get_run_logger()
+    check_seed_inputs(cfg)  # a bad seed file stops the run before any folder is made
+    with one_run_at_a_time(cfg.flywheel_dir, log):
+        upto = cfg.generations if advance is None else last_generation(cfg.flywheel_dir) + advance
+        _run_flywheel(cfg, upto)
+    rows = [generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, upto + 1)]
+    create_table_artifact(
+        rows,
+        key=f"{_artifact_key(cfg.name)}-generations",
+        description=f"{cfg.name}: every generation's metrics and gate decision",
+    )
+    return rows
+
+
+def registry_champion(tracker, flywheel_dir: Path, champion: dict) -> dict:
+    """The champion a new generation starts from: `models:/<name>@champion`. It is the gate's
+    choice unless someone moved the alias (a rollback, a manual promotion), and then the
+    registry wins: the generation that version came from supplies its checkpoint and report."""
+    reg = tracker.champion()
+    if reg is None or reg["version"] == champion.get("version"):
+        return champion
+    gdir = store.gen_dir(flywheel_dir, reg["generation"])
+    get_run_logger().warning(
+        "registry alias champion is version %s (gen-%04d), not the gate's %s: following it",
+        reg["version"],
+        reg["generation"],
+        champion.get("version"),
+    )
+    return {
+        "model": str(gdir / "train" / "model"),
+        "report": store.read_manifest(gdir / "eval").outputs["report"],
+        "generation": reg["generation"],
+        "version": reg["version"],
+    }
+
+
+def _run_flywheel(cfg: FlywheelConfig, upto: int) -> None:
     log = get_run_logger()
     tracker = _tracker(cfg)
     tracker.start(cfg.resolved_json(), cfg.flywheel_dir, {"flywheel.name": cfg.name})
@@ -255,17 +379,10 @@ def flywheel(config: FlywheelConfig) -> list[dict]:
         tracker.log_metrics({f"champion.{k}": v for k, v in base_report.items()}, step=0)
         champion = {"model": base, "report": base_report, "generation": 0, "version": None}
         log.info("base model %s: pass@1 %.3f", base, base_report["pass@1"])
-        for g in range(1, cfg.generations + 1):
+        for g in range(1, upto + 1):
+            if store.read_manifest(store.gen_dir(cfg.flywheel_dir, g) / "gate") is None:
+                champion = registry_champion(tracker, cfg.flywheel_dir, champion)
             champion = generation_flow(cfg, g, champion, suite)
         status = "FINISHED"
     finally:
         tracker.end(status)
-    rows = [
-        generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, cfg.generations + 1)
-    ]
-    create_table_artifact(
-        rows,
-        key=f"{_artifact_key(cfg.name)}-generations",
-        description=f"{cfg.name}: every generation's metrics and gate decision",
-    )
-    return rows

@@ -9,6 +9,7 @@ Components never take this object whole: the flow hands each one the plain value
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -97,35 +98,79 @@ class SamplingConfig(_Section):
 
 class SeedsConfig(_Section):
     file: Path | None = Field(
-        None, description="JSONL seed file (id, question, answer[, difficulty]); else generated."
+        None,
+        description="Seed file, JSONL / Parquet / CSV (id, question, answer[, difficulty]); "
+        "else generated.",
+    )
+    data_dirs: list[Path] = Field(
+        [Path("data")],
+        min_length=1,
+        description="Folders a seed file must lie in (resolved; `..` and links out are refused).",
+    )
+    on_bad_row: Literal["fail", "skip"] = Field(
+        "fail", description="A bad seed-file row stops the run (`fail`) or is dropped and reported."
+    )
+    max_chars: int = Field(
+        4096, gt=0, le=1_000_000, description="Longest question or answer in a seed file."
+    )
+    suite_file_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A seed file with at least this share of eval-suite items is refused as one.",
     )
     count: int = Field(2048, gt=0, description="Seeds per generation.")
     levels: list[int] = Field(
         [1, 2, 2, 3, 3, 3],
         min_length=1,
-        description="Difficulty mix of generated seeds; a level listed twice is drawn twice as "
-        "often.",
+        description="Difficulty mix of generation 1's generated seeds (a level listed twice is "
+        "drawn twice as often); later the curriculum sets it.",
     )
-    keep_failed: float = Field(
-        0.2, ge=0, le=1, description="Most of next seed set taken by failed or half-solved seeds."
+    sources: dict[Literal["generator", "failures", "mutations", "rewrites", "proposed"], float] = (
+        Field(
+            default_factory=lambda: {"generator": 0.6, "failures": 0.2, "mutations": 0.2},
+            description="From generation 2: weight of each seed source (generator, failures, "
+            "mutations, rewrites, proposed); a source that comes up short is filled by the "
+            "generator.",
+        )
     )
     keep_original: float = Field(
-        0.0, ge=0, le=1, description="Share of the next seed set drawn from the first seeds."
+        0.1, ge=0, le=1, description="Share of every later seed set drawn from the first seeds."
     )
-    easier_below: float = Field(
-        0.02, ge=0, lt=1, description="Mean seed pass rate below which the mix moves a level down."
+    failure_below: float = Field(
+        0.5, ge=0, lt=1, description="A seed with pass rate at or below this counts as failed."
     )
-    harder_above: float = Field(
-        0.5, gt=0, le=1, description="Mean seed pass rate above which the mix moves a level up."
+    curriculum_floor: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="Added to every level's p(1-p) weight, so no level or seed vanishes.",
+    )
+    rewrite_template: str = Field(
+        "Q: {prefix}",
+        description="Prompt asking the policy to rewrite a failure ({question}, {prefix}, {head}).",
+    )
+    propose_template: str = Field(
+        "Q: {head}",
+        description="Prompt asking the policy for a new problem, from a solved example "
+        "({question}, {prefix}, {head}).",
+    )
+    problem_marker: str = Field(
+        "Q: ", min_length=1, description="The model's problem is what follows this, to line end."
+    )
+    model_samples: int = Field(
+        4, gt=0, le=64, description="Samples per rewrite/proposal prompt (one engine load)."
+    )
+    oversample: float = Field(
+        3.0, ge=1, description="Model problems asked for per one needed (many fail the check)."
     )
     seed: int = Field(1, description="Seed of the seed generator.")
 
     @model_validator(mode="after")
     def _shares_fit(self) -> SeedsConfig:
-        if self.keep_failed + self.keep_original > 1:
-            raise ValueError("keep_failed + keep_original must be at most 1")
-        if self.easier_below >= self.harder_above:
-            raise ValueError("easier_below must be below harder_above")
+        bad = {k: v for k, v in self.sources.items() if v < 0}
+        if bad or not any(v > 0 for v in self.sources.values()):
+            raise ValueError(f"sources: weights must be >= 0 with one above 0, got {self.sources}")
         if any(not 1 <= level <= 5 for level in self.levels):
             raise ValueError(f"levels must lie in 1..5, got {self.levels}")
         return self
@@ -138,8 +183,94 @@ class CurationConfig(_Section):
     max_per_seed: int = Field(4, gt=0, description="Most accepted samples kept per seed.")
 
 
+TrainMode = Literal["sft", "grpo", "sft_then_grpo", "gkd"]
+
+
+class GKDSection(_Section):
+    """Logit distillation (TRL's GKD) from a teacher sharing the student's tokenizer."""
+
+    teacher: Path | None = Field(
+        None, description="Teacher checkpoint (None: the first of distill.teachers)."
+    )
+    lmbda: float = Field(0.5, ge=0, le=1, description="Share of batches on the student's samples.")
+    beta: float = Field(
+        0.5, ge=0, le=1, description="Generalized JSD mix: 0 forward KL, 1 reverse KL."
+    )
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature of on-policy batches.")
+    max_new_tokens: int = Field(96, gt=0, description="Longest on-policy sample (tokens).")
+
+
+class GRPOSection(_Section):
+    """GRPO on the generation's seeds (TRL's `GRPOTrainer`); R1's values set explicitly."""
+
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 1.0, "format": 0.5},
+        min_length=1,
+        description="Rewards (names in tasks.rewards.REWARDS) and their weights in the sum.",
+    )
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (~1e-6 real models).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the generation's seeds.")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many steps (None: epochs)."
+    )
+    max_prompts: int | None = Field(
+        None, gt=0, description="Train on at most this many of the generation's seeds (None: all)."
+    )
+    prompts_per_step: int = Field(4, gt=0, description="Prompts (groups) per micro-batch.")
+    num_generations: int = Field(8, ge=2, description="Group size: samples per prompt.")
+    max_completion_length: int = Field(96, gt=0, description="Longest sampled completion (tokens).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the groups.")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the policy ratio.")
+    beta: float = Field(0.001, ge=0, description="KL coefficient (R1: 0.001; TRL's default is 0).")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
+        "grpo", description="Token aggregation: `grpo` (R1, per-sequence mean), `dapo`, ..."
+    )
+    num_iterations: int = Field(1, gt=0, description="Updates per sampled batch (mu).")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Divide advantages by the group's reward std (`none`: Dr. GRPO)."
+    )
+    drop_zero_signal: bool = Field(
+        True, description="Drop groups whose samples all scored the same before the update."
+    )
+    length_buffer: int = Field(
+        32, gt=0, description="`length` reward: soft-penalty zone before max_completion_length."
+    )
+    repetition_ngram: int = Field(3, gt=0, description="`repetition` reward: n-gram size.")
+
+    @model_validator(mode="after")
+    def _buffer_fits(self) -> GRPOSection:
+        if self.length_buffer > self.max_completion_length:
+            raise ValueError("length_buffer must not exceed max_completion_length")
+        return self
+
+
+class ScheduleEntry(_Section):
+    """One generation's training in a schedule (e.g. one stage of the R1 recipe)."""
+
+    mode: TrainMode = Field(description="Training recipe of this generation.")
+    label: str | None = Field(None, description="Name of the stage, shown in the run's tags.")
+    rewards: dict[str, float] | None = Field(
+        None, description="GRPO rewards and weights for this generation (None: train.grpo's)."
+    )
+
+
 class TrainConfig(_Section):
-    mode: Literal["sft"] = Field("sft", description="Training recipe per generation.")
+    mode: TrainMode = Field(
+        "sft",
+        description="Training recipe per generation: `sft` on accepted samples, `grpo` on the "
+        "seeds, `sft_then_grpo` (GRPO starting from this generation's SFT model), or `gkd` "
+        "(logit distillation from a teacher on the accepted samples).",
+    )
+    schedule: list[ScheduleEntry] | None = Field(
+        None,
+        description="Per-generation recipes: generation g uses entry g (the last one repeats); "
+        "None: `mode` every generation.",
+    )
+    build_on: Literal["champion", "previous"] = Field(
+        "champion",
+        description="Which model generation g samples from and trains: the gate's champion, or "
+        "generation g-1's trained model even if the gate kept the champion (staged recipes).",
+    )
     learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training set.")
     batch_size: int = Field(64, gt=0, description="Sequences per device step.")
@@ -150,11 +281,82 @@ class TrainConfig(_Section):
     replay: bool = Field(
         True, description="Train on every accepted sample so far, not only this generation's."
     )
+    replay_share: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="With replay: share of the training set drawn from earlier generations' "
+        "accepted samples (None: all of them).",
+    )
     bf16: bool = Field(False, description="Train in bfloat16 (GPU).")
     cpu_threads: int | None = Field(
         None, gt=0, description="torch threads when training on CPU (None: torch's default)."
     )
     seed: int = Field(0, description="Training seed.")
+    packing: bool = Field(
+        False,
+        description="SFT: pack several samples per sequence, none attending to another "
+        "(V3 sample masking; position ids restart per sample).",
+    )
+    min_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="SFT cosine floor as a share of the peak (V3: 1e-6 / 5e-6 = 0.2); None: 0.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (large models)."
+    )
+    grpo: GRPOSection = GRPOSection()
+    gkd: GKDSection = GKDSection()
+
+    def stage(self, generation: int) -> ScheduleEntry:
+        """The training recipe of `generation` (1-based)."""
+        if not self.schedule:
+            return ScheduleEntry(mode=self.mode)
+        return self.schedule[min(generation, len(self.schedule)) - 1]
+
+    def grpo_rewards(self, generation: int) -> dict[str, float]:
+        return self.stage(generation).rewards or self.grpo.rewards
+
+
+class DistillConfig(_Section):
+    """Where the generation stage's samples come from: the policy, teachers, prompt templates."""
+
+    teachers: list[Path] = Field(
+        [], description="Local checkpoints whose samples are pooled with the policy's."
+    )
+    include_policy: bool = Field(
+        True, description="Pool the policy's own samples too (False: teachers only)."
+    )
+    templates: list[str] = Field(
+        ["plain"],
+        min_length=1,
+        description="Prompt templates per seed (tasks.generate.TEMPLATES: plain, reflect).",
+    )
+
+    @model_validator(mode="after")
+    def _sources(self) -> DistillConfig:
+        from tasks.generate import TEMPLATES
+
+        unknown = [t for t in self.templates if t not in TEMPLATES]
+        if unknown:
+            raise ValueError(f"templates: unknown {unknown}; known: {sorted(TEMPLATES)}")
+        if len(set(self.templates)) != len(self.templates):
+            raise ValueError(f"templates: listed twice in {self.templates}")
+        if not self.include_policy and not self.teachers:
+            raise ValueError("no generator: include_policy is false and no teachers are given")
+        return self
+
+
+class GuardSuite(_Section):
+    """An extra frozen suite whose pass@1 the challenger may not lose (a gate guard)."""
+
+    levels: list[int] = Field(min_length=1, description="Difficulty levels it draws from.")
+    size: int = Field(128, gt=0, description="Items in the suite.")
+    max_drop: float = Field(
+        0.02, ge=0, le=1, description="Largest allowed pass@1 drop against the champion."
+    )
 
 
 class EvalConfig(_Section):
@@ -163,6 +365,18 @@ class EvalConfig(_Section):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature for evaluation.")
     max_tokens: int = Field(96, gt=0, description="Longest completion in tokens.")
     seed: int = Field(1234, description="Evaluation sampling seed (fixed across generations).")
+    extra_suites: dict[str, GuardSuite] = Field(
+        default_factory=dict,
+        description="Named extra suites (e.g. `hard: {levels: [5]}`), frozen with the main one and "
+        "evaluated with it; a pass@1 drop past max_drop blocks promotion.",
+    )
+
+    @model_validator(mode="after")
+    def _suite_names(self) -> EvalConfig:
+        bad = [n for n in self.extra_suites if not re.fullmatch(r"[a-z0-9_]+", n)]
+        if bad:
+            raise ValueError(f"extra_suites names must be lowercase letters, digits, _: {bad}")
+        return self
 
 
 class GateConfig(_Section):
@@ -181,6 +395,17 @@ class GateConfig(_Section):
         default_factory=lambda: {"format_rate": 0.02, "mean_tokens": 0.25, "truncation_rate": 0.02},
         description="Largest allowed regression per guard (mean_tokens relative); {} turns "
         "guards off. Used by paired_bootstrap.",
+    )
+
+    approval: bool = Field(
+        False,
+        description="Pause for a person's approval (Prefect UI input) before a promotion the "
+        "test allows; a refusal keeps the champion.",
+    )
+    approval_timeout: int = Field(
+        86400,
+        gt=0,
+        description="Seconds to wait for the approval; then the run fails and a rerun asks again.",
     )
 
     @model_validator(mode="after")
@@ -223,6 +448,38 @@ class JudgeConfig(_Section):
     batch_size: int = Field(32, gt=0, description="Documents per bootstrap-judge step.")
 
 
+class HygieneConfig(_Section):
+    """Decontamination against the eval suite, dedup, and the collapse alarm."""
+
+    ngram: int = Field(8, ge=2, description="Token n-gram size of the contamination check.")
+    ngram_min_tokens: int = Field(
+        5, ge=1, description="Eval items shorter than this (tokens) are matched exactly only."
+    )
+    ngram_threshold: float = Field(
+        0.5, gt=0, le=1, description="Share of an eval item's n-grams in a seed that drops it."
+    )
+    near_dup: float | None = Field(
+        0.9, gt=0, le=1, description="MinHash Jaccard at which two texts are one (None: off)."
+    )
+    shingle: int = Field(5, ge=1, description="Character shingle size for MinHash.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    collapse_max_drop: dict[
+        Literal["distinct_1", "distinct_2", "self_similarity", "answer_entropy", "mean_length"],
+        float,
+    ] = Field(
+        default_factory=lambda: {"distinct_2": 0.3, "answer_entropy": 0.3},
+        description="Largest relative drop (self_similarity: rise) of a diversity metric of the "
+        "challenger's eval completions vs the champion's; beyond it the gate blocks promotion.",
+    )
+
+    @model_validator(mode="after")
+    def _drops_positive(self) -> HygieneConfig:
+        bad = {k: v for k, v in self.collapse_max_drop.items() if v <= 0}
+        if bad:
+            raise ValueError(f"collapse_max_drop limits must be > 0, got {bad}")
+        return self
+
+
 class TrackingConfig(_Section):
     enabled: bool = Field(True, description="Record runs in MLflow.")
     experiment: str | None = Field(None, description="MLflow experiment; default: the name.")
@@ -235,7 +492,7 @@ class FlywheelConfig(_Section):
     name: str = Field(
         "demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Flywheel name (folder)."
     )
-    domain: Literal["arith"] = Field("arith", description="Built-in task domain.")
+    domain: Literal["arith", "math"] = Field("arith", description="Built-in task domain.")
     generations: int = Field(3, gt=0, description="Generations this run goes up to.")
     runs_dir: Path = Field(Path("runs"), description="Where generations and MLflow live.")
     model: ModelConfig = ModelConfig()
@@ -245,10 +502,12 @@ class FlywheelConfig(_Section):
     seeds: SeedsConfig = SeedsConfig()
     curation: CurationConfig = CurationConfig()
     train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     judge: JudgeConfig = JudgeConfig()
     tracking: TrackingConfig = TrackingConfig()
+    hygiene: HygieneConfig = HygieneConfig()
 
     @model_validator(mode="after")
     def _rewards_known(self) -> FlywheelConfig:
@@ -259,6 +518,20 @@ class FlywheelConfig(_Section):
             raise ValueError(
                 f"curation.rewards: unknown reward(s) {unknown}; known: {sorted(REWARDS)}"
             )
+        grpo_sets = {"train.grpo.rewards": self.train.grpo.rewards} | {
+            f"train.schedule.{i}.rewards": e.rewards
+            for i, e in enumerate(self.train.schedule or [])
+            if e.rewards is not None
+        }
+        modes = {self.train.mode} | {e.mode for e in self.train.schedule or []}
+        if "gkd" in modes and self.train.gkd.teacher is None and not self.distill.teachers:
+            raise ValueError("train mode gkd needs train.gkd.teacher or distill.teachers")
+        for where, rewards in grpo_sets.items():
+            unknown = [r for r in rewards if r not in REWARDS]
+            if unknown or not rewards:
+                raise ValueError(
+                    f"{where}: unknown or no reward(s) {unknown}; known: {sorted(REWARDS)}"
+                )
         return self
 
     @property

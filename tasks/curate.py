@@ -2,16 +2,20 @@
 
 Every sample gets one verdict from the gating rewards (the first that rejects names the reason;
 any `infra_error` wins over a reject, since a broken verifier says nothing about the model).
-Accepted samples then go through exact-duplicate removal and a best-of-n cap per seed that
+Accepted samples then go through duplicate removal (exact on normalised text, and
+near-duplicates within a seed by MinHash; see `tasks.hygiene`) and a best-of-n cap per seed that
 prefers the shortest correct completions (short, correct chains are the cheapest to learn and
-the least likely to carry filler).
+the least likely to carry filler). The clusters left after dedup are the seed's distinct
+reasoning paths, counted per seed. Diversity figures of the generation ride along.
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from tasks.hygiene import dedup, diversity, exact_key
 from tasks.judge import COMBINE
 from tasks.records import Sample, Verdict
 from tasks.rewards import REWARDS, verdict_score
@@ -27,6 +31,8 @@ class Curated:
     counts: dict[str, int] = field(default_factory=dict)
     seed_pass_rate: dict[str, float] = field(default_factory=dict)
     rules: list[Verdict | None] = field(default_factory=list)  # the rules' verdict per sample
+    paths: dict[str, int] = field(default_factory=dict)  # distinct reasoning paths per seed
+    diversity: dict[str, dict[str, float]] = field(default_factory=dict)  # generated / accepted
 
 
 def _aggregate(verdicts: dict[str, Verdict], truncated: bool) -> Verdict | None:
@@ -58,11 +64,14 @@ def sample_verdicts(
     a sample whose rules could not check it (no gold answer) counts as having no rule.
     """
     completions = [s.completion for s in samples]
-    answers = [s.answer for s in samples]
-    per_reward = {
-        name: REWARDS[name][1](completions, answer=answers, domain=domain, **(columns or {}))
-        for name in rewards
+    cols = {
+        "prompts": [s.prompt for s in samples],
+        "answer": [s.answer for s in samples],
+        "num_tokens": [s.num_tokens for s in samples],
+        "domain": domain,
+        **(columns or {}),
     }
+    per_reward = {name: REWARDS[name][1](completions, **cols) for name in rewards}
     out = []
     for i, s in enumerate(samples):
         verdicts = {name: per_reward[name][i] for name in rewards}
@@ -85,12 +94,16 @@ def curate(
     rewards: list[str],
     domain: str,
     max_per_seed: int,
+    *,
+    near_dup: float | None = None,
+    shingle: int = 5,
+    num_perm: int = 128,
     columns: dict | None = None,
     combine: str = "rules_then_judge",
 ) -> Curated:
     judged = sample_verdicts(samples, rewards, domain, columns, combine)
     rows, counts = [], Counter()
-    by_seed: dict[str, list[Sample]] = defaultdict(list)
+    accepted: list[Sample] = []
     seen_per_seed: dict[str, int] = defaultdict(int)
     accepted_per_seed: dict[str, int] = defaultdict(int)
     for s, (verdict, scores, _rules) in zip(samples, judged, strict=True):
@@ -99,7 +112,7 @@ def curate(
         seen_per_seed[s.seed_id] += 1
         if verdict.outcome == "accept":
             accepted_per_seed[s.seed_id] += 1
-            by_seed[s.seed_id].append(s)
+            accepted.append(s)
         rows.append(
             {
                 "sample_id": s.id,
@@ -110,33 +123,72 @@ def curate(
                 **{f"reward_{k}": v for k, v in scores.items()},
             }
         )
+    # Shortest first inside each seed, so the representative of each cluster is its shortest.
+    accepted.sort(key=lambda s: (s.seed_id, s.num_tokens, s.sample_index))
+    d = dedup(
+        [s.prompt + "\n" + s.completion for s in accepted],
+        near_threshold=near_dup,
+        shingle=shingle,
+        num_perm=num_perm,
+        groups=[s.seed_id for s in accepted],
+    )
+    counts["dropped:duplicate"] = d.exact
+    counts["dropped:near_duplicate"] = d.near
+    paths: dict[str, set[int]] = defaultdict(set)
+    for s, c in zip(accepted, d.cluster, strict=True):
+        paths[s.seed_id].add(c)
     kept_ids: set[str] = set()
-    for group in by_seed.values():
-        distinct: dict[str, Sample] = {}
-        for s in sorted(group, key=lambda s: (s.num_tokens, s.sample_index)):
-            key = s.completion.strip()
-            if key in distinct:
-                counts["dropped:duplicate"] += 1
-            elif len(distinct) >= max_per_seed:
-                counts["dropped:over_cap"] += 1
-            else:
-                distinct[key] = s
-        kept_ids.update(s.id for s in distinct.values())
+    per_seed: Counter[str] = Counter()
+    for i in d.keep:
+        s = accepted[i]
+        if per_seed[s.seed_id] >= max_per_seed:
+            counts["dropped:over_cap"] += 1
+            continue
+        per_seed[s.seed_id] += 1
+        kept_ids.add(s.id)
     for row in rows:
         row["kept"] = row["sample_id"] in kept_ids
     kept = [s for s in samples if s.id in kept_ids]
     counts["kept"] = len(kept)
     rates = {sid: accepted_per_seed[sid] / n for sid, n in seen_per_seed.items()}
-    return Curated(kept, rows, dict(counts), rates, [r for _, _, r in judged])
+    return Curated(
+        kept=kept,
+        rows=rows,
+        counts={k: v for k, v in counts.items() if v or not k.startswith("dropped")},
+        seed_pass_rate=rates,
+        paths={sid: len(paths.get(sid, ())) for sid in seen_per_seed},
+        diversity={
+            "generated": diversity([s.completion for s in samples]),
+            "accepted": diversity([s.completion for s in kept]),
+        },
+        rules=[r for _, _, r in judged],
+    )
 
 
 def merge_pool(pools: list[list[dict]]) -> list[dict]:
-    """Union of accepted-sample tables, first occurrence of each (prompt, completion) wins."""
+    """Union of accepted-sample tables, first occurrence of each (prompt, completion) wins;
+    completions are compared normalised, as in `curate`."""
     seen, out = set(), []
     for pool in pools:
         for row in pool:
-            key = (row["prompt"], row["completion"].strip())
+            key = (row["prompt"], exact_key(row["completion"]))
             if key not in seen:
                 seen.add(key)
                 out.append(row)
     return out
+
+
+def mix_replay(
+    current: list[dict], earlier: list[dict], share: float | None, seed: int
+) -> list[dict]:
+    """Training rows: this generation's pool plus earlier accepted data, the earlier part
+    making up `share` of the result (None: all earlier rows). Duplicates of a current row are
+    dropped first; the earlier rows kept are a seeded random draw, so a rerun is identical."""
+    n_fresh = len(merge_pool([current]))
+    pool = merge_pool([current, earlier])
+    fresh, old = pool[:n_fresh], pool[n_fresh:]
+    if share is None:
+        return fresh + old
+    want = round(share / (1 - share) * len(fresh)) if fresh else len(old)
+    rng = random.Random(seed)
+    return fresh + rng.sample(old, min(want, len(old)))

@@ -67,6 +67,30 @@ def render_prompts(
     ]
 
 
+# Prompt templates per seed, by name: the one registry. `plain` is the configured prompt as is;
+# `reflect` asks for reflection and verification, as V3's data generator did (a system message
+# for chat models, a first line for plain-text prompts). Samples record the template's name.
+REFLECT = (
+    "Think step by step. After each step, check it; if a step is wrong, say so and redo it. "
+    "Verify the final answer before you give it."
+)
+TEMPLATES: dict[str, str | None] = {"plain": None, "reflect": REFLECT}
+
+
+def apply_template(
+    name: str, prompt_template: str, chat_template: bool, system_prompt: str | None
+) -> tuple[str, str | None]:
+    """(prompt_template, system_prompt) with the named template's instruction added."""
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {name!r}; known: {sorted(TEMPLATES)}")
+    extra = TEMPLATES[name]
+    if extra is None:
+        return prompt_template, system_prompt
+    if chat_template:
+        return prompt_template, extra if system_prompt is None else f"{system_prompt}\n{extra}"
+    return f"{extra}\n{prompt_template}", system_prompt
+
+
 def encode_prompts(tokenizer: Any, prompts: list[str], max_model_len: int) -> list[list[int]]:
     """Token ids of each prompt, as every backend feeds them to the model.
 
@@ -420,6 +444,7 @@ SAMPLES_SCHEMA = pa.schema(
         ("completion", pa.string()),
         ("num_tokens", pa.int64()),
         ("finish_reason", pa.string()),
+        ("train_prompt", pa.string()),  # the student's rendering of the question (see main)
     ]
 )
 
@@ -457,6 +482,8 @@ class GenerateRequest:
     prompt_template: str = "Q: {question}\n"
     chat_template: bool = False
     system_prompt: str | None = None
+    template: str = "plain"  # a TEMPLATES name, applied to the prompt this model sees
+    student_model: str | None = None  # whose tokenizer renders `train_prompt` (None: this one)
 
 
 def main(request: dict) -> dict:
@@ -469,12 +496,19 @@ def main(request: dict) -> dict:
         raise ValueError(f"unknown backend {req.backend!r}; known: {sorted(BACKENDS)}")
     questions = pq.read_table(req.questions_file, columns=["seed_id", "question"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained(req.model_path)
-    prompts = render_prompts(
-        tokenizer,
-        [q["question"] for q in questions],
-        req.prompt_template,
-        req.chat_template,
-        req.system_prompt,
+    texts = [q["question"] for q in questions]
+    template, system = apply_template(
+        req.template, req.prompt_template, req.chat_template, req.system_prompt
+    )
+    prompts = render_prompts(tokenizer, texts, template, req.chat_template, system)
+    # What a student trains on is the plain prompt in its own format, whichever model and
+    # template produced the completion (a teacher's chat markup or the reflect instruction
+    # would otherwise become part of the student's training input).
+    student = tokenizer
+    if req.student_model is not None and req.student_model != req.model_path:
+        student = AutoTokenizer.from_pretrained(req.student_model)
+    train_prompts = render_prompts(
+        student, texts, req.prompt_template, req.chat_template, req.system_prompt
     )
     timings: dict[str, float] = {}
     completions = BACKENDS[req.backend](
@@ -501,8 +535,11 @@ def main(request: dict) -> dict:
             "completion": c.text,
             "num_tokens": c.num_tokens,
             "finish_reason": c.finish_reason,
+            "train_prompt": train_prompt,
         }
-        for q, prompt, samples in zip(questions, prompts, completions, strict=True)
+        for q, prompt, train_prompt, samples in zip(
+            questions, prompts, train_prompts, completions, strict=True
+        )
         for k, c in enumerate(samples)
     ]
     Path(req.out_file).parent.mkdir(parents=True, exist_ok=True)

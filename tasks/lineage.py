@@ -34,8 +34,14 @@ def generation_lineage(gen_folder: Path, train_config: dict) -> dict:
         "generator_model": gen["model"],
         "sampling": gen["params"],
         "candidates": {"hash": gen["hash"], "samples": gen["samples"]},
+        # Which (model, prompt template) produced how many candidates: policy and teachers.
+        "sources": [
+            {"model": r["model"], "template": r["template"], "samples": r["rows"]}
+            for r in gen.get("sources", [])
+        ],
         "accepted": {"hash": cur["hash"], "samples": cur["accepted"], "counts": cur["counts"]},
         "training": {
+            "mode": tr.get("mode", "sft"),
             "base_model": tr["base_model"],
             "config": train_config,
             **{k: tr.get(k) for k in TRAIN_KEYS},
@@ -90,3 +96,46 @@ def generation_markdown(lineage: dict, accepted: list[dict], rejected: list[dict
             lines.append(f"- `{prompt}` → `{text}` ({r.get('reason', '')})")
         lines.append("")
     return "\n".join(lines)
+
+
+def comparison(flywheel_dir: Path) -> tuple[list[str], list[tuple[str, list[object]]]]:
+    """Every generation side by side: column names (`gen-0000` = base model, …) and one row per
+    metric, read from the eval, curate, train and gate manifests. Generations that have not
+    finished their eval are left out."""
+    folders = [
+        d
+        for d in sorted(Path(flywheel_dir).glob("gen-[0-9]*"))
+        if store.read_manifest(d / "eval") is not None
+    ]
+
+    def outputs(gdir: Path, stage: str) -> dict:
+        man = store.read_manifest(gdir / stage)
+        return man.outputs if man else {}
+
+    columns, cells = [], []
+    for d in folders:
+        columns.append(d.name)
+        ev, cur = outputs(d, "eval")["report"], outputs(d, "curate")
+        tr, gate = outputs(d, "train"), outputs(d, "gate").get("decision", {})
+        cells.append(
+            {
+                **{k: v for k, v in ev.items() if k != "items"},
+                **{
+                    f"suite.{name}.pass@1": r["pass@1"]
+                    for name, r in outputs(d, "eval").get("suites", {}).items()
+                },
+                "seeds.difficulty": outputs(d, "seeds").get("difficulty"),
+                "curate.accept_rate": cur.get("accept_rate"),
+                "curate.accepted": cur.get("accepted"),
+                "train.rows": tr.get("train_rows"),
+                "train.loss_last": tr.get("train_loss_last"),
+                "gate.delta": gate.get("delta"),
+                "gate.ci_low": gate.get("ci_low"),
+                "gate": None if not gate else ("promoted" if gate["promote"] else "rejected"),
+            }
+        )
+    names: list[str] = []
+    for c in cells:  # first-seen order keeps related metrics together
+        names += [k for k in c if k not in names]
+    rows = [(n, [c.get(n) for c in cells]) for n in names]
+    return columns, [(n, vals) for n, vals in rows if any(v is not None for v in vals)]

@@ -1,105 +1,214 @@
-"""Seed sets: reading a user's seed file, and evolving the next generation's seeds.
+"""Seed sets: evolving the next generation's seeds from what the model just did. Pure.
 
-The next seed set is built from what the model just did: the seeds it failed or half-solved
-(most informative for rejection sampling), a share of the first seed set (an anchor against
-drift), and fresh seeds from the domain generator drawn from a mix of difficulty levels that
-follows the pass rate (a curriculum: the mix moves up a level when seeds pass so often they
-teach little, down when they pass so rarely they yield no samples). Every seed is checked
-against the frozen eval suite. Pure apart from `read_seed_file`.
+Generation 1 starts from the user's seed file or the domain generator. From then on the seed
+set is a weighted mix of sources (`SOURCES`):
+
+- `failures`: last generation's seeds with a pass rate at or below `failure_below`,
+- `mutations`: domain-aware harder variants of those failures (`Domain.mutate`),
+- `rewrites`: the policy rewriting a failure ("make it different", through any backend),
+- `proposed`: the policy writing new problems from an in-context example,
+- `generator`: fresh seeds from the domain generator, at the curriculum's level mix,
+
+plus an anchor share (`keep_original`) of the first generation's seeds against drift. Model
+output is kept only when the domain computes its answer (`Domain.read_problem`). A source that
+comes up short hands its quota to the generator, so the set keeps its size.
+
+Curriculum, departing from a fixed schedule: each level's weight is the learning signal of its
+measured pass rate p, p(1-p) (zero for a level always or never solved, the groups of rejection
+sampling and GRPO then carry no signal), plus a small floor so no level vanishes. Levels not yet
+measured are estimated from their neighbours (one level harder: half the pass rate). The same
+signal down-weights single too-easy or impossible seeds when failures are picked.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
-from dataclasses import dataclass
-from pathlib import Path
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from tasks.domains import Domain, make_seeds
-from tasks.records import Seed, stable_hash
+from tasks.hygiene import TOKEN_RE
+from tasks.records import Seed
+from tasks.seedfile import SeedFileError
+
+__all__ = [
+    "SOURCES",
+    "SeedFileError",
+    "NextSeeds",
+    "estimate_levels",
+    "evolve",
+    "failure_pool",
+    "level_pass_rates",
+    "level_weights",
+    "model_prompts",
+    "quotas",
+    "signal",
+    "weighted_sample",
+]
+
+SOURCES = ("generator", "failures", "mutations", "rewrites", "proposed")
 
 
-class SeedFileError(ValueError):
-    """A seed file that cannot be used; the message names the file and line."""
+def signal(p: float) -> float:
+    """Learning signal of a pass rate: the variance of a pass/fail outcome."""
+    return p * (1.0 - p)
 
 
-def read_seed_file(path: Path) -> list[Seed]:
-    """Seeds from JSONL: one object per line with `question`, `answer`, optional `id`,
-    `difficulty`. Blank lines are skipped. Any bad line stops with its line number."""
-    path = Path(path)
-    if not path.is_file():
-        raise SeedFileError(f"{path}: no such seed file")
-    seeds, ids = [], set()
-    with open(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SeedFileError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise SeedFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            q = obj.get("question")
-            if not isinstance(q, str) or not q.strip():
-                raise SeedFileError(f"{where}: missing field 'question' (a non-empty string)")
-            if "answer" not in obj:
-                raise SeedFileError(f"{where}: missing field 'answer' (use null if none)")
-            answer = obj["answer"]
-            if answer is not None and not isinstance(answer, str | int):
-                raise SeedFileError(f"{where}: field 'answer' must be a string, integer or null")
-            difficulty = obj.get("difficulty", 1)
-            if not isinstance(difficulty, int) or difficulty < 1:
-                raise SeedFileError(f"{where}: field 'difficulty' must be a positive integer")
-            sid = str(obj.get("id") or stable_hash("seed", q))
-            if sid in ids:
-                raise SeedFileError(f"{where}: duplicate seed id {sid!r}")
-            ids.add(sid)
-            seeds.append(
-                Seed(sid, q.strip(), None if answer is None else str(answer), difficulty, "file")
+def level_pass_rates(seeds: list[Seed], pass_rates: dict[str, float]) -> dict[int, float]:
+    """Mean measured pass rate per difficulty level."""
+    by_level: dict[int, list[float]] = {}
+    for s in seeds:
+        if s.id in pass_rates:
+            by_level.setdefault(s.difficulty, []).append(pass_rates[s.id])
+    return {lv: sum(v) / len(v) for lv, v in sorted(by_level.items())}
+
+
+def estimate_levels(measured: dict[int, float], max_difficulty: int) -> dict[int, float]:
+    """Pass rate per level 1..max: measured where known; a level above a known one is taken
+    to pass half as often, a level below one to fail half as often."""
+    est = dict(measured)
+    for lv in range(1, max_difficulty + 1):  # upwards from the nearest easier level
+        if lv not in est and lv - 1 in est:
+            est[lv] = est[lv - 1] / 2
+    for lv in range(max_difficulty, 0, -1):  # downwards from the nearest harder level
+        if lv not in est and lv + 1 in est:
+            est[lv] = (1 + est[lv + 1]) / 2
+    return {lv: est.get(lv, 0.5) for lv in range(1, max_difficulty + 1)}
+
+
+def level_weights(
+    measured: dict[int, float], max_difficulty: int, floor: float
+) -> dict[int, float]:
+    """Curriculum: each level's share of fresh seeds, p(1-p) + floor, normalised."""
+    est = estimate_levels(measured, max_difficulty)
+    raw = {lv: signal(p) + floor for lv, p in est.items()}
+    total = sum(raw.values())
+    return {lv: w / total for lv, w in raw.items()}
+
+
+def weighted_sample(items: list, weight: Callable, k: int, rng: random.Random) -> list:
+    """k items without replacement, each drawn in proportion to its weight
+    (Efraimidis-Spirakis keys); items of weight 0 only after all others."""
+    keyed = []
+    for item in items:
+        w = weight(item)
+        u = rng.random() or 1e-12
+        keyed.append((math.log(u) / w if w > 0 else -math.inf, item))
+    keyed.sort(key=lambda t: t[0], reverse=True)
+    return [item for _, item in keyed[:k]]
+
+
+def quotas(weights: dict[str, float], total: int) -> dict[str, int]:
+    """Seeds per source: `total` split by weight, largest remainders first."""
+    live = {k: w for k, w in weights.items() if w > 0}
+    if not live or total <= 0:
+        return dict.fromkeys(weights, 0)
+    norm = sum(live.values())
+    exact = {k: total * w / norm for k, w in live.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: exact[k] - out[k], reverse=True)[
+        : total - sum(out.values())
+    ]:
+        out[k] += 1
+    return {k: out.get(k, 0) for k in weights}
+
+
+def failure_pool(
+    previous: list[Seed], pass_rates: dict[str, float], failure_below: float
+) -> list[Seed]:
+    """Seeds the model failed or half-solved (pass rate <= failure_below)."""
+    return [s for s in previous if pass_rates.get(s.id, 0.0) <= failure_below]
+
+
+def _pick_failures(
+    pool: list[Seed], pass_rates: dict[str, float], k: int, floor: float, rng: random.Random
+) -> list[Seed]:
+    return weighted_sample(pool, lambda s: signal(pass_rates.get(s.id, 0.0)) + floor, k, rng)
+
+
+def _prefix(question: str) -> str:
+    """The question cut after its first half of tokens (ending on a token), for rewrites."""
+    spans = [m.end() for m in TOKEN_RE.finditer(question)]
+    if len(spans) < 2:
+        return question
+    keep = max(1, (len(spans) // 2) | 1)  # odd: for `a-b+c` that ends on an operand
+    return question[: spans[keep - 1]]
+
+
+def _head(question: str) -> str:
+    """The question's first token: the seed of a proposal."""
+    m = TOKEN_RE.search(question)
+    return question[: m.end()] if m else question
+
+
+@dataclass(frozen=True)
+class ModelPrompt:
+    kind: str  # rewrites | proposed
+    prompt: str
+    source_id: str
+
+
+def model_prompts(
+    previous: list[Seed],
+    pass_rates: dict[str, float],
+    quota: dict[str, int],
+    *,
+    failure_below: float,
+    floor: float,
+    rewrite_template: str,
+    propose_template: str,
+    samples: int,
+    oversample: float,
+    rng: random.Random,
+) -> list[ModelPrompt]:
+    """Prompts for the policy: rewrites of picked failures, proposals from solved examples.
+
+    Templates take `{question}` (the whole seed), `{prefix}` (its first half) and `{head}` (its
+    first token). Enough prompts are made for `oversample` x the quota at `samples` each.
+    """
+    out = []
+    pools = {
+        "rewrites": failure_pool(previous, pass_rates, failure_below),
+        "proposed": [s for s in previous if pass_rates.get(s.id, 0.0) > 0] or previous,
+    }
+    templates = {"rewrites": rewrite_template, "proposed": propose_template}
+    for kind in ("rewrites", "proposed"):
+        need = math.ceil(quota.get(kind, 0) * oversample / samples)
+        if need <= 0 or not pools[kind]:
+            continue
+        if kind == "rewrites":
+            picked = _pick_failures(pools[kind], pass_rates, need, floor, rng)
+        else:
+            picked = rng.sample(pools[kind], min(need, len(pools[kind])))
+        seen = set()
+        for s in picked:
+            text = templates[kind].format(
+                question=s.question, prefix=_prefix(s.question), head=_head(s.question)
             )
-    if not seeds:
-        raise SeedFileError(f"{path}: the seed file has no seeds")
-    return seeds
+            if text not in seen:  # identical prompts would draw identical samples
+                seen.add(text)
+                out.append(ModelPrompt(kind, text, s.id))
+    return out
 
 
-def check_disjoint(seeds: list[Seed], suite_questions: set[str], source: str) -> None:
-    leaked = [s.question for s in seeds if s.question in suite_questions]
-    if leaked:
-        raise SeedFileError(
-            f"{source}: {len(leaked)} seed(s) are items of the held-out eval suite "
-            f"(e.g. {leaked[:3]}); remove them so evaluation stays honest"
-        )
+def problem_text(prompt: str, completion: str, marker: str) -> str:
+    """What the model wrote as a problem: after the last `marker` in prompt + completion, up
+    to the end of that line (a continuation of `Q: 13-` and an answer `Q: 5+7` both work)."""
+    text = prompt + completion
+    at = text.rfind(marker)
+    tail = text[at + len(marker) :] if at >= 0 else completion
+    return tail.split("\n", 1)[0].split("<", 1)[0].strip()
 
 
 @dataclass(frozen=True)
 class NextSeeds:
     seeds: list[Seed]
-    shift: int
-    counts: dict[str, int]
-
-
-def shifted_levels(levels: list[int], shift: int, max_difficulty: int) -> list[int]:
-    """The level mix moved `shift` levels up (or down), kept inside 1..max_difficulty."""
-    return [min(max(level + shift, 1), max_difficulty) for level in levels]
-
-
-def next_shift(
-    shift: int,
-    pass_rate: float,
-    easier_below: float,
-    harder_above: float,
-    levels: list[int],
-    max_difficulty: int,
-) -> int:
-    """Curriculum: move the mix up a level when seeds pass too often to teach anything, down
-    when they pass too rarely to yield samples; stop once the whole mix is at an edge."""
-    if pass_rate > harder_above:
-        return min(shift + 1, max_difficulty - min(levels))
-    if pass_rate < easier_below:
-        return max(shift - 1, 1 - max(levels))
-    return shift
+    counts: dict[str, int]  # seeds per source
+    level_weights: dict[int, float]
+    level_rates: dict[int, float]
+    short: dict[str, int] = field(default_factory=dict)  # quota a source could not fill
 
 
 def evolve(
@@ -109,39 +218,53 @@ def evolve(
     domain: Domain,
     *,
     count: int,
-    levels: list[int],
-    shift: int,
-    keep_failed: float,
+    sources: dict[str, float],
     keep_original: float,
-    easier_below: float,
-    harder_above: float,
+    failure_below: float,
+    floor: float,
     rng: random.Random,
     exclude: set[str],
+    model_seeds: dict[str, list[Seed]] | None = None,
 ) -> NextSeeds:
-    rates = [pass_rates.get(s.id, 0.0) for s in previous]
-    overall = sum(rates) / len(rates) if rates else 0.0
-    new_shift = next_shift(
-        shift, overall, easier_below, harder_above, levels, domain.max_difficulty
-    )
+    """The next seed set: anchor share of `original`, then each source's quota; `model_seeds`
+    holds the policy's rewrites and proposals, already read by `domain.read_problem`."""
+    model_seeds = model_seeds or {}
+    rates = level_pass_rates(previous, pass_rates)
+    weights = level_weights(rates, domain.max_difficulty, floor)
+    chosen: dict[str, Seed] = {}
 
-    # Half-solved first (the model can already produce accepted samples there), then failed.
-    weak = [s for s in previous if pass_rates.get(s.id, 0.0) <= 0.5]
-    weak.sort(key=lambda s: (pass_rates.get(s.id, 0.0) == 0.0, -pass_rates.get(s.id, 0.0)))
-    failed = [
-        Seed(s.id, s.question, s.answer, s.difficulty, "failed")
-        for s in weak[: int(keep_failed * count)]
-    ]
-    chosen = {s.question for s in failed}
-    pool = [s for s in original if s.question not in chosen]
-    n_orig = min(int(keep_original * count), len(pool))
-    kept_original = [
-        Seed(s.id, s.question, s.answer, s.difficulty, "original") for s in rng.sample(pool, n_orig)
-    ]
-    chosen |= {s.question for s in kept_original}
-    mix = shifted_levels(levels, new_shift, domain.max_difficulty)
-    fresh = make_seeds(
-        domain, count - len(failed) - len(kept_original), mix, rng, exclude | chosen, origin="fresh"
+    def add(batch: list[Seed], origin: str, k: int) -> int:
+        n = 0
+        for s in batch:
+            if n >= k:
+                break
+            if s.question in exclude or s.question in chosen:
+                continue
+            chosen[s.question] = Seed(s.id, s.question, s.answer, s.difficulty, origin)
+            n += 1
+        return n
+
+    counts: Counter[str] = Counter()
+    n_orig = int(keep_original * count)
+    counts["original"] = add(rng.sample(original, min(n_orig, len(original))), "original", n_orig)
+    quota = quotas({k: sources.get(k, 0.0) for k in SOURCES}, count - counts["original"])
+    pool = failure_pool(previous, pass_rates, failure_below)
+    failed = _pick_failures(pool, pass_rates, len(pool), floor, rng)
+    counts["failures"] = add(failed, "failures", quota["failures"])
+    mutated = [domain.mutate(s, rng) for s in failed[: 2 * quota["mutations"]]]
+    counts["mutations"] = add(mutated, "mutations", quota["mutations"])
+    for kind in ("rewrites", "proposed"):
+        counts[kind] = add(model_seeds.get(kind, []), kind, quota[kind])
+    short = {k: quota[k] - counts[k] for k in SOURCES if k != "generator" and quota[k] > counts[k]}
+    n_fresh = count - len(chosen)
+    levels = list(weights)
+    drawn = rng.choices(levels, weights=[weights[lv] for lv in levels], k=n_fresh)
+    fresh = make_seeds(domain, n_fresh, drawn, rng, exclude | set(chosen), origin="generator")
+    counts["generator"] = add(fresh, "generator", n_fresh)
+    return NextSeeds(
+        list(chosen.values()),
+        {k: v for k, v in counts.items() if v},
+        weights,
+        rates,
+        short,
     )
-    seeds = failed + kept_original + fresh
-    counts = {"failed": len(failed), "original": len(kept_original), "fresh": len(fresh)}
-    return NextSeeds(seeds, new_shift, counts)

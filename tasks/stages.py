@@ -10,7 +10,9 @@ caching is off: the manifests are the cache, and they survive a killed process.
 from __future__ import annotations
 
 import random
+import shutil
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,15 +21,17 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import store
 from tasks.config import FlywheelConfig
-from tasks.curate import JUDGE, curate, merge_pool
+from tasks.curate import JUDGE, curate, merge_pool, mix_replay
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.gate import decide, decide_paired
+from tasks.gate import decide, decide_paired, suite_checks, with_alarms, with_approval
 from tasks.generate import generate_in_subprocess
+from tasks.hygiene import SuiteIndex, collapse_checks, decontaminate, dedup, diversity, exact_key
 from tasks.judge import qc_metrics
 from tasks.judge_run import judge_candidates
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
-from tasks.seeds import check_disjoint, evolve, read_seed_file
+from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
+from tasks.seeds import evolve, model_prompts, problem_text, quotas
 from tasks.subproc import WorkerError, run_worker
 from tasks.train import train_in_subprocess
 
@@ -77,7 +81,14 @@ def _engine_args(cfg: FlywheelConfig) -> dict:
 
 
 def _sample(
-    cfg: FlywheelConfig, model_path: str, seeds: list[Seed], params: dict, tmp: Path, folder: Path
+    cfg: FlywheelConfig,
+    model_path: str,
+    seeds: list[Seed],
+    params: dict,
+    tmp: Path,
+    folder: Path,
+    template: str = "plain",
+    student_model: str | None = None,
 ) -> dict:
     """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`."""
     questions = tmp / "questions.parquet"
@@ -85,6 +96,8 @@ def _sample(
     request = {
         **_engine_args(cfg),
         **params,
+        "template": template,
+        "student_model": student_model,
         "model_path": model_path,
         "questions_file": str(questions),
         "out_file": str(tmp / "raw.parquet"),
@@ -103,13 +116,42 @@ def read_seeds(folder: Path) -> list[Seed]:
 def suite_stage(cfg: FlywheelConfig) -> Path:
     """Freeze the held-out suite on the first run; later runs read it back unchanged."""
     folder = cfg.flywheel_dir / "suite"
-    if _done(folder) is None:
-        items = eval_suite(DOMAINS[cfg.domain], cfg.eval.suite_size)
+    extras = {k: v.model_dump() for k, v in sorted(cfg.eval.extra_suites.items())}
+    done = _done(folder)
+    if done is None:
+        domain = DOMAINS[cfg.domain]
+        items = eval_suite(domain, cfg.eval.suite_size)
+        for name, spec in extras.items():  # each from its own stream, disjoint from the rest
+            if bad := [x for x in spec["levels"] if not 1 <= x <= domain.max_difficulty]:
+                raise ValueError(
+                    f"eval.extra_suites.{name}.levels: {bad} outside 1..{domain.max_difficulty}"
+                )
+            rng = random.Random(f"{domain.name}/extra-suite/{name}/{spec['size']}")
+            taken = {s.question for s in items}
+            items += make_seeds(
+                domain, spec["size"], spec["levels"], rng, taken, origin=f"suite:{name}"
+            )
         with store.write_stage(folder, "suite") as (tmp, out):
             store.write_parquet(to_rows(items), tmp / "seeds.parquet")
             out["hash"] = stable_hash(sorted((s.id, s.question, s.answer) for s in items))
             out["items"] = len(items)
+            out["extra_suites"] = {
+                k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
+            }
+    elif done.get("extra_suites", {}) != {
+        k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
+    }:
+        raise ValueError(
+            f"eval.extra_suites differs from the suites frozen in {folder} "
+            f"({done.get('extra_suites', {})}): generations are only comparable on the same "
+            "suites; start a new flywheel name to change them"
+        )
     return folder
+
+
+def _suite_of(seed: Seed) -> str | None:
+    """The extra suite an item of the suite folder belongs to (None: the main suite)."""
+    return seed.origin.removeprefix("suite:") if seed.origin.startswith("suite:") else None
 
 
 @stage_task(name="base-model")
@@ -142,54 +184,180 @@ def base_model_stage(cfg: FlywheelConfig, suite_folder: Path) -> str:
 
 
 # -- generation stages ---------------------------------------------------------------------------
+def load_seed_file(cfg: FlywheelConfig, suite_questions: list[str]) -> SeedFileReport:
+    """The user's seed file, validated row by row under the config's policy; refused whole when
+    it is an eval suite. Needs no stage folder, so the flow checks it before any work."""
+    s = cfg.seeds
+    report = read_seed_file(
+        s.file, data_dirs=s.data_dirs, on_bad_row=s.on_bad_row, max_chars=s.max_chars
+    )
+    suite_keys = {exact_key(q) for q in suite_questions}
+    why = looks_like_suite(s.file, report.seeds, suite_keys, exact_key, s.suite_file_share)
+    if why:
+        raise SeedFileError(
+            f"{s.file}: refused as a seed source: {why}. Seeding from the eval suite would "
+            "make every later evaluation meaningless."
+        )
+    return report
+
+
+def check_seed_inputs(cfg: FlywheelConfig) -> None:
+    """Fail before any folder is made when generation 1 would read a bad seed file."""
+    first = store.stage_dir(cfg.flywheel_dir, 1, "seeds")
+    if cfg.seeds.file is None or _done(first) is not None:
+        return
+    suite = eval_suite(DOMAINS[cfg.domain], cfg.eval.suite_size)
+    load_seed_file(cfg, [x.question for x in suite])
+
+
+def _model_problems(
+    cfg: FlywheelConfig,
+    generation: int,
+    model_path: str,
+    prompts: list,
+    tmp: Path,
+    folder: Path,
+) -> tuple[dict[str, list[Seed]], list[dict], dict]:
+    """Rewrites and proposals from the policy, one engine load; only problems the domain can
+    answer come back as seeds. Also returns every candidate row and the sampling stats."""
+    s, sp = cfg.seeds, cfg.sampling
+    params = {
+        "n": s.model_samples,
+        "temperature": sp.temperature,
+        "top_p": sp.top_p,
+        "max_tokens": sp.max_tokens,
+        "seed": sp.seed + generation,
+        "prompt_template": "{question}",  # the seeds templates are the whole prompt
+    }
+    asks = [Seed(f"{p.kind}-{i}", p.prompt, None) for i, p in enumerate(prompts)]
+    stats = _sample(cfg, model_path, asks, params, tmp, folder)
+    kinds = {a.id: p.kind for a, p in zip(asks, prompts, strict=True)}
+    read = DOMAINS[cfg.domain].read_problem
+    out: dict[str, list[Seed]] = {"rewrites": [], "proposed": []}
+    rows = []
+    for r in store.read_parquet(tmp / "raw.parquet"):
+        kind = kinds[r["seed_id"]]
+        text = problem_text(r["prompt"], r["completion"], s.problem_marker)
+        seed = read(text, kind)
+        if seed is not None:
+            out[kind].append(seed)
+        rows.append(
+            {"kind": kind, "prompt": r["prompt"], "problem": text, "valid": seed is not None}
+        )
+    (tmp / "raw.parquet").unlink()
+    return out, rows, stats
+
+
 @stage_task(name="seeds", task_run_name="gen-{generation:04d}/seeds")
-def seeds_stage(cfg: FlywheelConfig, generation: int, suite_folder: Path) -> Path:
+def seeds_stage(
+    cfg: FlywheelConfig, generation: int, suite_folder: Path, model_path: str | None = None
+) -> Path:
+    """The generation's seeds. From generation 2 on they evolve from the last one's pass rates;
+    `model_path` (the champion) writes the rewrites and proposals when their weights ask."""
     folder = store.stage_dir(cfg.flywheel_dir, generation, "seeds")
     if _done(folder) is not None:
         return folder
     domain = DOMAINS[cfg.domain]
-    suite_q = {s.question for s in read_seeds(suite_folder)}
+    suite_questions = [x.question for x in read_seeds(suite_folder)]
+    suite_q = set(suite_questions)
     rng = random.Random(stable_hash(cfg.seeds.seed, generation))
-    s = cfg.seeds
-    if generation == 1:
-        if s.file is not None:
-            seeds = read_seed_file(s.file)
-            check_disjoint(seeds, suite_q, str(s.file))
-        else:
-            seeds = make_seeds(domain, s.count, s.levels, rng, suite_q)
-        counts, shift = {"original": len(seeds)}, 0
-    else:
-        prev_folder = store.stage_dir(cfg.flywheel_dir, generation - 1, "seeds")
-        prev_man = store.read_manifest(prev_folder)
-        curated = store.stage_dir(cfg.flywheel_dir, generation - 1, "curate")
-        rates = {
-            r["seed_id"]: r["pass_rate"] for r in store.read_parquet(curated / "seed_rates.parquet")
-        }
-        first = read_seeds(store.stage_dir(cfg.flywheel_dir, 1, "seeds"))
-        nxt = evolve(
-            read_seeds(prev_folder),
-            rates,
-            first,
-            domain,
-            count=s.count,
-            levels=s.levels,
-            shift=prev_man.outputs["shift"],
-            keep_failed=s.keep_failed,
-            keep_original=s.keep_original,
-            easier_below=s.easier_below,
-            harder_above=s.harder_above,
-            rng=rng,
-            exclude=suite_q,
-        )
-        seeds, counts, shift = nxt.seeds, nxt.counts, nxt.shift
+    s, h = cfg.seeds, cfg.hygiene
+    bad_rows: list[dict] = []
+    extra: dict = {}
     with store.write_stage(folder, "seeds") as (tmp, out):
+        if generation == 1:
+            if s.file is not None:
+                report = load_seed_file(cfg, suite_questions)
+                seeds = report.seeds
+                bad_rows = [
+                    {"file": b.file, "line": b.line, "reason": b.reason} for b in report.bad
+                ]
+            else:
+                seeds = make_seeds(domain, s.count, s.levels, rng, suite_q, origin="generator")
+        else:
+            prev = read_seeds(store.stage_dir(cfg.flywheel_dir, generation - 1, "seeds"))
+            curated = store.stage_dir(cfg.flywheel_dir, generation - 1, "curate")
+            rates = {
+                r["seed_id"]: r["pass_rate"]
+                for r in store.read_parquet(curated / "seed_rates.parquet")
+            }
+            quota = quotas(s.sources, s.count - int(s.keep_original * s.count))
+            prompts = model_prompts(
+                prev,
+                rates,
+                quota,
+                failure_below=s.failure_below,
+                floor=s.curriculum_floor,
+                rewrite_template=s.rewrite_template,
+                propose_template=s.propose_template,
+                samples=s.model_samples,
+                oversample=s.oversample,
+                rng=rng,
+            )
+            model_seeds = None
+            if prompts and model_path is not None:
+                model_seeds, rows, stats = _model_problems(
+                    cfg, generation, model_path, prompts, tmp, folder
+                )
+                store.write_parquet(rows, tmp / "model_problems.parquet")
+                extra["model_problems"] = {
+                    k: {
+                        "asked": sum(r["kind"] == k for r in rows),
+                        "valid": sum(r["kind"] == k and r["valid"] for r in rows),
+                    }
+                    for k in ("rewrites", "proposed")
+                }
+                extra["model_generate"] = stats
+            nxt = evolve(
+                prev,
+                rates,
+                read_seeds(store.stage_dir(cfg.flywheel_dir, 1, "seeds")),
+                domain,
+                count=s.count,
+                sources=s.sources,
+                keep_original=s.keep_original,
+                failure_below=s.failure_below,
+                floor=s.curriculum_floor,
+                rng=rng,
+                exclude=suite_q,
+                model_seeds=model_seeds,
+            )
+            seeds = nxt.seeds
+            extra.update(
+                level_rates=nxt.level_rates, level_weights=nxt.level_weights, short=nxt.short
+            )
+        # Every batch, whatever its source: eval items out (counted), then duplicates out.
+        clean = decontaminate(
+            seeds,
+            lambda x: x.question,
+            SuiteIndex(suite_questions, h.ngram, h.ngram_min_tokens),
+            h.ngram_threshold,
+        )
+        dd = dedup(
+            [x.question for x in clean.kept],
+            near_threshold=h.near_dup,
+            shingle=h.shingle,
+            num_perm=h.num_perm,
+        )
+        seeds = [clean.kept[i] for i in dd.keep]
+        if not seeds:
+            raise SeedFileError(
+                f"gen-{generation:04d}: no seeds left after decontamination and dedup "
+                f"(dropped {clean.counts}, duplicates exact {dd.exact} near {dd.near})"
+            )
         store.write_parquet(to_rows(seeds), tmp / "seeds.parquet")
+        if bad_rows:
+            store.write_parquet(bad_rows, tmp / "bad_rows.parquet")
         out.update(
             count=len(seeds),
-            shift=shift,
-            origins=counts,
+            origins=dict(Counter(x.origin for x in seeds)),
             difficulty=sum(x.difficulty for x in seeds) / len(seeds),
+            levels=dict(sorted(Counter(x.difficulty for x in seeds).items())),
+            decontaminated=clean.counts,
+            duplicates={"exact": dd.exact, "near": dd.near},
+            bad_rows=len(bad_rows),
             hash=stable_hash(sorted(x.id for x in seeds)),
+            **extra,
         )
     return folder
 
@@ -210,36 +378,65 @@ def generate_stage(
         "max_tokens": sp.max_tokens,
         "seed": sp.seed + generation,
     }
-    with store.write_stage(folder, "generate") as (tmp, out):
-        stats = _sample(cfg, model_path, seeds, params, tmp, folder)
-        by_id = {s.id: s for s in seeds}
-        samples = []
-        for r in store.read_parquet(tmp / "raw.parquet"):
-            seed = by_id[r["seed_id"]]
-            samples.append(
-                Sample(
-                    id=Sample.make_id(generation, seed.id, r["sample_index"], model_path, params),
-                    seed_id=seed.id,
-                    prompt=r["prompt"],
-                    completion=r["completion"],
-                    answer=seed.answer,
-                    difficulty=seed.difficulty,
-                    sample_index=r["sample_index"],
-                    model=model_path,
-                    num_tokens=r["num_tokens"],
-                    finish_reason=r["finish_reason"],
-                )
+    d = cfg.distill
+    generators = ([model_path] if d.include_policy else []) + [str(t) for t in d.teachers]
+    for i, teacher in enumerate(d.teachers):
+        if not (Path(teacher) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"distill.teachers[{i}]: {teacher} is not a Hugging Face checkpoint folder"
             )
-        (tmp / "raw.parquet").unlink()
+    by_id = {s.id: s for s in seeds}
+    with store.write_stage(folder, "generate") as (tmp, out):
+        samples, runs = [], []
+        # Every generator (the policy, then each teacher) samples every seed under every
+        # template; the pool is curated as one, and each sample records its model and template.
+        for generator in generators:
+            for template in d.templates:
+                stats = _sample(
+                    cfg, generator, seeds, params, tmp, folder, template, student_model=model_path
+                )
+                # Plain policy samples keep the ids they always had; other sources differ by
+                # model (already in the id) and by template.
+                id_params = params if template == "plain" else {**params, "template": template}
+                for r in store.read_parquet(tmp / "raw.parquet"):
+                    seed = by_id[r["seed_id"]]
+                    samples.append(
+                        Sample(
+                            id=Sample.make_id(
+                                generation, seed.id, r["sample_index"], generator, id_params
+                            ),
+                            seed_id=seed.id,
+                            prompt=r["train_prompt"],
+                            completion=r["completion"],
+                            answer=seed.answer,
+                            difficulty=seed.difficulty,
+                            sample_index=r["sample_index"],
+                            model=generator,
+                            num_tokens=r["num_tokens"],
+                            finish_reason=r["finish_reason"],
+                            template=template,
+                        )
+                    )
+                (tmp / "raw.parquet").unlink()
+                runs.append({"model": generator, "template": template, **stats})
         store.write_parquet(to_rows(samples), tmp / "samples.parquet")
         out.update(
-            stats,
+            _pooled_stats(runs),
             samples=len(samples),
             params=params,
             model=model_path,
+            sources=runs,
             hash=stable_hash(sorted(s.id for s in samples)),
         )
     return folder
+
+
+def _pooled_stats(runs: list[dict]) -> dict:
+    """One generation's totals over its (model, template) runs; rates from the totals."""
+    total = {k: sum(r[k] for r in runs) for k in ("rows", "seconds", "tokens")}
+    total.update({k: sum(r[k] for r in runs) for k in ("engine_load_s", "generate_s")})
+    total["tokens_per_s"] = total["tokens"] / max(total["generate_s"], 1e-9)
+    return total
 
 
 @stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
@@ -252,11 +449,15 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         _judge_samples(cfg, generation, samples, folder) if JUDGE in cfg.curation.rewards else None
     )
     columns = {"judge_verdict": [v.verdict for v in judged[0]]} if judged else None
+    h = cfg.hygiene
     result = curate(
         samples,
         cfg.curation.rewards,
         cfg.domain,
         cfg.curation.max_per_seed,
+        near_dup=h.near_dup,
+        shingle=h.shingle,
+        num_perm=h.num_perm,
         columns=columns,
         combine=cfg.judge.combine,
     )
@@ -264,7 +465,10 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         store.write_parquet(to_rows(result.kept), tmp / "accepted.parquet")
         store.write_parquet(result.rows, tmp / "verdicts.parquet")
         store.write_parquet(
-            [{"seed_id": k, "pass_rate": v} for k, v in result.seed_pass_rate.items()],
+            [
+                {"seed_id": k, "pass_rate": v, "paths": result.paths[k]}
+                for k, v in result.seed_pass_rate.items()
+            ],
             tmp / "seed_rates.parquet",
         )
         n = max(len(samples), 1)
@@ -274,6 +478,9 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
             accept_rate=result.counts.get("accept", 0) / n,
             seed_solve_rate=sum(v > 0 for v in result.seed_pass_rate.values())
             / max(len(result.seed_pass_rate), 1),
+            reasoning_paths=sum(result.paths.values())
+            / max(sum(v > 0 for v in result.paths.values()), 1),
+            diversity=result.diversity,
             hash=stable_hash(sorted(s.id for s in result.kept)),
         )
         if judged:
@@ -354,50 +561,182 @@ def _judge_stats(stats: dict) -> dict:
 
 @heavy_task(name="train", task_run_name="gen-{generation:04d}/train")
 def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
+    """Train the challenger with this generation's recipe (`train.mode` or `train.schedule`).
+
+    `sft` trains on accepted samples; `grpo` on the generation's seeds (questions and gold
+    answers: the policy samples its own groups); `sft_then_grpo` runs GRPO from the SFT model
+    of the same generation, and keeps only the final model.
+    """
     folder = store.stage_dir(cfg.flywheel_dir, generation, "train")
     if _done(folder) is not None:
         return folder
+    stage = cfg.train.stage(generation)
+    log_path = folder.parent / f"{folder.name}.log"
+    with store.write_stage(folder, "train") as (tmp, out):
+        out.update(mode=stage.mode, label=stage.label)
+        model_in = base_model
+        if stage.mode == "gkd":
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            metrics = train_in_subprocess(
+                _gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
+                log_path,
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+        if stage.mode in ("sft", "sft_then_grpo"):
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            sft_dir = tmp / ("model" if stage.mode == "sft" else "sft-model")
+            metrics = train_in_subprocess(
+                _sft_request(cfg, generation, base_model, tmp / "train.parquet", sft_dir), log_path
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+            model_in = str(sft_dir)
+        if stage.mode in ("grpo", "sft_then_grpo"):
+            rows = _grpo_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "grpo.parquet")
+            metrics = train_in_subprocess(
+                _grpo_request(cfg, generation, model_in, tmp / "grpo.parquet", tmp / "model"),
+                log_path,
+            )
+            grpo_hash = stable_hash(sorted((r["question"], r["answer"]) for r in rows))
+            if stage.mode == "grpo":
+                out.update(metrics, train_rows=len(rows), hash=grpo_hash)
+            else:  # the SFT half named the training set; GRPO's figures go next to it
+                out.update(
+                    {k: v for k, v in metrics.items() if k.startswith("grpo.")},
+                    grpo_rows=len(rows),
+                    grpo_hash=grpo_hash,
+                    grpo_steps=metrics["steps"],
+                    grpo_seconds=metrics["seconds"],
+                    reward_history=metrics["reward_history"],
+                )
+                shutil.rmtree(tmp / "sft-model")  # the GRPO model descends from it
+        out["base_model"] = base_model
+    return folder
+
+
+def _sft_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
     gens = range(1, generation + 1) if cfg.train.replay else [generation]
     pools = [
         store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
         for g in reversed(gens)
     ]  # newest first: the newest copy of a duplicate wins
-    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in merge_pool(pools)]
+    mixed = mix_replay(pools[0], merge_pool(pools[1:]), cfg.train.replay_share, generation)
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in mixed]
     if not rows:
         raise RuntimeError(
             f"gen-{generation:04d}: no accepted samples to train on; the policy solved nothing. "
             "Use easier seeds.levels, raise sampling.n, or check the verifier."
         )
+    return rows
+
+
+def _sft_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
     t = cfg.train
-    with store.write_stage(folder, "train") as (tmp, out):
-        store.write_parquet(rows, tmp / "train.parquet")
-        metrics = train_in_subprocess(
-            {
-                "mode": t.mode,
-                "base_model": base_model,
-                "train_file": str(tmp / "train.parquet"),
-                "out_dir": str(tmp / "model"),
-                "learning_rate": t.learning_rate,
-                "epochs": t.epochs,
-                "batch_size": t.batch_size,
-                "grad_accum": t.grad_accum,
-                "warmup_ratio": t.warmup_ratio,
-                "scheduler": t.scheduler,
-                "max_length": t.max_length,
-                "bf16": t.bf16,
-                "seed": t.seed + generation,
-                "cpu_threads": t.cpu_threads,
-                "progress": True,
-            },
-            log_path=tmp.parent / f"{folder.name}.log",
+    return {
+        "mode": "sft",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "learning_rate": t.learning_rate,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "cpu_threads": t.cpu_threads,
+        "packing": t.packing,
+        "min_lr_ratio": t.min_lr_ratio,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "progress": True,
+    }
+
+
+def _gkd_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    """SFT's optimisation settings plus the teacher and GKD's mixing knobs."""
+    k = cfg.train.gkd
+    sft = _sft_request(cfg, generation, base_model, train_file, out_dir)
+    for key in ("packing", "min_lr_ratio"):  # the GKD collator pads; no packing
+        sft.pop(key)
+    return {
+        **sft,
+        "mode": "gkd",
+        "teacher": str(k.teacher if k.teacher is not None else cfg.distill.teachers[0]),
+        "lmbda": k.lmbda,
+        "beta": k.beta,
+        "temperature": k.temperature,
+        "max_new_tokens": k.max_new_tokens,
+    }
+
+
+def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    """The generation's seeds as GRPO prompts: question, gold answer (may be null), domain."""
+    seeds = read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    limit = cfg.train.grpo.max_prompts
+    if limit is not None and limit < len(seeds):
+        seeds = random.Random(stable_hash("grpo-prompts", cfg.train.seed, generation)).sample(
+            seeds, limit
         )
-        out.update(
-            metrics,
-            base_model=base_model,
-            train_rows=len(rows),
-            hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
-        )
-    return folder
+    return [
+        {"seed_id": s.id, "question": s.question, "answer": s.answer, "domain": cfg.domain}
+        for s in seeds
+    ]
+
+
+def _grpo_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    t, g, m = cfg.train, cfg.train.grpo, cfg.model
+    return {
+        "mode": "grpo",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "rewards": t.grpo_rewards(generation),
+        "learning_rate": g.learning_rate,
+        "epochs": g.epochs,
+        "max_steps": g.max_steps,
+        "prompts_per_step": g.prompts_per_step,
+        "grad_accum": t.grad_accum,
+        "num_generations": g.num_generations,
+        "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature,
+        "epsilon": g.epsilon,
+        "beta": g.beta,
+        "loss_type": g.loss_type,
+        "num_iterations": g.num_iterations,
+        "scale_rewards": g.scale_rewards,
+        "drop_zero_signal": g.drop_zero_signal,
+        "length_buffer": g.length_buffer,
+        "ngram": g.repetition_ngram,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "prompt_template": m.prompt_template,
+        "chat_template": m.chat_template,
+        "system_prompt": m.system_prompt,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "cpu_threads": t.cpu_threads,
+        "progress": True,
+    }
 
 
 @heavy_task(name="eval", task_run_name="{label}/eval")
@@ -438,10 +777,20 @@ def eval_stage(
                 )
             )
         (tmp / "raw.parquet").rename(tmp / "completions.parquet")  # kept for inspection
-        store.write_parquet(to_rows(items), tmp / "items.parquet")
-        rep = report(items, e.k)
+        parts: dict[str | None, list] = {}
+        for seed, item in zip(suite, items, strict=True):
+            parts.setdefault(_suite_of(seed), []).append(item)
+        main = parts.pop(None)
+        store.write_parquet(to_rows(main), tmp / "items.parquet")  # the main suite's items
+        rep = report(main, e.k)
+        suites = {name: report(group, e.k) for name, group in sorted(parts.items())}
         out.update(
-            report=rep, model=model_path, params=params, generate=stats, seconds=time.time() - t0
+            report=rep,
+            suites=suites,
+            model=model_path,
+            params=params,
+            generate=stats,
+            seconds=time.time() - t0,
         )
     return rep
 
@@ -452,6 +801,23 @@ def _eval_items(cfg: FlywheelConfig, generation: int) -> list[dict]:
     )
 
 
+def _collapse_guards(cfg: FlywheelConfig, champion_gen: int, generation: int) -> dict[str, dict]:
+    """Diversity of both models' completions on the frozen suite; a configured drop is an alarm
+    that blocks promotion (a challenger that wins by collapsing onto a few outputs)."""
+    limits = cfg.hygiene.collapse_max_drop
+    if not limits:
+        return {}
+
+    def figures(g: int) -> dict[str, float]:
+        rows = store.read_parquet(
+            store.gen_dir(cfg.flywheel_dir, g) / "eval" / "completions.parquet"
+        )
+        return diversity([r["completion"] for r in rows])
+
+    checks = collapse_checks(figures(champion_gen), figures(generation), limits)
+    return {f"collapse.{k}": v for k, v in checks.items()}
+
+
 @stage_task(name="gate", task_run_name="gen-{generation:04d}/gate")
 def gate_stage(
     cfg: FlywheelConfig,
@@ -459,12 +825,29 @@ def gate_stage(
     champion: dict,
     challenger: dict,
     challenger_version: str | None,
+    approval: dict | None = None,
 ) -> dict:
-    """Decide, and write the next champion. The champion moves only when this folder lands."""
+    """Decide, and write the next champion. The champion moves only when this folder lands.
+    `approval` is a person's answer (`gate.approval`), asked only when the test would promote."""
     folder = store.stage_dir(cfg.flywheel_dir, generation, "gate")
     done = _done(folder)
     if done is not None:
         return done
+    d = with_approval(gate_decision(cfg, generation, champion, challenger), approval)
+    winner = challenger if d.promote else champion
+    with store.write_stage(folder, "gate") as (tmp, out):
+        store.write_json(d.to_dict(), tmp / "decision.json")
+        out.update(
+            decision=d.to_dict(),
+            champion=winner,
+            challenger_version=challenger_version,
+            approval=approval,
+        )
+    return _done(folder)
+
+
+def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challenger: dict):
+    """What the configured test says of challenger vs champion (reads their eval items)."""
     g = cfg.gate
     if g.test == "paired_bootstrap":
         d = decide_paired(
@@ -479,8 +862,16 @@ def gate_stage(
         )
     else:
         d = decide(champion["report"], challenger["report"], g.metric, g.margin, cfg.eval.k)
-    winner = challenger if d.promote else champion
-    with store.write_stage(folder, "gate") as (tmp, out):
-        store.write_json(d.to_dict(), tmp / "decision.json")
-        out.update(decision=d.to_dict(), champion=winner, challenger_version=challenger_version)
-    return _done(folder)
+    alarms = _collapse_guards(cfg, champion["generation"], generation)
+    alarms |= suite_checks(
+        _eval_suites(cfg, champion["generation"]),
+        _eval_suites(cfg, generation),
+        {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
+    )
+    return with_alarms(d, alarms)
+
+
+def _eval_suites(cfg: FlywheelConfig, generation: int) -> dict[str, dict]:
+    """The extra suites' reports of a generation's eval ({} for evals made before them)."""
+    man = store.read_manifest(store.gen_dir(cfg.flywheel_dir, generation) / "eval")
+    return man.outputs.get("suites", {}) if man else {}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tasks.domains import arith
+from tasks.domains import math as math_domain
 from tasks.records import Seed, Verdict
 
 
@@ -22,10 +23,31 @@ class Domain:
     verify: Callable[[str, str], Verdict]
     solution: Callable[[str], str]
     max_difficulty: int
+    # Model-written text -> a seed whose answer the domain computed, or None (evolve's filter).
+    read_problem: Callable[[str, str], Seed | None]
+    # A harder variant of a seed (evolve's domain-aware mutation).
+    mutate: Callable[[Seed, random.Random], Seed]
 
 
 DOMAINS: dict[str, Domain] = {
-    "arith": Domain("arith", arith.generate, arith.verify, arith.solution, arith.MAX_DIFFICULTY),
+    "arith": Domain(
+        "arith",
+        arith.generate,
+        arith.verify,
+        arith.solution,
+        arith.MAX_DIFFICULTY,
+        arith.read_problem,
+        arith.mutate,
+    ),
+    "math": Domain(
+        "math",
+        math_domain.generate,
+        math_domain.verify,
+        math_domain.solution,
+        math_domain.MAX_DIFFICULTY,
+        math_domain.read_problem,
+        math_domain.mutate,
+    ),
 }
 
 EVAL_STREAM = "held-out-eval-suite"

@@ -119,3 +119,39 @@ def verify(answer: str, gold: str) -> Verdict:
     if not re.fullmatch(r"-?\d+", text):
         return Verdict("reject", "unparsable_answer")
     return Verdict("accept", "correct") if int(text) == int(gold) else Verdict("reject", "wrong")
+
+
+_PROBLEM = re.compile(r"\d{1,3}(?:[+-]\d{1,3}){1,5}")
+
+
+def read_problem(text: str, origin: str = "proposed") -> Seed | None:
+    """A seed from model-written text, or None unless its answer can be computed.
+
+    Only the generator's own grammar is kept (2 to 6 operands below 1000, `+`/`-`), so the
+    reference solution and the verifier apply to it; the level follows the operand count.
+    """
+    q = re.sub(r"\s+", "", text)
+    if not _PROBLEM.fullmatch(q):
+        return None
+    operands = len(_tokens(q)) // 2 + 1
+    level = min(max(operands - 1, 1), MAX_DIFFICULTY)
+    return Seed.make(q, str(evaluate(q)), level, origin)
+
+
+def mutate(seed: Seed, rng: random.Random) -> Seed:
+    """A harder variant of a seed: one more step, or (at the most steps) bigger numbers.
+
+    Both raise the level by one where the levels allow, so a failure's variant stays near the
+    model's edge instead of jumping to problems it cannot touch.
+    """
+    toks = _tokens(seed.question)
+    nums, ops = [int(t) for t in toks[::2]], toks[1::2]
+    level = min(seed.difficulty + 1, MAX_DIFFICULTY)
+    bound = LEVELS[level][1]
+    if len(nums) < LEVELS[MAX_DIFFICULTY][0]:
+        ops.append(rng.choice("+-"))
+        nums.append(rng.randrange(bound))
+    else:
+        nums = [min(n + rng.randrange(1, bound), 999) for n in nums]
+    question = str(nums[0]) + "".join(o + str(n) for o, n in zip(ops, nums[1:], strict=True))
+    return Seed.make(question, str(evaluate(question)), level, "mutations")

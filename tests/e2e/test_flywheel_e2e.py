@@ -6,7 +6,7 @@ import random
 import pytest
 
 from tasks import store
-from tasks.domains import DOMAINS, make_seeds
+from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tests.e2e.conftest import TINY, flywheel
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,9 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
         decision = json.loads((gdir / "gate" / "decision.json").read_text())
         assert decision["metric"] == "pass@1"
         assert decision["rule"] and decision["ci_low"] is not None
+        assert decision["guards"]["suite.level2"]["limit"] == 0.5  # the extra guard suite
+        suites = store.read_manifest(gdir / "eval").outputs["suites"]
+        assert suites["level2"]["items"] == 16
     # The second generation sampled from whatever the first gate chose.
     gate1 = store.read_manifest(fw / "gen-0001" / "gate").outputs
     gen2 = store.read_manifest(fw / "gen-0002" / "generate").outputs
@@ -73,6 +76,16 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert json.loads(shown.stdout)["generation"] == 2
 
+    side = flywheel(
+        ["compare", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
+        cli_env,
+        timeout=120,
+    )
+    assert side.returncode == 0, side.stderr[-2000:]
+    header = next(line for line in side.stdout.splitlines() if "metric" in line)
+    assert "gen-0000" in header and "gen-0001" in header and "gen-0002" in header
+    assert any(line.lstrip("│ ").startswith("pass@1 ") for line in side.stdout.splitlines())
+
 
 def test_invalid_config_stops_before_any_work(tmp_path, cli_env):
     bad = tmp_path / "bad.yaml"
@@ -83,32 +96,77 @@ def test_invalid_config_stops_before_any_work(tmp_path, cli_env):
     assert not (tmp_path / "runs").exists()
 
 
-def test_malformed_seed_file_names_line_and_keeps_completed_work(runs_dir, cli_env, tmp_path):
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text('{"question": "1+2", "answer": 3}\n{"question": "4+4" "answer": 8}\n')
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        (
+            "seeds.jsonl",
+            b'{"question": "1+2", "answer": 3}\n{"question": "4+4" "answer": 8}\n',
+            ":2: not valid JSON",
+        ),
+        (
+            "seeds.csv",
+            b"question,answer\n1+2,3\n\xff+1,5\n",
+            ":3: field 'question' is not valid UTF-8",
+        ),
+        (
+            "../outside.jsonl",
+            b'{"question": "1+2", "answer": 3}\n',
+            "outside the allowed data folders",
+        ),
+    ],
+)
+def test_bad_seed_file_stops_before_any_folder(cli_env, tmp_path, name, data, message):
+    (tmp_path / "data").mkdir()
+    seeds = tmp_path / "data" / name
+    seeds.write_bytes(data)
+    runs = tmp_path / "runs"
+    args = ["run", str(TINY), "--set", f"runs_dir={runs}", "--set", f"seeds.file={seeds}"]
+    r = flywheel([*args, "--set", f"seeds.data_dirs=[{tmp_path / 'data'}]"], cli_env, timeout=300)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert message in r.stderr and str(seeds) in r.stderr.replace("\n", "")
+    assert not runs.exists()  # no base model, no generation folder, nothing to clean up
+
+
+def test_fixed_seed_file_runs_a_generation(runs_dir, cli_env, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    seeds = data / "seeds.jsonl"
+    suite = [s.question for s in eval_suite(DOMAINS["arith"], 32)]
+    good = make_seeds(DOMAINS["arith"], 64, 1, random.Random(7), set(suite))
+    bad_line = '{"question": 5, "answer": 1}\n'
+    leaked = json.dumps({"question": f"What is {suite[1]} ?", "answer": 0}) + "\n"
+    seeds.write_text(
+        bad_line
+        + leaked
+        + "".join(json.dumps({"question": s.question, "answer": s.answer}) + "\n" for s in good)
+    )
     args = [
         "run",
         str(TINY),
         "--set",
         f"runs_dir={runs_dir}",
         "--set",
-        "name=badseeds",
+        "name=fileseeds",
         "--set",
         f"seeds.file={seeds}",
+        "--set",
+        f"seeds.data_dirs=[{data}]",
+        "--set",
+        "seeds.on_bad_row=skip",
+        "--generations",
+        "1",
     ]
     r = flywheel(args, cli_env, timeout=600)
-    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
-    assert f"{seeds}:2: not valid JSON" in r.stderr
-    fw = runs_dir / "badseeds"
-    before = {p: store.read_manifest(p).created for p in (fw / "suite", fw / "gen-0000" / "eval")}
-    assert store.read_manifest(fw / "gen-0001" / "seeds") is None
-    # Fixed file: the rerun resumes; completed stages are not redone.
-    suite = store.read_parquet(fw / "suite" / "seeds.parquet")
-    good = make_seeds(DOMAINS["arith"], 64, 1, random.Random(7), {s["question"] for s in suite})
-    seeds.write_text(
-        "".join(json.dumps({"question": s.question, "answer": s.answer}) + "\n" for s in good)
-    )
-    r = flywheel([*args, "--generations", "1"], cli_env, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert {p: store.read_manifest(p).created for p in before} == before
-    assert store.read_manifest(fw / "gen-0001" / "seeds").outputs["count"] == 64
+    man = store.read_manifest(runs_dir / "fileseeds" / "gen-0001" / "seeds").outputs
+    assert man["count"] == 64 and man["bad_rows"] == 1 and man["origins"] == {"file": 64}
+    assert man["decontaminated"] == {"exact": 0, "ngram": 1}
+    bad = store.read_parquet(runs_dir / "fileseeds" / "gen-0001" / "seeds" / "bad_rows.parquet")
+    assert bad == [
+        {
+            "file": str(seeds),
+            "line": 1,
+            "reason": "field 'question' must be a non-empty string, got 5",
+        }
+    ]

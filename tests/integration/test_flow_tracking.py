@@ -46,6 +46,15 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
         m["curate.accepted"]
         == store.read_manifest(tmp_path / "flowtest" / "gen-0001" / "curate").outputs["accepted"]
     )
+    # Seeds by source, diversity and the collapse guard reach MLflow.
+    assert m["seeds.origin.generator"] == 48
+    assert 0 < m["diversity.generated.distinct_2"] <= 1
+    assert m["diversity.accepted.answer_entropy"] >= 0 and m["curate.reasoning_paths"] >= 0
+    guards = store.read_manifest(tmp_path / "flowtest" / "gen-0001" / "gate").outputs["decision"][
+        "guards"
+    ]
+    assert {"collapse.distinct_2", "collapse.answer_entropy"} <= set(guards)
+    assert m["gate.collapse.distinct_2.regression"] == guards["collapse.distinct_2"]["regression"]
     contexts = {i.tags[0].value for i in child[0].inputs.dataset_inputs}
     assert contexts == {"seeds", "training"}
 

@@ -27,3 +27,30 @@ def test_markdown_report_shows_decision_metrics_and_escaped_samples():
     assert "| mean_tokens | | 24.5 |" in md and "items" not in md
     assert "Seeds 10 → samples 80 → kept 7 → trained on 12" in md
     assert "`Q: 1\\|2` → `a ⏎ b` (accuracy:wrong)" in md
+
+
+def _stage(gdir, stage, **outputs):
+    from tasks import store
+
+    with store.write_stage(gdir / stage, stage) as (_tmp, out):
+        out.update(outputs)
+
+
+def test_comparison_puts_generations_side_by_side_and_skips_unfinished(tmp_path):
+    from tasks.lineage import comparison
+
+    fw = tmp_path / "fw"
+    _stage(fw / "gen-0000", "eval", report={"pass@1": 0.1, "items": 8.0})
+    g1 = fw / "gen-0001"
+    _stage(g1, "eval", report={"pass@1": 0.3, "items": 8.0})
+    _stage(g1, "curate", accept_rate=0.5, accepted=4)
+    _stage(g1, "gate", decision={"promote": True, "delta": 0.2})
+    _stage(fw / "gen-0002", "curate", accept_rate=0.6, accepted=5)  # eval not finished
+
+    columns, rows = comparison(fw)
+    assert columns == ["gen-0000", "gen-0001"]
+    table = dict(rows)
+    assert table["pass@1"] == [0.1, 0.3]
+    assert table["curate.accept_rate"] == [None, 0.5]
+    assert table["gate"] == [None, "promoted"]
+    assert "items" not in table and "train.rows" not in table  # nothing recorded: no row
