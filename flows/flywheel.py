@@ -69,6 +69,7 @@ def generation_row(gen_folder: Path) -> dict:
         "challenger pass@1": ev.get("report", {}).get("pass@1"),
         "champion pass@1": decision.get("champion"),
         "gate": decision.get("promote"),
+        **({"judge agree": cur["judge"]["agreement"]} if "judge" in cur else {}),
     }
 
 
@@ -239,6 +240,12 @@ def _sample_rows(gdir: Path, curated: Path, per_outcome: int) -> tuple[list[dict
     return picked[0], picked[1]
 
 
+def judge_metrics(curate_outputs: dict) -> dict[str, float]:
+    """The judge's QC figures of one curate stage as MLflow metrics (none without a judge)."""
+    qc = curate_outputs.get("judge", {})
+    return {f"judge.{k}": v for k, v in qc.items() if isinstance(v, int | float)}
+
+
 def _hygiene_metrics(seeds: dict, cur: dict) -> dict[str, float]:
     """Seeds by source, decontamination and dedup drops, reasoning paths, diversity."""
     m = {f"seeds.origin.{k}": v for k, v in seeds.get("origins", {}).items()}
@@ -288,6 +295,7 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
             for k, v in gate["decision"].get("guards", {}).items()
             if k.startswith("collapse.")
         },
+        **judge_metrics(cur),
     }
     tracker.log_metrics(metrics, step=g)
     tracker.set_tags(

@@ -416,6 +416,38 @@ class GateConfig(_Section):
         return self
 
 
+class JudgeConfig(_Section):
+    """The generative judge: used in curation when `judge` is one of `curation.rewards`."""
+
+    rubric: str = Field(
+        "arith_v1", description="Rubric name under configs/judges/ (or a path to a rubric file)."
+    )
+    model: str = Field(
+        "bootstrap", description="Judge checkpoint path, or `bootstrap` for the tiny default."
+    )
+    backend: Literal["vllm", "hf", "openai"] = Field(
+        "vllm", description="Judge backend; `openai`: an OpenAI-compatible server (model = name)."
+    )
+    k: int = Field(3, gt=0, le=32, description="Judge samples per candidate (majority vote).")
+    temperature: float = Field(1.0, ge=0, description="Judge sampling temperature.")
+    max_tokens: int = Field(48, gt=0, description="Longest judge output in tokens.")
+    max_candidate_chars: int = Field(
+        160, gt=0, description="Candidate text beyond this is cut before judging."
+    )
+    max_error_share: float = Field(
+        0.5, ge=0, lt=1, description="Share of unparsable votes above which a vote is infra_error."
+    )
+    combine: Literal["rules_then_judge", "both", "judge_only"] = Field(
+        "rules_then_judge",
+        description="`rules_then_judge`: rules where the sample has a gold answer, judge for the "
+        "rest; `both`: rules and judge must accept; `judge_only`: the judge decides.",
+    )
+    max_model_len: int = Field(384, ge=32, description="Judge prompt + output in tokens.")
+    seed: int = Field(0, description="Judge sampling and nonce seed.")
+    steps: int = Field(400, ge=0, description="Pretraining steps of the bootstrap judge.")
+    batch_size: int = Field(32, gt=0, description="Documents per bootstrap-judge step.")
+
+
 class HygieneConfig(_Section):
     """Decontamination against the eval suite, dedup, and the collapse alarm."""
 
@@ -473,6 +505,7 @@ class FlywheelConfig(_Section):
     distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
+    judge: JudgeConfig = JudgeConfig()
     tracking: TrackingConfig = TrackingConfig()
     hygiene: HygieneConfig = HygieneConfig()
 

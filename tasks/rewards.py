@@ -95,6 +95,75 @@ def accuracy_reward(prompts: list[str], completions: list[str], **kw) -> list[fl
     return [verdict_score(v) for v in accuracy_verdicts(completions, **kw)]
 
 
+def judge_verdicts(
+    completions: list[str],
+    question: list[str] | None = None,
+    prompts: list[str] | None = None,
+    judge_verdict: list[Verdict] | None = None,
+    judge: dict | None = None,
+    **_: object,
+) -> list[Verdict]:
+    """The generative judge's verdicts (see `tasks.judge`).
+
+    Precomputed votes (`judge_verdict`, as curation passes them after one batched worker run)
+    are returned as they are; otherwise `judge` (the worker's settings: model_path, rubric, k,
+    ...) runs the judge over this batch in one engine call, on `question` or else `prompts`.
+    """
+    if judge_verdict is not None:
+        if len(judge_verdict) != len(completions):
+            raise ValueError(
+                f"judge_verdict has {len(judge_verdict)} rows for {len(completions)} completions"
+            )
+        return list(judge_verdict)
+    if judge is None:
+        raise ValueError(
+            "the `judge` reward needs the judge's settings (`judge=` column) or precomputed "
+            "`judge_verdict`; in curation, list `judge` in curation.rewards and set `judge:`"
+        )
+    from tasks.judge_run import judge_candidates
+
+    texts = question if question is not None else prompts
+    if texts is None:
+        raise ValueError("the `judge` reward needs a `question` column or the prompts")
+    votes, _stats = judge_candidates(list(texts), list(completions), judge)
+    return [v.verdict for v in votes]
+
+
+def judge_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
+    return [verdict_score(v) for v in judge_verdicts(completions, prompts=prompts, **kw)]
+
+
+def rm_verdicts(
+    completions: list[str],
+    prompts: list[str] | None = None,
+    rm_model: str | None = None,
+    rm_score: list[float] | None = None,
+    **_: object,
+) -> list[Verdict]:
+    """The scalar reward model's verdicts: accept when P(accept) >= 0.5 (`flywheel train-rm`).
+
+    Scores come precomputed (`rm_score`) or from the model at `rm_model`, in a worker process.
+    """
+    if rm_score is None:
+        if rm_model is None or prompts is None:
+            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder) and prompts")
+        from tasks.reward_model import rm_scores
+
+        rm_score = rm_scores(rm_model, list(prompts), list(completions))
+    return [Verdict("accept" if p >= 0.5 else "reject", f"rm_p={p:.2f}") for p in rm_score]
+
+
+def rm_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
+    """The reward model's P(accept) itself: a graded reward for GRPO."""
+    if kw.get("rm_score") is None:
+        from tasks.reward_model import rm_scores
+
+        if kw.get("rm_model") is None:
+            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder)")
+        return list(rm_scores(kw["rm_model"], list(prompts), list(completions)))
+    return list(kw["rm_score"])
+
+
 # -- language consistency ------------------------------------------------------------------------
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
 _TAGS = re.compile(r"</?(?:think|answer)>")
@@ -294,6 +363,8 @@ Reward = Callable[..., list[float | None]]
 REWARDS: dict[str, tuple[Reward, Callable[..., list[Verdict]]]] = {
     "accuracy": (accuracy_reward, accuracy_verdicts),
     "format": (format_reward, format_verdicts),
+    "judge": (judge_reward, judge_verdicts),
+    "rm": (rm_reward, rm_verdicts),
     "language": (language_reward, language_verdicts),
     "length": (length_reward, length_verdicts),
     "repetition": (repetition_reward, repetition_verdicts),

@@ -13,6 +13,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import task
@@ -20,11 +21,13 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import store
 from tasks.config import FlywheelConfig
-from tasks.curate import curate, merge_pool, mix_replay
+from tasks.curate import JUDGE, curate, merge_pool, mix_replay
 from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.gate import decide, decide_paired, suite_checks, with_alarms, with_approval
 from tasks.generate import generate_in_subprocess
 from tasks.hygiene import SuiteIndex, collapse_checks, decontaminate, dedup, diversity, exact_key
+from tasks.judge import qc_metrics
+from tasks.judge_run import judge_candidates
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
 from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
@@ -442,6 +445,10 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
     if _done(folder) is not None:
         return folder
     samples = from_rows(Sample, store.read_parquet(generate_folder / "samples.parquet"))
+    judged = (
+        _judge_samples(cfg, generation, samples, folder) if JUDGE in cfg.curation.rewards else None
+    )
+    columns = {"judge_verdict": [v.verdict for v in judged[0]]} if judged else None
     h = cfg.hygiene
     result = curate(
         samples,
@@ -451,6 +458,8 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         near_dup=h.near_dup,
         shingle=h.shingle,
         num_perm=h.num_perm,
+        columns=columns,
+        combine=cfg.judge.combine,
     )
     with store.write_stage(folder, "curate") as (tmp, out):
         store.write_parquet(to_rows(result.kept), tmp / "accepted.parquet")
@@ -474,7 +483,80 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
             diversity=result.diversity,
             hash=stable_hash(sorted(s.id for s in result.kept)),
         )
+        if judged:
+            votes, stats = judged
+            store.write_parquet(
+                [{"sample_id": s.id, **asdict(v)} for s, v in zip(samples, votes, strict=True)],
+                tmp / "judge_votes.parquet",
+            )
+            out["judge"] = {**qc_metrics(votes, result.rules), **_judge_stats(stats)}
     return folder
+
+
+# -- the judge -----------------------------------------------------------------------------------
+def judge_model_path(cfg: FlywheelConfig, suite_folder: Path) -> str:
+    """The judge checkpoint: a local one, or the tiny judge made from scratch (cached)."""
+    j = cfg.judge
+    if j.backend == "openai":
+        return j.model  # the served model's name; the server is the environment's
+    if j.model != "bootstrap":
+        path = Path(j.model)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"judge.model: {path} is not a Hugging Face checkpoint folder")
+        return str(path)
+    request = dict(
+        out_root=str(cfg.runs_dir / "models"),
+        rubric=j.rubric,
+        max_position=j.max_model_len,
+        steps=j.steps,
+        batch_size=j.batch_size,
+        max_candidate_chars=j.max_candidate_chars,
+        seed=j.seed,
+        domain=cfg.domain,
+        exclude=sorted(s.question for s in read_seeds(suite_folder)),
+    )
+    return run_worker("tasks.judge_bootstrap", request)["path"]
+
+
+@stage_task(name="judge-model")
+def judge_model_stage(cfg: FlywheelConfig, suite_folder: Path) -> str:
+    return judge_model_path(cfg, suite_folder)
+
+
+def _judge_samples(
+    cfg: FlywheelConfig, generation: int, samples: list[Sample], folder: Path
+) -> tuple[list, dict]:
+    """Every sample judged in one worker run (one engine load, one batched engine call)."""
+    j, e = cfg.judge, cfg.engine
+    questions = {
+        s.id: s.question for s in read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    }
+    settings = {
+        "model_path": judge_model_path(cfg, cfg.flywheel_dir / "suite"),
+        "rubric": j.rubric,
+        "backend": j.backend,
+        "k": j.k,
+        "temperature": j.temperature,
+        "max_tokens": j.max_tokens,
+        "max_candidate_chars": j.max_candidate_chars,
+        "max_error_share": j.max_error_share,
+        "seed": j.seed + generation,
+        "dtype": e.dtype,
+        "gpu_memory_utilization": e.gpu_memory_utilization,
+        "max_model_len": j.max_model_len,
+        "hf_batch_size": e.hf_batch_size,
+        "enforce_eager": e.enforce_eager,
+        "progress": True,
+    }
+    log = folder.parent / f"{folder.name}-judge.log"
+    return judge_candidates(
+        [questions[s.seed_id] for s in samples], [s.completion for s in samples], settings, log
+    )
+
+
+def _judge_stats(stats: dict) -> dict:
+    keep = ("calls", "seconds", "engine_load_s", "candidates_per_s", "tokens_per_s")
+    return {k: float(stats[k]) for k in keep} | {"rubric_version": stats["rubric_version"]}
 
 
 @heavy_task(name="train", task_run_name="gen-{generation:04d}/train")

@@ -1,5 +1,6 @@
 import pytest
 
+from tasks.records import Verdict
 from tasks.rewards import (
     REWARDS,
     accuracy_reward,
@@ -177,6 +178,11 @@ def test_self_consistency_votes_per_prompt_and_by_the_domains_verifier():
 def test_every_reward_has_verdicts_for_curation():
     completions = [GOOD, "garbage " * 20]
     columns = dict(prompts=["Q: 1+2\n"] * 2, answer=["3", "3"], domain="arith", num_tokens=[9, 9])
+    # Model-backed rewards take their model's output precomputed, as curation passes it.
+    columns.update(
+        judge_verdict=[Verdict("accept", "judge_accept_3of3"), Verdict("reject", "r")],
+        rm_score=[0.9, 0.1],
+    )
     for name, (reward, verdicts) in REWARDS.items():
         vs = verdicts(completions, **columns)
         trl_columns = {k: v for k, v in columns.items() if k != "prompts"}
