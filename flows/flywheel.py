@@ -187,6 +187,7 @@ def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
         pass1, ci = pass1_interval(store.read_parquet(gdir / "eval" / "items.parquet"))
         cur = store.read_manifest(gdir / "curate") if g else None
         gate = store.read_manifest(gdir / "gate") if g else None
+        seeds = store.read_manifest(gdir / "seeds") if g else None
         points.append(
             {
                 "generation": g,
@@ -195,6 +196,8 @@ def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
                 "mean_tokens": rep["mean_tokens"],
                 "format_rate": rep["format_rate"],
                 "accept_rate": cur.outputs["accept_rate"] if cur else None,
+                "judge_agreement": cur.outputs.get("judge", {}).get("agreement") if cur else None,
+                "seed_difficulty": seeds.outputs["difficulty"] if seeds else None,
                 "promoted": gate.outputs["decision"]["promote"] if gate else None,
             }
         )
