@@ -12,6 +12,7 @@ flywheel lineage configs/demo.yaml 3|gen-3
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -147,13 +148,14 @@ def deploy(
 
 @app.command()
 def bootstrap(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -> None:
-    """Freeze the eval suite and make (or find) the base model, then stop."""
+    """Freeze the eval suite and make (or find) the base model and the judge, then stop."""
     cfg = _load(config, set_)
-    from tasks.stages import base_model_stage, suite_stage
+    from tasks.stages import base_model_stage, judge_model_stage, suite_stage
 
     suite = suite_stage(cfg)
     path = base_model_stage(cfg, suite)
     console.print(f"base model: {path}")
+    console.print(f"judge model: {judge_model_stage(cfg, suite)}")
 
 
 @app.command()
@@ -197,6 +199,7 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
                 ),
                 "accept": m.get("curate.accept_rate"),
                 "kept": m.get("curate.accepted"),
+                "judge agree": m.get("judge.agreement"),
                 "challenger pass@1": m.get("challenger.pass_at_1"),
                 "champion pass@1": m.get("champion.pass_at_1"),
                 "gate": None if "gate.promoted" not in m else bool(m["gate.promoted"]),
@@ -258,6 +261,65 @@ def lineage(
         err.print(f"[red]no lineage for {version!r} in {cfg.flywheel_dir}; known: {known}[/red]")
         raise typer.Exit(1)
     console.print_json(json.dumps(found[0]))
+
+
+@app.command("train-rm")
+def train_rm(
+    config: ConfigArg,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    holdout: Annotated[float, typer.Option(help="Share of samples held out.")] = 0.2,
+    set_: SetOpt = None,
+) -> None:
+    """Train the scalar reward model on the flywheel's curated samples; report its agreement
+    with the curation verdicts and with the judge on held-out samples."""
+    cfg = _load(config, set_)
+    from tasks import store
+    from tasks.reward_model import collect, rm_scores, split
+    from tasks.subproc import run_worker
+
+    rows = collect(cfg.flywheel_dir)
+    train, held = split(rows, holdout)
+    if not train or not held:
+        err.print(f"[red]{cfg.flywheel_dir}: not enough curated samples to train on[/red]")
+        raise typer.Exit(1)
+    out = cfg.flywheel_dir / "reward-model"
+    train_file = cfg.flywheel_dir / "reward-model-train.parquet"
+    store.write_parquet(train, train_file)
+    stats = run_worker(
+        "tasks.reward_model",
+        {"op": "train", "train_file": str(train_file), "out_dir": str(out), "steps": steps},
+    )
+    scores = rm_scores(str(out), [r["prompt"] for r in held], [r["completion"] for r in held])
+    report = {"train_rows": len(train), "held_out": len(held), **stats}
+    report.update(rm_agreement(held, scores, _judge_votes(cfg.flywheel_dir)))
+    store.write_json(report, out / "report.json")
+    console.print_json(json.dumps(report))
+
+
+def _judge_votes(flywheel_dir: Path) -> dict[str, str]:
+    from tasks import store
+
+    votes = {}
+    for f in sorted(flywheel_dir.glob("gen-0*/curate/judge_votes.parquet")):
+        votes.update({r["sample_id"]: r["outcome"] for r in store.read_parquet(f)})
+    return votes
+
+
+def rm_agreement(held: list[dict], scores: list[float], judge: dict[str, str]) -> dict:
+    """Agreement of the reward model (P >= 0.5) with the curation labels and with the judge."""
+    pred = [p >= 0.5 for p in scores]
+    out = {
+        "agreement_curation": sum(p == bool(r["label"]) for p, r in zip(pred, held, strict=True))
+        / len(held)
+    }
+    pairs = [
+        (p, judge[r["sample_id"]] == "accept")
+        for p, r in zip(pred, held, strict=True)
+        if judge.get(r["sample_id"]) in ("accept", "reject")
+    ]
+    out["judge_compared"] = len(pairs)
+    out["agreement_judge"] = sum(a == b for a, b in pairs) / len(pairs) if pairs else None
+    return out
 
 
 def main() -> None:  # pragma: no cover

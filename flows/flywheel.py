@@ -10,13 +10,13 @@ champion passed from one generation to the next is whatever the gate stage wrote
 challenger never becomes the next generation's policy.
 """
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 
 from flows.deployments import one_run_at_a_time
 from tasks import store
@@ -28,6 +28,7 @@ from tasks.stages import (
     check_seed_inputs,
     curate_stage,
     eval_stage,
+    gate_decision,
     gate_stage,
     generate_stage,
     seeds_stage,
@@ -68,6 +69,7 @@ def generation_row(gen_folder: Path) -> dict:
         "challenger pass@1": ev.get("report", {}).get("pass@1"),
         "champion pass@1": decision.get("champion"),
         "gate": decision.get("promote"),
+        **({"judge agree": cur["judge"]["agreement"]} if "judge" in cur else {}),
     }
 
 
@@ -84,7 +86,8 @@ def generation_flow(config: FlywheelConfig, generation: int, champion: dict, sui
     )
 
     try:
-        champion_after = _run_generation(cfg, g, champion, suite, tracker, gdir)
+        with tags("flywheel", cfg.name, f"gen-{g:04d}"):  # on every task run, for UI filters
+            champion_after = _run_generation(cfg, g, champion, suite, tracker, gdir)
     except BaseException:
         tracker.end_generation("FAILED")  # the stages that landed stay; a rerun resumes
         raise
@@ -96,24 +99,31 @@ def _run_generation(
     cfg: FlywheelConfig, g: int, champion: dict, suite: Path, tracker, gdir: Path
 ) -> dict:
     log = get_run_logger()
-    seeds = seeds_stage(cfg, g, suite, champion["model"])
-    generated = generate_stage(cfg, g, champion["model"], seeds)
+    policy = _policy(cfg, g, champion)
+    seeds = seeds_stage(cfg, g, suite, policy)
+    generated = generate_stage(cfg, g, policy, seeds)
     curated = curate_stage(cfg, g, generated)
-    trained = train_stage(cfg, g, champion["model"])
+    trained = train_stage(cfg, g, policy)
     model = str(trained / "model")
     report = eval_stage(cfg, gdir / "eval", model, suite, label=f"gen-{g:04d}")
     version = tracker.register(
         trained / "model",
         {
             "flywheel.generation": str(g),
-            "flywheel.parent_model": champion["model"],
+            "flywheel.parent_model": policy,
+            "flywheel.train_mode": cfg.train.stage(g).mode,
             "flywheel.accepted_hash": store.read_manifest(curated).outputs["hash"],
             "flywheel.seeds_hash": store.read_manifest(seeds).outputs["hash"],
         },
     )
     tracker.set_alias("challenger", version)
     challenger = {"model": model, "report": report, "generation": g, "version": version}
-    gate = gate_stage(cfg, g, champion, challenger, version)
+    approval = None
+    if cfg.gate.approval and store.read_manifest(gdir / "gate") is None:
+        proposal = gate_decision(cfg, g, champion, challenger)
+        if proposal.promote:
+            approval = ask_approval(cfg.name, g, proposal.reason, cfg.gate.approval_timeout)
+    gate = gate_stage(cfg, g, champion, challenger, version, approval)
     # Only after the gate's folder has landed does the champion alias move.
     tracker.set_alias("champion", gate["champion"].get("version"))
     log.info("gen-%04d gate: %s", g, gate["decision"]["reason"])
@@ -136,6 +146,38 @@ def _run_generation(
     return gate["champion"]
 
 
+def _policy(cfg: FlywheelConfig, g: int, champion: dict) -> str:
+    """The model generation g samples from and trains: the champion, or with
+    `train.build_on: previous` generation g-1's trained model (each stage of a staged recipe
+    builds on the one before, whatever the gate decided)."""
+    if cfg.train.build_on == "champion" or g == 1:
+        return champion["model"]
+    return str(store.stage_dir(cfg.flywheel_dir, g - 1, "train") / "model")
+
+
+class Approval(RunInput):
+    """A reviewer's answer to a proposed promotion (the form shown in the Prefect UI)."""
+
+    approve: bool
+    note: str = ""
+
+
+def ask_approval(name: str, g: int, reason: str, timeout: int) -> dict:
+    """Pause this flow run until a person approves or refuses the promotion in the Prefect UI
+    (or `prefect.flow_runs.resume_flow_run(id, run_input={"approve": ..., "note": ...})`)."""
+    log = get_run_logger()
+    log.warning("gen-%04d: the gate would promote (%s); waiting for approval", g, reason)
+    create_markdown_artifact(
+        f"# Generation {g}: approve the promotion?\n\n{reason}\n\n"
+        "Resume this flow run with `approve: true` to promote, `false` to keep the champion.",
+        key=f"{_artifact_key(name)}-gen-{g:04d}-approval",
+        description=f"{name} generation {g}: promotion awaiting approval",
+    )
+    answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, key=f"gen-{g:04d}-approval")
+    log.info("gen-%04d: reviewer %s the promotion", g, "approved" if answer.approve else "refused")
+    return {"approved": answer.approve, "note": answer.note}
+
+
 def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
     """Redraw `<flywheel>/trajectory.png` from the eval and gate stages of generations 0..upto."""
     points = []
@@ -145,6 +187,7 @@ def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
         pass1, ci = pass1_interval(store.read_parquet(gdir / "eval" / "items.parquet"))
         cur = store.read_manifest(gdir / "curate") if g else None
         gate = store.read_manifest(gdir / "gate") if g else None
+        seeds = store.read_manifest(gdir / "seeds") if g else None
         points.append(
             {
                 "generation": g,
@@ -153,6 +196,8 @@ def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
                 "mean_tokens": rep["mean_tokens"],
                 "format_rate": rep["format_rate"],
                 "accept_rate": cur.outputs["accept_rate"] if cur else None,
+                "judge_agreement": cur.outputs.get("judge", {}).get("agreement") if cur else None,
+                "seed_difficulty": seeds.outputs["difficulty"] if seeds else None,
                 "promoted": gate.outputs["decision"]["promote"] if gate else None,
             }
         )
@@ -198,6 +243,12 @@ def _sample_rows(gdir: Path, curated: Path, per_outcome: int) -> tuple[list[dict
     return picked[0], picked[1]
 
 
+def judge_metrics(curate_outputs: dict) -> dict[str, float]:
+    """The judge's QC figures of one curate stage as MLflow metrics (none without a judge)."""
+    qc = curate_outputs.get("judge", {})
+    return {f"judge.{k}": v for k, v in qc.items() if isinstance(v, int | float)}
+
+
 def _hygiene_metrics(seeds: dict, cur: dict) -> dict[str, float]:
     """Seeds by source, decontamination and dedup drops, reasoning paths, diversity."""
     m = {f"seeds.origin.{k}": v for k, v in seeds.get("origins", {}).items()}
@@ -228,7 +279,16 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
         "train.loss_first": tr.get("train_loss_first"),
         "train.loss_last": tr.get("train_loss_last"),
         "train.seconds": tr.get("seconds"),
+        # GRPO's figures (per-reward means, reward std, zero-signal share, completion length,
+        # clipped ratio, KL) when this generation's recipe ran GRPO.
+        **{f"train.{k}": v for k, v in tr.items() if k.startswith("grpo.")},
         **{f"challenger.{k}": v for k, v in ev["report"].items()},
+        **{
+            f"challenger.suite.{name}.{k}": v
+            for name, rep in ev.get("suites", {}).items()
+            for k, v in rep.items()
+            if k in ("pass@1", "format_rate", "mean_tokens")
+        },
         **{f"champion.{k}": v for k, v in gate["champion"]["report"].items()},
         "gate.promoted": float(gate["decision"]["promote"]),
         "gate.delta": gate["decision"]["delta"],
@@ -238,10 +298,16 @@ def _track_generation(tracker, g: int, gdir: Path, seeds: Path, curated: Path) -
             for k, v in gate["decision"].get("guards", {}).items()
             if k.startswith("collapse.")
         },
+        **judge_metrics(cur),
     }
     tracker.log_metrics(metrics, step=g)
     tracker.set_tags(
-        {"gate.reason": gate["decision"]["reason"], "gate.rule": gate["decision"].get("rule", "")}
+        {
+            "gate.reason": gate["decision"]["reason"],
+            "gate.rule": gate["decision"].get("rule", ""),
+            "train.mode": tr.get("mode", "sft"),
+            "train.stage": tr.get("label") or "",
+        }
     )
     tracker.log_dataset(seeds / "seeds.parquet", f"seeds-gen-{g:04d}", "seeds")
     tracker.log_dataset(curated / "accepted.parquet", f"accepted-gen-{g:04d}", "training")
@@ -271,7 +337,8 @@ def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
     check_seed_inputs(cfg)  # a bad seed file stops the run before any folder is made
     with one_run_at_a_time(cfg.flywheel_dir, log):
         upto = cfg.generations if advance is None else last_generation(cfg.flywheel_dir) + advance
-        _run_flywheel(cfg, upto)
+        with tags("flywheel", cfg.name):
+            _run_flywheel(cfg, upto)
     rows = [generation_row(store.gen_dir(cfg.flywheel_dir, g)) for g in range(1, upto + 1)]
     create_table_artifact(
         rows,
@@ -279,6 +346,28 @@ def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
         description=f"{cfg.name}: every generation's metrics and gate decision",
     )
     return rows
+
+
+def registry_champion(tracker, flywheel_dir: Path, champion: dict) -> dict:
+    """The champion a new generation starts from: `models:/<name>@champion`. It is the gate's
+    choice unless someone moved the alias (a rollback, a manual promotion), and then the
+    registry wins: the generation that version came from supplies its checkpoint and report."""
+    reg = tracker.champion()
+    if reg is None or reg["version"] == champion.get("version"):
+        return champion
+    gdir = store.gen_dir(flywheel_dir, reg["generation"])
+    get_run_logger().warning(
+        "registry alias champion is version %s (gen-%04d), not the gate's %s: following it",
+        reg["version"],
+        reg["generation"],
+        champion.get("version"),
+    )
+    return {
+        "model": str(gdir / "train" / "model"),
+        "report": store.read_manifest(gdir / "eval").outputs["report"],
+        "generation": reg["generation"],
+        "version": reg["version"],
+    }
 
 
 def _run_flywheel(cfg: FlywheelConfig, upto: int) -> None:
@@ -296,6 +385,8 @@ def _run_flywheel(cfg: FlywheelConfig, upto: int) -> None:
         champion = {"model": base, "report": base_report, "generation": 0, "version": None}
         log.info("base model %s: pass@1 %.3f", base, base_report["pass@1"])
         for g in range(1, upto + 1):
+            if store.read_manifest(store.gen_dir(cfg.flywheel_dir, g) / "gate") is None:
+                champion = registry_champion(tracker, cfg.flywheel_dir, champion)
             champion = generation_flow(cfg, g, champion, suite)
         status = "FINISHED"
     finally:

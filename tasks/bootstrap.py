@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,99 @@ def _batch(
     return ids, mask, ids.masked_fill(mask == 0, -100)
 
 
+def new_llama(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    num_heads: int,
+    max_position: int,
+) -> LlamaForCausalLM:
+    """A randomly initialised Llama over `tokenizer` (weights from torch's current seed)."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def pretrain(
+    model: LlamaForCausalLM,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    *,
+    steps: int,
+    learning_rate: float,
+    label_smoothing: float,
+    label: str,
+    progress: bool,
+) -> list[float]:
+    """The short from-scratch loop: AdamW, warmup + cosine, clipped gradients, next-token loss
+    on the labels `next_batch` gives (-100 masks a position). Returns the loss per step."""
+    optim = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    losses: list[float] = []
+    model.train()
+    with loss_bar(label, progress) as bar:
+        task = bar.add_task("pretrain", total=steps, loss="-")
+        for step in range(steps):
+            ids, mask, labels = next_batch()
+            for group in optim.param_groups:
+                group["lr"] = _lr_at(step, steps, learning_rate)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = F.cross_entropy(  # next-token loss, padding masked
+                logits[:, :-1].flatten(0, 1),
+                labels[:, 1:].flatten(),
+                ignore_index=-100,
+                label_smoothing=label_smoothing,
+            )
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            losses.append(loss.item())
+            bar.update(task, advance=1, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+    return losses
+
+
+def save_checkpoint(
+    folder: Path,
+    stage: str,
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    recipe: dict[str, Any],
+    losses: list[float],
+    started: float,
+) -> None:
+    """Write the Hugging Face checkpoint folder atomically, with its recipe and loss summary."""
+    n_params = sum(p.numel() for p in model.parameters())
+    window = max(1, min(20, len(losses) // 10))
+    with write_stage(folder, stage) as (tmp, outputs):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ).save_pretrained(tmp)
+        write_json({"format_version": FORMAT_VERSION, **recipe}, tmp / "recipe.json")
+        outputs.update(
+            parameters=n_params,
+            first_loss=sum(losses[:window]) / window if losses else None,
+            final_loss=sum(losses[-window:]) / window if losses else None,
+            seconds=round(time.time() - started, 2),
+            recipe=recipe,
+        )
+
+
 def bootstrap(
     out_root: Path,
     *,
@@ -166,22 +259,9 @@ def bootstrap(
     torch.manual_seed(seed)
     rng = random.Random(f"bootstrap/{seed}")
     tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        max_position_embeddings=max_position,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    model = new_llama(
+        tokenizer, hidden_size, intermediate_size, num_layers, num_heads, max_position
     )
-    model = LlamaForCausalLM(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    optim = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
 
     def document() -> str:
         while True:  # fresh questions, repeats allowed, suite items never
@@ -189,47 +269,16 @@ def bootstrap(
             if seed_.question not in excluded:
                 return pretrain_text(seed_.question, dom.solution(seed_.question), prompt_template)
 
-    losses: list[float] = []
-    model.train()
-    with loss_bar("bootstrap pretraining", progress) as bar:
-        task = bar.add_task("pretrain", total=pretrain_steps, loss="-")
-        for step in range(pretrain_steps):
-            docs = [document() for _ in range(batch_size)]
-            ids, mask, labels = _batch(docs, tokenizer, max_position)
-            for group in optim.param_groups:
-                group["lr"] = _lr_at(step, pretrain_steps, learning_rate)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = F.cross_entropy(  # next-token loss, padding masked
-                logits[:, :-1].flatten(0, 1),
-                labels[:, 1:].flatten(),
-                ignore_index=-100,
-                label_smoothing=label_smoothing,
-            )
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            losses.append(loss.item())
-            bar.update(task, advance=1, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-
-    model.eval()
-    window = max(1, min(20, len(losses) // 10))
-    with write_stage(folder, "bootstrap") as (tmp, outputs):
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        GenerationConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ).save_pretrained(tmp)
-        write_json({"format_version": FORMAT_VERSION, **recipe}, tmp / "recipe.json")
-        outputs.update(
-            parameters=n_params,
-            first_loss=sum(losses[:window]) / window if losses else None,
-            final_loss=sum(losses[-window:]) / window if losses else None,
-            seconds=round(time.time() - started, 2),
-            recipe=recipe,
-        )
+    losses = pretrain(
+        model,
+        lambda: _batch([document() for _ in range(batch_size)], tokenizer, max_position),
+        steps=pretrain_steps,
+        learning_rate=learning_rate,
+        label_smoothing=label_smoothing,
+        label="bootstrap pretraining",
+        progress=progress,
+    )
+    save_checkpoint(folder, "bootstrap", model, tokenizer, recipe, losses, started)
     return folder
 
 

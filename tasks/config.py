@@ -9,6 +9,7 @@ Components never take this object whole: the flow hands each one the plain value
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -182,8 +183,94 @@ class CurationConfig(_Section):
     max_per_seed: int = Field(4, gt=0, description="Most accepted samples kept per seed.")
 
 
+TrainMode = Literal["sft", "grpo", "sft_then_grpo", "gkd"]
+
+
+class GKDSection(_Section):
+    """Logit distillation (TRL's GKD) from a teacher sharing the student's tokenizer."""
+
+    teacher: Path | None = Field(
+        None, description="Teacher checkpoint (None: the first of distill.teachers)."
+    )
+    lmbda: float = Field(0.5, ge=0, le=1, description="Share of batches on the student's samples.")
+    beta: float = Field(
+        0.5, ge=0, le=1, description="Generalized JSD mix: 0 forward KL, 1 reverse KL."
+    )
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature of on-policy batches.")
+    max_new_tokens: int = Field(96, gt=0, description="Longest on-policy sample (tokens).")
+
+
+class GRPOSection(_Section):
+    """GRPO on the generation's seeds (TRL's `GRPOTrainer`); R1's values set explicitly."""
+
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 1.0, "format": 0.5},
+        min_length=1,
+        description="Rewards (names in tasks.rewards.REWARDS) and their weights in the sum.",
+    )
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (~1e-6 real models).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the generation's seeds.")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many steps (None: epochs)."
+    )
+    max_prompts: int | None = Field(
+        None, gt=0, description="Train on at most this many of the generation's seeds (None: all)."
+    )
+    prompts_per_step: int = Field(4, gt=0, description="Prompts (groups) per micro-batch.")
+    num_generations: int = Field(8, ge=2, description="Group size: samples per prompt.")
+    max_completion_length: int = Field(96, gt=0, description="Longest sampled completion (tokens).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the groups.")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the policy ratio.")
+    beta: float = Field(0.001, ge=0, description="KL coefficient (R1: 0.001; TRL's default is 0).")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
+        "grpo", description="Token aggregation: `grpo` (R1, per-sequence mean), `dapo`, ..."
+    )
+    num_iterations: int = Field(1, gt=0, description="Updates per sampled batch (mu).")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Divide advantages by the group's reward std (`none`: Dr. GRPO)."
+    )
+    drop_zero_signal: bool = Field(
+        True, description="Drop groups whose samples all scored the same before the update."
+    )
+    length_buffer: int = Field(
+        32, gt=0, description="`length` reward: soft-penalty zone before max_completion_length."
+    )
+    repetition_ngram: int = Field(3, gt=0, description="`repetition` reward: n-gram size.")
+
+    @model_validator(mode="after")
+    def _buffer_fits(self) -> GRPOSection:
+        if self.length_buffer > self.max_completion_length:
+            raise ValueError("length_buffer must not exceed max_completion_length")
+        return self
+
+
+class ScheduleEntry(_Section):
+    """One generation's training in a schedule (e.g. one stage of the R1 recipe)."""
+
+    mode: TrainMode = Field(description="Training recipe of this generation.")
+    label: str | None = Field(None, description="Name of the stage, shown in the run's tags.")
+    rewards: dict[str, float] | None = Field(
+        None, description="GRPO rewards and weights for this generation (None: train.grpo's)."
+    )
+
+
 class TrainConfig(_Section):
-    mode: Literal["sft"] = Field("sft", description="Training recipe per generation.")
+    mode: TrainMode = Field(
+        "sft",
+        description="Training recipe per generation: `sft` on accepted samples, `grpo` on the "
+        "seeds, `sft_then_grpo` (GRPO starting from this generation's SFT model), or `gkd` "
+        "(logit distillation from a teacher on the accepted samples).",
+    )
+    schedule: list[ScheduleEntry] | None = Field(
+        None,
+        description="Per-generation recipes: generation g uses entry g (the last one repeats); "
+        "None: `mode` every generation.",
+    )
+    build_on: Literal["champion", "previous"] = Field(
+        "champion",
+        description="Which model generation g samples from and trains: the gate's champion, or "
+        "generation g-1's trained model even if the gate kept the champion (staged recipes).",
+    )
     learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training set.")
     batch_size: int = Field(64, gt=0, description="Sequences per device step.")
@@ -206,6 +293,70 @@ class TrainConfig(_Section):
         None, gt=0, description="torch threads when training on CPU (None: torch's default)."
     )
     seed: int = Field(0, description="Training seed.")
+    packing: bool = Field(
+        False,
+        description="SFT: pack several samples per sequence, none attending to another "
+        "(V3 sample masking; position ids restart per sample).",
+    )
+    min_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="SFT cosine floor as a share of the peak (V3: 1e-6 / 5e-6 = 0.2); None: 0.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (large models)."
+    )
+    grpo: GRPOSection = GRPOSection()
+    gkd: GKDSection = GKDSection()
+
+    def stage(self, generation: int) -> ScheduleEntry:
+        """The training recipe of `generation` (1-based)."""
+        if not self.schedule:
+            return ScheduleEntry(mode=self.mode)
+        return self.schedule[min(generation, len(self.schedule)) - 1]
+
+    def grpo_rewards(self, generation: int) -> dict[str, float]:
+        return self.stage(generation).rewards or self.grpo.rewards
+
+
+class DistillConfig(_Section):
+    """Where the generation stage's samples come from: the policy, teachers, prompt templates."""
+
+    teachers: list[Path] = Field(
+        [], description="Local checkpoints whose samples are pooled with the policy's."
+    )
+    include_policy: bool = Field(
+        True, description="Pool the policy's own samples too (False: teachers only)."
+    )
+    templates: list[str] = Field(
+        ["plain"],
+        min_length=1,
+        description="Prompt templates per seed (tasks.generate.TEMPLATES: plain, reflect).",
+    )
+
+    @model_validator(mode="after")
+    def _sources(self) -> DistillConfig:
+        from tasks.generate import TEMPLATES
+
+        unknown = [t for t in self.templates if t not in TEMPLATES]
+        if unknown:
+            raise ValueError(f"templates: unknown {unknown}; known: {sorted(TEMPLATES)}")
+        if len(set(self.templates)) != len(self.templates):
+            raise ValueError(f"templates: listed twice in {self.templates}")
+        if not self.include_policy and not self.teachers:
+            raise ValueError("no generator: include_policy is false and no teachers are given")
+        return self
+
+
+class GuardSuite(_Section):
+    """An extra frozen suite whose pass@1 the challenger may not lose (a gate guard)."""
+
+    levels: list[int] = Field(min_length=1, description="Difficulty levels it draws from.")
+    size: int = Field(128, gt=0, description="Items in the suite.")
+    max_drop: float = Field(
+        0.02, ge=0, le=1, description="Largest allowed pass@1 drop against the champion."
+    )
 
 
 class EvalConfig(_Section):
@@ -214,6 +365,18 @@ class EvalConfig(_Section):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature for evaluation.")
     max_tokens: int = Field(96, gt=0, description="Longest completion in tokens.")
     seed: int = Field(1234, description="Evaluation sampling seed (fixed across generations).")
+    extra_suites: dict[str, GuardSuite] = Field(
+        default_factory=dict,
+        description="Named extra suites (e.g. `hard: {levels: [5]}`), frozen with the main one and "
+        "evaluated with it; a pass@1 drop past max_drop blocks promotion.",
+    )
+
+    @model_validator(mode="after")
+    def _suite_names(self) -> EvalConfig:
+        bad = [n for n in self.extra_suites if not re.fullmatch(r"[a-z0-9_]+", n)]
+        if bad:
+            raise ValueError(f"extra_suites names must be lowercase letters, digits, _: {bad}")
+        return self
 
 
 class GateConfig(_Section):
@@ -234,12 +397,55 @@ class GateConfig(_Section):
         "guards off. Used by paired_bootstrap.",
     )
 
+    approval: bool = Field(
+        False,
+        description="Pause for a person's approval (Prefect UI input) before a promotion the "
+        "test allows; a refusal keeps the champion.",
+    )
+    approval_timeout: int = Field(
+        86400,
+        gt=0,
+        description="Seconds to wait for the approval; then the run fails and a rerun asks again.",
+    )
+
     @model_validator(mode="after")
     def _guards_non_negative(self) -> GateConfig:
         bad = {k: v for k, v in self.guards.items() if v < 0}
         if bad:
             raise ValueError(f"guards must be >= 0, got {bad}")
         return self
+
+
+class JudgeConfig(_Section):
+    """The generative judge: used in curation when `judge` is one of `curation.rewards`."""
+
+    rubric: str = Field(
+        "arith_v1", description="Rubric name under configs/judges/ (or a path to a rubric file)."
+    )
+    model: str = Field(
+        "bootstrap", description="Judge checkpoint path, or `bootstrap` for the tiny default."
+    )
+    backend: Literal["vllm", "hf", "openai"] = Field(
+        "vllm", description="Judge backend; `openai`: an OpenAI-compatible server (model = name)."
+    )
+    k: int = Field(3, gt=0, le=32, description="Judge samples per candidate (majority vote).")
+    temperature: float = Field(1.0, ge=0, description="Judge sampling temperature.")
+    max_tokens: int = Field(48, gt=0, description="Longest judge output in tokens.")
+    max_candidate_chars: int = Field(
+        160, gt=0, description="Candidate text beyond this is cut before judging."
+    )
+    max_error_share: float = Field(
+        0.5, ge=0, lt=1, description="Share of unparsable votes above which a vote is infra_error."
+    )
+    combine: Literal["rules_then_judge", "both", "judge_only"] = Field(
+        "rules_then_judge",
+        description="`rules_then_judge`: rules where the sample has a gold answer, judge for the "
+        "rest; `both`: rules and judge must accept; `judge_only`: the judge decides.",
+    )
+    max_model_len: int = Field(384, ge=32, description="Judge prompt + output in tokens.")
+    seed: int = Field(0, description="Judge sampling and nonce seed.")
+    steps: int = Field(400, ge=0, description="Pretraining steps of the bootstrap judge.")
+    batch_size: int = Field(32, gt=0, description="Documents per bootstrap-judge step.")
 
 
 class HygieneConfig(_Section):
@@ -286,7 +492,7 @@ class FlywheelConfig(_Section):
     name: str = Field(
         "demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Flywheel name (folder)."
     )
-    domain: Literal["arith"] = Field("arith", description="Built-in task domain.")
+    domain: Literal["arith", "math"] = Field("arith", description="Built-in task domain.")
     generations: int = Field(3, gt=0, description="Generations this run goes up to.")
     runs_dir: Path = Field(Path("runs"), description="Where generations and MLflow live.")
     model: ModelConfig = ModelConfig()
@@ -296,8 +502,10 @@ class FlywheelConfig(_Section):
     seeds: SeedsConfig = SeedsConfig()
     curation: CurationConfig = CurationConfig()
     train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
+    judge: JudgeConfig = JudgeConfig()
     tracking: TrackingConfig = TrackingConfig()
     hygiene: HygieneConfig = HygieneConfig()
 
@@ -310,6 +518,20 @@ class FlywheelConfig(_Section):
             raise ValueError(
                 f"curation.rewards: unknown reward(s) {unknown}; known: {sorted(REWARDS)}"
             )
+        grpo_sets = {"train.grpo.rewards": self.train.grpo.rewards} | {
+            f"train.schedule.{i}.rewards": e.rewards
+            for i, e in enumerate(self.train.schedule or [])
+            if e.rewards is not None
+        }
+        modes = {self.train.mode} | {e.mode for e in self.train.schedule or []}
+        if "gkd" in modes and self.train.gkd.teacher is None and not self.distill.teachers:
+            raise ValueError("train mode gkd needs train.gkd.teacher or distill.teachers")
+        for where, rewards in grpo_sets.items():
+            unknown = [r for r in rewards if r not in REWARDS]
+            if unknown or not rewards:
+                raise ValueError(
+                    f"{where}: unknown or no reward(s) {unknown}; known: {sorted(REWARDS)}"
+                )
         return self
 
     @property

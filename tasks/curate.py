@@ -16,8 +16,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from tasks.hygiene import dedup, diversity, exact_key
+from tasks.judge import COMBINE
 from tasks.records import Sample, Verdict
 from tasks.rewards import REWARDS, verdict_score
+
+JUDGE = "judge"  # the reward name of the generative judge
+NO_GOLD = "no_gold_answer"  # the rules' reason when a sample has nothing to check against
 
 
 @dataclass
@@ -26,32 +30,62 @@ class Curated:
     rows: list[dict]  # one per sample: id, seed_id, outcome, reason, kept, per-reward scores
     counts: dict[str, int] = field(default_factory=dict)
     seed_pass_rate: dict[str, float] = field(default_factory=dict)
+    rules: list[Verdict | None] = field(default_factory=list)  # the rules' verdict per sample
     paths: dict[str, int] = field(default_factory=dict)  # distinct reasoning paths per seed
     diversity: dict[str, dict[str, float]] = field(default_factory=dict)  # generated / accepted
 
 
-def sample_verdicts(samples: list[Sample], rewards: list[str], domain: str) -> list[tuple]:
-    """(verdict, {reward: score|None}) per sample."""
+def _aggregate(verdicts: dict[str, Verdict], truncated: bool) -> Verdict | None:
+    """One verdict from several rewards' (None when there are none)."""
+    if not verdicts:
+        return None
+    infra = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "infra_error"]
+    rejects = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "reject"]
+    if infra:
+        return Verdict("infra_error", infra[0])
+    if truncated:
+        return Verdict("reject", "truncated")
+    if rejects:
+        return Verdict("reject", rejects[0])
+    return Verdict("accept", "all_rewards_passed")
+
+
+def sample_verdicts(
+    samples: list[Sample],
+    rewards: list[str],
+    domain: str,
+    columns: dict | None = None,
+    combine: str = "rules_then_judge",
+) -> list[tuple]:
+    """(verdict, {reward: score|None}, rules' verdict|None) per sample.
+
+    `columns` go to every reward (the judge's precomputed votes travel this way). With `judge`
+    among the rewards, the rules' joint verdict and the judge's combine by `COMBINE[combine]`;
+    a sample whose rules could not check it (no gold answer) counts as having no rule.
+    """
     completions = [s.completion for s in samples]
-    answers = [s.answer for s in samples]
-    per_reward = {
-        name: REWARDS[name][1](completions, answer=answers, domain=domain) for name in rewards
+    cols = {
+        "prompts": [s.prompt for s in samples],
+        "answer": [s.answer for s in samples],
+        "num_tokens": [s.num_tokens for s in samples],
+        "domain": domain,
+        **(columns or {}),
     }
+    per_reward = {name: REWARDS[name][1](completions, **cols) for name in rewards}
     out = []
     for i, s in enumerate(samples):
         verdicts = {name: per_reward[name][i] for name in rewards}
         scores = {name: verdict_score(v) for name, v in verdicts.items()}
-        infra = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "infra_error"]
-        rejects = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "reject"]
-        if infra:
-            verdict = Verdict("infra_error", infra[0])
-        elif s.finish_reason == "length":
-            verdict = Verdict("reject", "truncated")
-        elif rejects:
-            verdict = Verdict("reject", rejects[0])
-        else:
-            verdict = Verdict("accept", "all_rewards_passed")
-        out.append((verdict, scores))
+        truncated = s.finish_reason == "length"
+        rules = _aggregate({n: v for n, v in verdicts.items() if n != JUDGE}, truncated)
+        if JUDGE not in verdicts:
+            out.append((rules, scores, rules))
+            continue
+        if rules is not None and rules.reason.endswith(NO_GOLD):
+            rules = None
+        judge = verdicts[JUDGE]
+        judge = Verdict(judge.outcome, f"{JUDGE}:{judge.reason}")
+        out.append((COMBINE[combine](rules, judge), scores, rules))
     return out
 
 
@@ -64,13 +98,15 @@ def curate(
     near_dup: float | None = None,
     shingle: int = 5,
     num_perm: int = 128,
+    columns: dict | None = None,
+    combine: str = "rules_then_judge",
 ) -> Curated:
-    judged = sample_verdicts(samples, rewards, domain)
+    judged = sample_verdicts(samples, rewards, domain, columns, combine)
     rows, counts = [], Counter()
     accepted: list[Sample] = []
     seen_per_seed: dict[str, int] = defaultdict(int)
     accepted_per_seed: dict[str, int] = defaultdict(int)
-    for s, (verdict, scores) in zip(samples, judged, strict=True):
+    for s, (verdict, scores, _rules) in zip(samples, judged, strict=True):
         counts[verdict.outcome] += 1
         counts[f"{verdict.outcome}:{verdict.reason}"] += 1
         seen_per_seed[s.seed_id] += 1
@@ -125,6 +161,7 @@ def curate(
             "generated": diversity([s.completion for s in samples]),
             "accepted": diversity([s.completion for s in kept]),
         },
+        rules=[r for _, _, r in judged],
     )
 
 

@@ -293,3 +293,41 @@ def with_alarms(decision: GateDecision, alarms: dict[str, dict]) -> GateDecision
         reason=f"blocked by guard {fired[0]}: {first['reason']}; {decision.reason}",
         guards=guards,
     )
+
+
+def with_approval(decision: GateDecision, approval: dict | None) -> GateDecision:
+    """The decision after a person's review (`gate.approval`): a refusal blocks a promotion the
+    test allowed; an approval changes nothing (a person cannot promote what the test refused)."""
+    if approval is None or not decision.promote or approval["approved"]:
+        return decision
+    note = f": {approval['note']}" if approval.get("note") else ""
+    return replace(
+        decision,
+        promote=False,
+        rule="approval",
+        reason=f"refused by reviewer{note}; the test alone said: {decision.reason}",
+    )
+
+
+def suite_checks(
+    champion: dict[str, dict], challenger: dict[str, dict], max_drop: dict[str, float]
+) -> dict[str, dict]:
+    """One guard record per extra suite (`suite.<name>`): the pass@1 drop against the champion
+    and whether it stays within `max_drop`. A suite the champion was never scored on (it was
+    evaluated before the suite existed) is skipped, not failed."""
+    out = {}
+    for name, limit in max_drop.items():
+        if name not in champion or name not in challenger:
+            continue
+        ref, cur = champion[name]["pass@1"], challenger[name]["pass@1"]
+        drop = ref - cur
+        out[f"suite.{name}"] = {
+            "champion": ref,
+            "challenger": cur,
+            "regression": drop,
+            "limit": limit,
+            "ok": drop <= limit,
+            "reason": f"suite {name} pass@1 fell {drop:+.4f} ({ref:.4f} -> {cur:.4f}), "
+            f"limit {limit:.4f}",
+        }
+    return out

@@ -24,6 +24,9 @@ importing this module (as the orchestrator does) loads neither torch nor vLLM.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +65,30 @@ def render_prompts(
         )
         for q in questions
     ]
+
+
+# Prompt templates per seed, by name: the one registry. `plain` is the configured prompt as is;
+# `reflect` asks for reflection and verification, as V3's data generator did (a system message
+# for chat models, a first line for plain-text prompts). Samples record the template's name.
+REFLECT = (
+    "Think step by step. After each step, check it; if a step is wrong, say so and redo it. "
+    "Verify the final answer before you give it."
+)
+TEMPLATES: dict[str, str | None] = {"plain": None, "reflect": REFLECT}
+
+
+def apply_template(
+    name: str, prompt_template: str, chat_template: bool, system_prompt: str | None
+) -> tuple[str, str | None]:
+    """(prompt_template, system_prompt) with the named template's instruction added."""
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {name!r}; known: {sorted(TEMPLATES)}")
+    extra = TEMPLATES[name]
+    if extra is None:
+        return prompt_template, system_prompt
+    if chat_template:
+        return prompt_template, extra if system_prompt is None else f"{system_prompt}\n{extra}"
+    return f"{extra}\n{prompt_template}", system_prompt
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str], max_model_len: int) -> list[list[int]]:
@@ -149,6 +176,10 @@ def generate_vllm(
         enforce_eager=enforce_eager,
         seed=seed,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults (see docstring)
+        # A prompt split across scheduler steps rolls its seeded generator back, which the CPU
+        # generator cannot do ("CPU Generator does not use offset"): long prompts (judge
+        # rubrics) in a big batch crashed the engine. Whole prompts per step avoid it.
+        enable_chunked_prefill=False,
     )
     if warmup:
         llm.generate([{"prompt_token_ids": ids[0]}], SamplingParams(max_tokens=8), use_tqdm=False)
@@ -276,6 +307,143 @@ def generate_hf(
     return results
 
 
+# ---------------------------------------------------------------------------------------------
+# OpenAI-compatible HTTP backend (a `vllm serve` endpoint or any provider): external teachers
+# and judges. Same signature as the in-process backends; `model_path` is the served model's
+# name. Where to connect comes from the environment, so no secret ever sits in a config or a
+# request file: OPENAI_BASE_URL (default http://127.0.0.1:8000/v1), and the API key from the
+# variable named by FLYWHEEL_API_KEY_ENV (default OPENAI_API_KEY). The key is sent as a bearer
+# header and never logged or returned.
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    retries: int = 3  # attempts after the first
+    backoff_s: float = 0.5  # base of the exponential backoff; full jitter on top
+    concurrency: int = 8
+
+    @classmethod
+    def from_env(cls) -> HttpSettings:
+        env = os.environ
+        return cls(
+            base_url=env.get("OPENAI_BASE_URL", cls.base_url).rstrip("/"),
+            api_key_env=env.get("FLYWHEEL_API_KEY_ENV", cls.api_key_env),
+            timeout_s=float(env.get("FLYWHEEL_HTTP_TIMEOUT_S", cls.timeout_s)),
+            retries=int(env.get("FLYWHEEL_HTTP_RETRIES", cls.retries)),
+            backoff_s=float(env.get("FLYWHEEL_HTTP_BACKOFF_S", cls.backoff_s)),
+            concurrency=int(env.get("FLYWHEEL_HTTP_CONCURRENCY", cls.concurrency)),
+        )
+
+
+def backoff_delay(attempt: int, base_s: float, rng: random.Random, cap_s: float = 30.0) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))
+
+
+class _Retryable(Exception):
+    pass
+
+
+async def _complete_one(client, sem, url, body, settings, rng, n) -> list[Completion]:
+    """One prompt's n completions; after the last failed attempt, n `error` completions, so
+    the caller records an infrastructure failure for this prompt and the batch goes on."""
+    import httpx
+
+    for attempt in range(settings.retries + 1):
+        try:
+            async with sem:
+                resp = await client.post(url, json=body)
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise _Retryable(f"HTTP {resp.status_code}")
+            resp.raise_for_status()
+            choices = sorted(resp.json()["choices"], key=lambda c: c["index"])
+            if len(choices) != n:
+                raise _Retryable(f"{len(choices)} choices for n={n}")
+            usage = (resp.json().get("usage") or {}).get("completion_tokens")
+            per = usage // n if isinstance(usage, int) else None
+            return [
+                Completion(
+                    str(c["text"]),
+                    per if per is not None else len(str(c["text"])),
+                    "length" if c.get("finish_reason") == "length" else "stop",
+                )
+                for c in choices
+            ]
+        except (httpx.TransportError, _Retryable, ValueError, KeyError, TypeError):
+            # Timeouts and refused connections, 429/5xx, and garbage bodies: retried, bounded.
+            if attempt < settings.retries:
+                await asyncio.sleep(backoff_delay(attempt, settings.backoff_s, rng))
+        except httpx.HTTPStatusError:
+            break  # a 4xx other than 429 will not heal by retrying
+    return [Completion("", 0, "error") for _ in range(n)]
+
+
+def generate_openai(
+    model_path: str,
+    prompts: list[str],
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    seed: int,
+    dtype: str,
+    gpu_memory_utilization: float,
+    max_model_len: int,
+    hf_batch_size: int,
+    progress: bool,
+    enforce_eager: bool = True,
+    timings: dict[str, float] | None = None,
+    settings: HttpSettings | None = None,
+) -> list[list[Completion]]:
+    """An OpenAI-compatible `/completions` endpoint, `concurrency` requests in flight.
+
+    Engine arguments (dtype, memory, eager) belong to the server and are unused here. A prompt
+    whose requests all fail comes back as n completions with finish_reason `error`.
+    """
+    import httpx
+
+    cfg = settings or HttpSettings.from_env()
+    key = os.environ.get(cfg.api_key_env)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    rng = random.Random(seed)
+
+    async def run() -> list[list[Completion]]:
+        sem = asyncio.Semaphore(cfg.concurrency)
+        async with httpx.AsyncClient(timeout=cfg.timeout_s, headers=headers) as client:
+            return await asyncio.gather(
+                *(
+                    _complete_one(
+                        client,
+                        sem,
+                        f"{cfg.base_url}/completions",
+                        {
+                            "model": model_path,
+                            "prompt": p,
+                            "n": n,
+                            "temperature": temperature,
+                            "top_p": top_p,
+                            "max_tokens": max_tokens,
+                            "seed": prompt_seed(seed, p),
+                        },
+                        cfg,
+                        rng,
+                        n,
+                    )
+                    for p in prompts
+                )
+            )
+
+    t0 = time.perf_counter()
+    results = asyncio.run(run())
+    if timings is not None:
+        timings.update(engine_load_s=0.0, generate_s=time.perf_counter() - t0)
+    return results
+
+
 # The columns of the samples file the worker writes.
 SAMPLES_SCHEMA = pa.schema(
     [
@@ -285,11 +453,16 @@ SAMPLES_SCHEMA = pa.schema(
         ("completion", pa.string()),
         ("num_tokens", pa.int64()),
         ("finish_reason", pa.string()),
+        ("train_prompt", pa.string()),  # the student's rendering of the question (see main)
     ]
 )
 
 Backend = Callable[..., list[list[Completion]]]
-BACKENDS: dict[str, Backend] = {"vllm": generate_vllm, "hf": generate_hf}
+BACKENDS: dict[str, Backend] = {
+    "vllm": generate_vllm,
+    "hf": generate_hf,
+    "openai": generate_openai,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +491,8 @@ class GenerateRequest:
     prompt_template: str = "Q: {question}\n"
     chat_template: bool = False
     system_prompt: str | None = None
+    template: str = "plain"  # a TEMPLATES name, applied to the prompt this model sees
+    student_model: str | None = None  # whose tokenizer renders `train_prompt` (None: this one)
     warmup: bool = False  # one untimed short generate call before the timed one (benchmarks)
 
 
@@ -331,12 +506,19 @@ def main(request: dict) -> dict:
         raise ValueError(f"unknown backend {req.backend!r}; known: {sorted(BACKENDS)}")
     questions = pq.read_table(req.questions_file, columns=["seed_id", "question"]).to_pylist()
     tokenizer = AutoTokenizer.from_pretrained(req.model_path)
-    prompts = render_prompts(
-        tokenizer,
-        [q["question"] for q in questions],
-        req.prompt_template,
-        req.chat_template,
-        req.system_prompt,
+    texts = [q["question"] for q in questions]
+    template, system = apply_template(
+        req.template, req.prompt_template, req.chat_template, req.system_prompt
+    )
+    prompts = render_prompts(tokenizer, texts, template, req.chat_template, system)
+    # What a student trains on is the plain prompt in its own format, whichever model and
+    # template produced the completion (a teacher's chat markup or the reflect instruction
+    # would otherwise become part of the student's training input).
+    student = tokenizer
+    if req.student_model is not None and req.student_model != req.model_path:
+        student = AutoTokenizer.from_pretrained(req.student_model)
+    train_prompts = render_prompts(
+        student, texts, req.prompt_template, req.chat_template, req.system_prompt
     )
     timings: dict[str, float] = {}
     completions = BACKENDS[req.backend](
@@ -364,8 +546,11 @@ def main(request: dict) -> dict:
             "completion": c.text,
             "num_tokens": c.num_tokens,
             "finish_reason": c.finish_reason,
+            "train_prompt": train_prompt,
         }
-        for q, prompt, samples in zip(questions, prompts, completions, strict=True)
+        for q, prompt, train_prompt, samples in zip(
+            questions, prompts, train_prompts, completions, strict=True
+        )
         for k, c in enumerate(samples)
     ]
     Path(req.out_file).parent.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,14 @@ def generation_lineage(gen_folder: Path, train_config: dict) -> dict:
         "generator_model": gen["model"],
         "sampling": gen["params"],
         "candidates": {"hash": gen["hash"], "samples": gen["samples"]},
+        # Which (model, prompt template) produced how many candidates: policy and teachers.
+        "sources": [
+            {"model": r["model"], "template": r["template"], "samples": r["rows"]}
+            for r in gen.get("sources", [])
+        ],
         "accepted": {"hash": cur["hash"], "samples": cur["accepted"], "counts": cur["counts"]},
         "training": {
+            "mode": tr.get("mode", "sft"),
             "base_model": tr["base_model"],
             "config": train_config,
             **{k: tr.get(k) for k in TRAIN_KEYS},
@@ -114,6 +120,10 @@ def comparison(flywheel_dir: Path) -> tuple[list[str], list[tuple[str, list[obje
         cells.append(
             {
                 **{k: v for k, v in ev.items() if k != "items"},
+                **{
+                    f"suite.{name}.pass@1": r["pass@1"]
+                    for name, r in outputs(d, "eval").get("suites", {}).items()
+                },
                 "seeds.difficulty": outputs(d, "seeds").get("difficulty"),
                 "curate.accept_rate": cur.get("accept_rate"),
                 "curate.accepted": cur.get("accepted"),

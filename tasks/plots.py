@@ -1,8 +1,10 @@
 """The flywheel's trajectory as one PNG: where people would rather look than read.
 
-Four panels by generation (0 is the base model): held-out pass@1 with its 95 % interval (from
-the per-item scores), mean response length, the curation accept rate, and the well-formed rate.
-Promoted challengers are filled markers, rejected ones hollow.
+Six panels by generation (0 is the base model): held-out pass@1 with its 95 % interval (from
+the per-item scores), mean response length, the curation accept rate, the well-formed rate,
+the judge's agreement with the rule verifier (when curation uses the judge), and the mean
+difficulty of the seed set (the curriculum). Promoted challengers are filled markers, rejected
+ones hollow; a panel with nothing to show says so.
 """
 
 from __future__ import annotations
@@ -26,18 +28,23 @@ def pass1_interval(items: list[dict]) -> tuple[float, float]:
 
 def trajectory_png(points: list[dict], path: Path) -> Path:
     """`points`: one dict per generation with generation, pass1, pass1_ci, mean_tokens,
-    format_rate, accept_rate (None for the base) and promoted (None for the base)."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    format_rate, and, None for the base or when absent, accept_rate, judge_agreement,
+    seed_difficulty and promoted."""
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharex=True)
     gens = [p["generation"] for p in points]
     panels = [
         (axes[0][0], "pass1", "held-out pass@1"),
         (axes[0][1], "mean_tokens", "mean response length (tokens)"),
+        (axes[0][2], "format_rate", "well-formed rate"),
         (axes[1][0], "accept_rate", "curation accept rate"),
-        (axes[1][1], "format_rate", "well-formed rate"),
+        (axes[1][1], "judge_agreement", "judge agreement with the rules"),
+        (axes[1][2], "seed_difficulty", "mean seed difficulty"),
     ]
     for ax, key, title in panels:
         xs = [g for g, p in zip(gens, points, strict=True) if p.get(key) is not None]
         ys = [p[key] for p in points if p.get(key) is not None]
+        if not ys:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         ax.plot(xs, ys, color="tab:blue", linewidth=1.5)
         if key == "pass1":
             ax.errorbar(

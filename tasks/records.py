@@ -41,7 +41,10 @@ class Seed:
 
 @dataclass(frozen=True)
 class Sample:
-    """One completion of one seed by one model."""
+    """One completion of one seed by one model (`model`: the generator, policy or teacher).
+
+    `prompt` is what a student trains on: the question in the policy's own prompt format.
+    """
 
     id: str
     seed_id: str
@@ -53,6 +56,7 @@ class Sample:
     model: str
     num_tokens: int
     finish_reason: str  # stop | length
+    template: str = "plain"  # the prompt template the generator saw (tasks.generate.TEMPLATES)
 
     @staticmethod
     def make_id(generation: int, seed_id: str, index: int, model: str, params: dict) -> str:

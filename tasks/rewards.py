@@ -3,12 +3,33 @@
 `f(prompts, completions, **columns) -> list[float | None]`; `None` means the reward could not be
 computed for that sample (an infrastructure failure, never a wrong answer). The same dict drives
 rejection sampling (curate), GRPO and evaluation. `*_verdicts` functions give the reason behind
-each score, which curation counts.
+each score, which curation counts (a sample is accepted only when every gating verdict accepts).
+
+Columns the rewards read when present: `answer` (gold), `domain`, `question` (the bare question,
+for the language check; else the rendered prompt), `num_tokens` or TRL's `completion_ids` (for
+length; else characters). Settings (length limit, n-gram size) are keyword arguments with
+defaults; `bound_reward` fixes them from the config and names the function after its key.
+
+Ranges: accuracy, format, language and self-consistency lie in [0, 1]; length and repetition
+are penalties in [-1, 0] (0 = no penalty), so adding them to a task reward never makes a
+wrong answer worth more than a right one at equal weights. Departures from the papers:
+- language: R1 scores the share of the CoT in the target *language*; here it is the share of
+  CoT letters in the prompt's *script* (Unicode script of each letter), which needs no language
+  model. Digits and symbols are neutral; a prompt with no letters takes the CoT's own majority
+  script as the target, so mixing is still penalised.
+- length: DAPO's soft overlong punishment, measured in tokens when the caller has them.
+- repetition: the share of repeated word n-grams (CJK characters count as words).
+- self_consistency: TTRL-style. Where a gold answer exists it is used (so the reward can replace
+  `accuracy` on a mixed seed set); otherwise the group's majority answer (answers grouped by the
+  domain's verifier, groups = samples sharing a prompt) is the pseudo-label. No majority (a tie,
+  or fewer than two agreeing votes) gives None: there is no label to learn from.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections import Counter
 from collections.abc import Callable
 
 from tasks.domains import DOMAINS
@@ -74,10 +95,291 @@ def accuracy_reward(prompts: list[str], completions: list[str], **kw) -> list[fl
     return [verdict_score(v) for v in accuracy_verdicts(completions, **kw)]
 
 
+def judge_verdicts(
+    completions: list[str],
+    question: list[str] | None = None,
+    prompts: list[str] | None = None,
+    judge_verdict: list[Verdict] | None = None,
+    judge: dict | None = None,
+    **_: object,
+) -> list[Verdict]:
+    """The generative judge's verdicts (see `tasks.judge`).
+
+    Precomputed votes (`judge_verdict`, as curation passes them after one batched worker run)
+    are returned as they are; otherwise `judge` (the worker's settings: model_path, rubric, k,
+    ...) runs the judge over this batch in one engine call, on `question` or else `prompts`.
+    """
+    if judge_verdict is not None:
+        if len(judge_verdict) != len(completions):
+            raise ValueError(
+                f"judge_verdict has {len(judge_verdict)} rows for {len(completions)} completions"
+            )
+        return list(judge_verdict)
+    if judge is None:
+        raise ValueError(
+            "the `judge` reward needs the judge's settings (`judge=` column) or precomputed "
+            "`judge_verdict`; in curation, list `judge` in curation.rewards and set `judge:`"
+        )
+    from tasks.judge_run import judge_candidates
+
+    texts = question if question is not None else prompts
+    if texts is None:
+        raise ValueError("the `judge` reward needs a `question` column or the prompts")
+    votes, _stats = judge_candidates(list(texts), list(completions), judge)
+    return [v.verdict for v in votes]
+
+
+def judge_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
+    return [verdict_score(v) for v in judge_verdicts(completions, prompts=prompts, **kw)]
+
+
+def rm_verdicts(
+    completions: list[str],
+    prompts: list[str] | None = None,
+    rm_model: str | None = None,
+    rm_score: list[float] | None = None,
+    **_: object,
+) -> list[Verdict]:
+    """The scalar reward model's verdicts: accept when P(accept) >= 0.5 (`flywheel train-rm`).
+
+    Scores come precomputed (`rm_score`) or from the model at `rm_model`, in a worker process.
+    """
+    if rm_score is None:
+        if rm_model is None or prompts is None:
+            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder) and prompts")
+        from tasks.reward_model import rm_scores
+
+        rm_score = rm_scores(rm_model, list(prompts), list(completions))
+    return [Verdict("accept" if p >= 0.5 else "reject", f"rm_p={p:.2f}") for p in rm_score]
+
+
+def rm_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
+    """The reward model's P(accept) itself: a graded reward for GRPO."""
+    if kw.get("rm_score") is None:
+        from tasks.reward_model import rm_scores
+
+        if kw.get("rm_model") is None:
+            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder)")
+        return list(rm_scores(kw["rm_model"], list(prompts), list(completions)))
+    return list(kw["rm_score"])
+
+
+# -- language consistency ------------------------------------------------------------------------
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
+_TAGS = re.compile(r"</?(?:think|answer)>")
+# Japanese writes Han and kana together: one script for the purpose of mixing.
+_SCRIPT_ALIASES = {"CJK": "HAN", "HIRAGANA": "HAN", "KATAKANA": "HAN"}
+LANGUAGE_TOLERANCE = 0.95  # curation accepts a CoT with at least this share in the target script
+
+
+def cot_text(completion: str) -> str:
+    """The chain of thought: the think block's text, or the whole completion without tags."""
+    m = _THINK.search(completion)
+    return m.group(1) if m else _TAGS.sub("", completion)
+
+
+def script_of(ch: str) -> str | None:
+    """Unicode script of a letter (`LATIN`, `CYRILLIC`, `HAN`, ...); None for non-letters."""
+    if not ch.isalpha():
+        return None
+    word = unicodedata.name(ch, "UNKNOWN").split(" ")[0]
+    return _SCRIPT_ALIASES.get(word, word)
+
+
+def dominant_script(text: str) -> str | None:
+    counts = Counter(s for s in map(script_of, text) if s is not None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def language_score(prompt: str, completion: str) -> float:
+    """Share of the CoT's letters written in the prompt's script (1.0 for a CoT without letters)."""
+    scripts = [s for s in map(script_of, cot_text(completion)) if s is not None]
+    if not scripts:
+        return 1.0
+    target = dominant_script(prompt) or Counter(scripts).most_common(1)[0][0]
+    return sum(s == target for s in scripts) / len(scripts)
+
+
+def language_reward(
+    prompts: list[str] | None, completions: list[str], question: list[str] | None = None, **_
+) -> list[float | None]:
+    sources = question if question is not None else prompts
+    if sources is None:
+        raise ValueError("language reward needs `prompts` or a `question` column")
+    return [language_score(p, c) for p, c in zip(sources, completions, strict=True)]
+
+
+def language_verdicts(completions: list[str], prompts: list[str] | None = None, **kw):
+    scores = language_reward(prompts, completions, **kw)
+    return _threshold(scores, LANGUAGE_TOLERANCE, "one_script", "language_mixing")
+
+
+# -- length ---------------------------------------------------------------------------------------
+LENGTH_LIMIT = 512
+LENGTH_BUFFER = 128
+
+
+def length_penalty(length: int, limit: int, buffer: int) -> float:
+    """DAPO's soft overlong penalty: 0 up to `limit - buffer`, then linear down to -1 at `limit`."""
+    if length <= limit - buffer:
+        return 0.0
+    if length >= limit:
+        return -1.0
+    return (limit - buffer - length) / buffer
+
+
+def completion_lengths(completions: list[str], **kw) -> list[int]:
+    """Tokens when the caller knows them (`num_tokens`, TRL's `completion_ids`), else characters."""
+    if kw.get("num_tokens") is not None:
+        return [int(n) for n in kw["num_tokens"]]
+    if kw.get("completion_ids") is not None:
+        return [len(ids) for ids in kw["completion_ids"]]
+    return [len(c) for c in completions]
+
+
+def length_reward(
+    prompts: list[str] | None,
+    completions: list[str],
+    length_limit: int = LENGTH_LIMIT,
+    length_buffer: int = LENGTH_BUFFER,
+    **kw,
+) -> list[float | None]:
+    if not 0 < length_buffer <= length_limit:
+        raise ValueError(f"length_buffer must be in 1..length_limit, got {length_buffer}")
+    lengths = completion_lengths(completions, **kw)
+    return [length_penalty(n, length_limit, length_buffer) for n in lengths]
+
+
+def length_verdicts(completions: list[str], prompts: list[str] | None = None, **kw):
+    return _threshold(length_reward(prompts, completions, **kw), 0.0, "within_limit", "overlong")
+
+
+# -- repetition -----------------------------------------------------------------------------------
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+_WORD = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+|[^\\w\\s]")
+REPETITION_NGRAM = 3
+REPETITION_TOLERANCE = 0.2  # curation rejects a completion with more repeated n-grams than this
+
+
+def repetition_penalty(text: str, n: int = REPETITION_NGRAM) -> float:
+    """Minus the share of the text's word n-grams that repeat an earlier one (0 = none repeat)."""
+    words = _WORD.findall(_TAGS.sub(" ", text))  # the format's own tags are not repetition
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return -(1.0 - len(set(grams)) / len(grams))
+
+
+def repetition_reward(
+    prompts: list[str] | None, completions: list[str], ngram: int = REPETITION_NGRAM, **_
+) -> list[float | None]:
+    if ngram < 1:
+        raise ValueError(f"ngram must be at least 1, got {ngram}")
+    return [repetition_penalty(c, ngram) for c in completions]
+
+
+def repetition_verdicts(completions: list[str], prompts: list[str] | None = None, **kw):
+    scores = repetition_reward(prompts, completions, **kw)
+    return _threshold(scores, -REPETITION_TOLERANCE, "not_repetitive", "repetitive")
+
+
+# -- self-consistency -----------------------------------------------------------------------------
+def _same(domain: str, a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return DOMAINS[domain].verify(a, b).outcome == "accept"
+    except Exception:
+        return False
+
+
+def majority_answer(answers: list[str | None], domain: str) -> str | None:
+    """The answer most samples agree on (by the domain's verifier); None on a tie or < 2 votes."""
+    clusters: list[list[str]] = []
+    for a in answers:
+        if a is None:
+            continue
+        for cluster in clusters:
+            if _same(domain, a, cluster[0]):
+                cluster.append(a)
+                break
+        else:
+            clusters.append([a])
+    sizes = sorted((len(c) for c in clusters), reverse=True)
+    if not sizes or sizes[0] < 2 or (len(sizes) > 1 and sizes[0] == sizes[1]):
+        return None
+    return next(c[0] for c in clusters if len(c) == sizes[0])
+
+
+def self_consistency_verdicts(
+    completions: list[str],
+    prompts: list[str] | None = None,
+    answer: list[str | None] | None = None,
+    domain: list[str] | str = "arith",
+    **_,
+) -> list[Verdict]:
+    if prompts is None:
+        raise ValueError("self_consistency needs `prompts` to group samples")
+    n = len(completions)
+    answers = answer if answer is not None else [None] * n
+    domains = [domain] * n if isinstance(domain, str) else domain
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p, []).append(i)
+    labels: list[str | None] = list(answers)
+    for idx in groups.values():
+        if any(answers[i] is None for i in idx):
+            voted = majority_answer([extract_answer(completions[i]) for i in idx], domains[idx[0]])
+            for i in idx:
+                labels[i] = answers[i] if answers[i] is not None else voted
+    out = []
+    for c, gold, label, d in zip(completions, answers, labels, domains, strict=True):
+        if label is None:
+            out.append(Verdict("infra_error", "no_majority"))
+            continue
+        v = accuracy_verdict(c, label, d)
+        out.append(v if gold is not None else Verdict(v.outcome, f"majority_{v.reason}"))
+    return out
+
+
+def self_consistency_reward(prompts, completions, **kw) -> list[float | None]:
+    return [verdict_score(v) for v in self_consistency_verdicts(completions, prompts, **kw)]
+
+
+def _threshold(scores: list[float | None], at_least: float, ok: str, bad: str) -> list[Verdict]:
+    return [
+        Verdict("infra_error", "not_computed")
+        if s is None
+        else Verdict("accept", ok)
+        if s >= at_least
+        else Verdict("reject", bad)
+        for s in scores
+    ]
+
+
 Reward = Callable[..., list[float | None]]
 
 # name -> (reward function with TRL's signature, the verdicts behind it)
 REWARDS: dict[str, tuple[Reward, Callable[..., list[Verdict]]]] = {
     "accuracy": (accuracy_reward, accuracy_verdicts),
     "format": (format_reward, format_verdicts),
+    "judge": (judge_reward, judge_verdicts),
+    "rm": (rm_reward, rm_verdicts),
+    "language": (language_reward, language_verdicts),
+    "length": (length_reward, length_verdicts),
+    "repetition": (repetition_reward, repetition_verdicts),
+    "self_consistency": (self_consistency_reward, self_consistency_verdicts),
 }
+
+
+def bound_reward(name: str, **params: object) -> Reward:
+    """`REWARDS[name]`'s function with `params` fixed, named `name` (TRL logs rewards by name)."""
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; known: {sorted(REWARDS)}")
+    fn = REWARDS[name][0]
+
+    def reward(prompts, completions, **columns):
+        return fn(prompts, completions, **{**columns, **params})
+
+    reward.__name__ = reward.__qualname__ = name
+    return reward

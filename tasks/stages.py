@@ -10,8 +10,10 @@ caching is off: the manifests are the cache, and they survive a killed process.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import task
@@ -19,11 +21,13 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import store
 from tasks.config import FlywheelConfig
-from tasks.curate import curate, merge_pool, mix_replay
+from tasks.curate import JUDGE, curate, merge_pool, mix_replay
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.gate import decide, decide_paired, with_alarms
+from tasks.gate import decide, decide_paired, suite_checks, with_alarms, with_approval
 from tasks.generate import generate_in_subprocess
 from tasks.hygiene import SuiteIndex, collapse_checks, decontaminate, dedup, diversity, exact_key
+from tasks.judge import qc_metrics
+from tasks.judge_run import judge_candidates
 from tasks.metrics import report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
 from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
@@ -77,7 +81,14 @@ def _engine_args(cfg: FlywheelConfig) -> dict:
 
 
 def _sample(
-    cfg: FlywheelConfig, model_path: str, seeds: list[Seed], params: dict, tmp: Path, folder: Path
+    cfg: FlywheelConfig,
+    model_path: str,
+    seeds: list[Seed],
+    params: dict,
+    tmp: Path,
+    folder: Path,
+    template: str = "plain",
+    student_model: str | None = None,
 ) -> dict:
     """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`."""
     questions = tmp / "questions.parquet"
@@ -85,6 +96,8 @@ def _sample(
     request = {
         **_engine_args(cfg),
         **params,
+        "template": template,
+        "student_model": student_model,
         "model_path": model_path,
         "questions_file": str(questions),
         "out_file": str(tmp / "raw.parquet"),
@@ -105,13 +118,42 @@ def read_seeds(folder: Path) -> list[Seed]:
 def suite_stage(cfg: FlywheelConfig) -> Path:
     """Freeze the held-out suite on the first run; later runs read it back unchanged."""
     folder = cfg.flywheel_dir / "suite"
-    if _done(folder) is None:
-        items = eval_suite(DOMAINS[cfg.domain], cfg.eval.suite_size)
+    extras = {k: v.model_dump() for k, v in sorted(cfg.eval.extra_suites.items())}
+    done = _done(folder)
+    if done is None:
+        domain = DOMAINS[cfg.domain]
+        items = eval_suite(domain, cfg.eval.suite_size)
+        for name, spec in extras.items():  # each from its own stream, disjoint from the rest
+            if bad := [x for x in spec["levels"] if not 1 <= x <= domain.max_difficulty]:
+                raise ValueError(
+                    f"eval.extra_suites.{name}.levels: {bad} outside 1..{domain.max_difficulty}"
+                )
+            rng = random.Random(f"{domain.name}/extra-suite/{name}/{spec['size']}")
+            taken = {s.question for s in items}
+            items += make_seeds(
+                domain, spec["size"], spec["levels"], rng, taken, origin=f"suite:{name}"
+            )
         with store.write_stage(folder, "suite") as (tmp, out):
             store.write_parquet(to_rows(items), tmp / "seeds.parquet")
             out["hash"] = stable_hash(sorted((s.id, s.question, s.answer) for s in items))
             out["items"] = len(items)
+            out["extra_suites"] = {
+                k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
+            }
+    elif done.get("extra_suites", {}) != {
+        k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
+    }:
+        raise ValueError(
+            f"eval.extra_suites differs from the suites frozen in {folder} "
+            f"({done.get('extra_suites', {})}): generations are only comparable on the same "
+            "suites; start a new flywheel name to change them"
+        )
     return folder
+
+
+def _suite_of(seed: Seed) -> str | None:
+    """The extra suite an item of the suite folder belongs to (None: the main suite)."""
+    return seed.origin.removeprefix("suite:") if seed.origin.startswith("suite:") else None
 
 
 @stage_task(name="base-model")
@@ -340,36 +382,65 @@ def generate_stage(
         "max_tokens": sp.max_tokens,
         "seed": sp.seed + generation,
     }
-    with store.write_stage(folder, "generate") as (tmp, out):
-        stats = _sample(cfg, model_path, seeds, params, tmp, folder)
-        by_id = {s.id: s for s in seeds}
-        samples = []
-        for r in store.read_parquet(tmp / "raw.parquet"):
-            seed = by_id[r["seed_id"]]
-            samples.append(
-                Sample(
-                    id=Sample.make_id(generation, seed.id, r["sample_index"], model_path, params),
-                    seed_id=seed.id,
-                    prompt=r["prompt"],
-                    completion=r["completion"],
-                    answer=seed.answer,
-                    difficulty=seed.difficulty,
-                    sample_index=r["sample_index"],
-                    model=model_path,
-                    num_tokens=r["num_tokens"],
-                    finish_reason=r["finish_reason"],
-                )
+    d = cfg.distill
+    generators = ([model_path] if d.include_policy else []) + [str(t) for t in d.teachers]
+    for i, teacher in enumerate(d.teachers):
+        if not (Path(teacher) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"distill.teachers[{i}]: {teacher} is not a Hugging Face checkpoint folder"
             )
-        (tmp / "raw.parquet").unlink()
+    by_id = {s.id: s for s in seeds}
+    with store.write_stage(folder, "generate") as (tmp, out):
+        samples, runs = [], []
+        # Every generator (the policy, then each teacher) samples every seed under every
+        # template; the pool is curated as one, and each sample records its model and template.
+        for generator in generators:
+            for template in d.templates:
+                stats = _sample(
+                    cfg, generator, seeds, params, tmp, folder, template, student_model=model_path
+                )
+                # Plain policy samples keep the ids they always had; other sources differ by
+                # model (already in the id) and by template.
+                id_params = params if template == "plain" else {**params, "template": template}
+                for r in store.read_parquet(tmp / "raw.parquet"):
+                    seed = by_id[r["seed_id"]]
+                    samples.append(
+                        Sample(
+                            id=Sample.make_id(
+                                generation, seed.id, r["sample_index"], generator, id_params
+                            ),
+                            seed_id=seed.id,
+                            prompt=r["train_prompt"],
+                            completion=r["completion"],
+                            answer=seed.answer,
+                            difficulty=seed.difficulty,
+                            sample_index=r["sample_index"],
+                            model=generator,
+                            num_tokens=r["num_tokens"],
+                            finish_reason=r["finish_reason"],
+                            template=template,
+                        )
+                    )
+                (tmp / "raw.parquet").unlink()
+                runs.append({"model": generator, "template": template, **stats})
         store.write_parquet(to_rows(samples), tmp / "samples.parquet")
         out.update(
-            stats,
+            _pooled_stats(runs),
             samples=len(samples),
             params=params,
             model=model_path,
+            sources=runs,
             hash=stable_hash(sorted(s.id for s in samples)),
         )
     return folder
+
+
+def _pooled_stats(runs: list[dict]) -> dict:
+    """One generation's totals over its (model, template) runs; rates from the totals."""
+    total = {k: sum(r[k] for r in runs) for k in ("rows", "seconds", "tokens")}
+    total.update({k: sum(r[k] for r in runs) for k in ("engine_load_s", "generate_s", "wall_s")})
+    total["tokens_per_s"] = total["tokens"] / max(total["generate_s"], 1e-9)
+    return total
 
 
 @stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
@@ -378,6 +449,10 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
     if _done(folder) is not None:
         return folder
     samples = from_rows(Sample, store.read_parquet(generate_folder / "samples.parquet"))
+    judged = (
+        _judge_samples(cfg, generation, samples, folder) if JUDGE in cfg.curation.rewards else None
+    )
+    columns = {"judge_verdict": [v.verdict for v in judged[0]]} if judged else None
     h = cfg.hygiene
     started = time.perf_counter()
     result = curate(
@@ -388,6 +463,8 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         near_dup=h.near_dup,
         shingle=h.shingle,
         num_perm=h.num_perm,
+        columns=columns,
+        combine=cfg.judge.combine,
     )
     curate_s = time.perf_counter() - started  # the pure pass only, no file I/O
     with store.write_stage(folder, "curate") as (tmp, out):
@@ -413,14 +490,150 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
             hash=stable_hash(sorted(s.id for s in result.kept)),
             seconds=curate_s,
         )
+        if judged:
+            votes, stats = judged
+            store.write_parquet(
+                [{"sample_id": s.id, **asdict(v)} for s, v in zip(samples, votes, strict=True)],
+                tmp / "judge_votes.parquet",
+            )
+            out["judge"] = {**qc_metrics(votes, result.rules), **_judge_stats(stats)}
     return folder
+
+
+# -- the judge -----------------------------------------------------------------------------------
+def judge_model_path(cfg: FlywheelConfig, suite_folder: Path) -> str:
+    """The judge checkpoint: a local one, or the tiny judge made from scratch (cached)."""
+    j = cfg.judge
+    if j.backend == "openai":
+        return j.model  # the served model's name; the server is the environment's
+    if j.model != "bootstrap":
+        path = Path(j.model)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"judge.model: {path} is not a Hugging Face checkpoint folder")
+        return str(path)
+    request = dict(
+        out_root=str(cfg.runs_dir / "models"),
+        rubric=j.rubric,
+        max_position=j.max_model_len,
+        steps=j.steps,
+        batch_size=j.batch_size,
+        max_candidate_chars=j.max_candidate_chars,
+        seed=j.seed,
+        domain=cfg.domain,
+        exclude=sorted(s.question for s in read_seeds(suite_folder)),
+    )
+    return run_worker("tasks.judge_bootstrap", request)["path"]
+
+
+@stage_task(name="judge-model")
+def judge_model_stage(cfg: FlywheelConfig, suite_folder: Path) -> str:
+    return judge_model_path(cfg, suite_folder)
+
+
+def _judge_samples(
+    cfg: FlywheelConfig, generation: int, samples: list[Sample], folder: Path
+) -> tuple[list, dict]:
+    """Every sample judged in one worker run (one engine load, one batched engine call)."""
+    j, e = cfg.judge, cfg.engine
+    questions = {
+        s.id: s.question for s in read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    }
+    settings = {
+        "model_path": judge_model_path(cfg, cfg.flywheel_dir / "suite"),
+        "rubric": j.rubric,
+        "backend": j.backend,
+        "k": j.k,
+        "temperature": j.temperature,
+        "max_tokens": j.max_tokens,
+        "max_candidate_chars": j.max_candidate_chars,
+        "max_error_share": j.max_error_share,
+        "seed": j.seed + generation,
+        "dtype": e.dtype,
+        "gpu_memory_utilization": e.gpu_memory_utilization,
+        "max_model_len": j.max_model_len,
+        "hf_batch_size": e.hf_batch_size,
+        "enforce_eager": e.enforce_eager,
+        "progress": True,
+    }
+    log = folder.parent / f"{folder.name}-judge.log"
+    return judge_candidates(
+        [questions[s.seed_id] for s in samples], [s.completion for s in samples], settings, log
+    )
+
+
+def _judge_stats(stats: dict) -> dict:
+    keep = ("calls", "seconds", "engine_load_s", "candidates_per_s", "tokens_per_s")
+    return {k: float(stats[k]) for k in keep} | {"rubric_version": stats["rubric_version"]}
 
 
 @heavy_task(name="train", task_run_name="gen-{generation:04d}/train")
 def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
+    """Train the challenger with this generation's recipe (`train.mode` or `train.schedule`).
+
+    `sft` trains on accepted samples; `grpo` on the generation's seeds (questions and gold
+    answers: the policy samples its own groups); `sft_then_grpo` runs GRPO from the SFT model
+    of the same generation, and keeps only the final model.
+    """
     folder = store.stage_dir(cfg.flywheel_dir, generation, "train")
     if _done(folder) is not None:
         return folder
+    stage = cfg.train.stage(generation)
+    log_path = folder.parent / f"{folder.name}.log"
+    with store.write_stage(folder, "train") as (tmp, out):
+        t0 = time.perf_counter()
+        out.update(mode=stage.mode, label=stage.label)
+        model_in = base_model
+        if stage.mode == "gkd":
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            metrics = train_in_subprocess(
+                _gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
+                log_path,
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+        if stage.mode in ("sft", "sft_then_grpo"):
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            sft_dir = tmp / ("model" if stage.mode == "sft" else "sft-model")
+            metrics = train_in_subprocess(
+                _sft_request(cfg, generation, base_model, tmp / "train.parquet", sft_dir), log_path
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+            model_in = str(sft_dir)
+        if stage.mode in ("grpo", "sft_then_grpo"):
+            rows = _grpo_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "grpo.parquet")
+            metrics = train_in_subprocess(
+                _grpo_request(cfg, generation, model_in, tmp / "grpo.parquet", tmp / "model"),
+                log_path,
+            )
+            grpo_hash = stable_hash(sorted((r["question"], r["answer"]) for r in rows))
+            if stage.mode == "grpo":
+                out.update(metrics, train_rows=len(rows), hash=grpo_hash)
+            else:  # the SFT half named the training set; GRPO's figures go next to it
+                out.update(
+                    {k: v for k, v in metrics.items() if k.startswith("grpo.")},
+                    grpo_rows=len(rows),
+                    grpo_hash=grpo_hash,
+                    grpo_steps=metrics["steps"],
+                    grpo_seconds=metrics["seconds"],
+                    reward_history=metrics["reward_history"],
+                )
+                shutil.rmtree(tmp / "sft-model")  # the GRPO model descends from it
+        out["base_model"] = base_model
+        out["wall_s"] = time.perf_counter() - t0  # the worker processes, start to exit
+    return folder
+
+
+def _sft_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
     gens = range(1, generation + 1) if cfg.train.replay else [generation]
     pools = [
         store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
@@ -433,38 +646,106 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
             f"gen-{generation:04d}: no accepted samples to train on; the policy solved nothing. "
             "Use easier seeds.levels, raise sampling.n, or check the verifier."
         )
+    return rows
+
+
+def _sft_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
     t = cfg.train
-    with store.write_stage(folder, "train") as (tmp, out):
-        store.write_parquet(rows, tmp / "train.parquet")
-        t0 = time.perf_counter()
-        metrics = train_in_subprocess(
-            {
-                "mode": t.mode,
-                "base_model": base_model,
-                "train_file": str(tmp / "train.parquet"),
-                "out_dir": str(tmp / "model"),
-                "learning_rate": t.learning_rate,
-                "epochs": t.epochs,
-                "batch_size": t.batch_size,
-                "grad_accum": t.grad_accum,
-                "warmup_ratio": t.warmup_ratio,
-                "scheduler": t.scheduler,
-                "max_length": t.max_length,
-                "bf16": t.bf16,
-                "seed": t.seed + generation,
-                "cpu_threads": t.cpu_threads,
-                "progress": True,
-            },
-            log_path=tmp.parent / f"{folder.name}.log",
+    return {
+        "mode": "sft",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "learning_rate": t.learning_rate,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "cpu_threads": t.cpu_threads,
+        "packing": t.packing,
+        "min_lr_ratio": t.min_lr_ratio,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "progress": True,
+    }
+
+
+def _gkd_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    """SFT's optimisation settings plus the teacher and GKD's mixing knobs."""
+    k = cfg.train.gkd
+    sft = _sft_request(cfg, generation, base_model, train_file, out_dir)
+    for key in ("packing", "min_lr_ratio"):  # the GKD collator pads; no packing
+        sft.pop(key)
+    return {
+        **sft,
+        "mode": "gkd",
+        "teacher": str(k.teacher if k.teacher is not None else cfg.distill.teachers[0]),
+        "lmbda": k.lmbda,
+        "beta": k.beta,
+        "temperature": k.temperature,
+        "max_new_tokens": k.max_new_tokens,
+    }
+
+
+def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    """The generation's seeds as GRPO prompts: question, gold answer (may be null), domain."""
+    seeds = read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    limit = cfg.train.grpo.max_prompts
+    if limit is not None and limit < len(seeds):
+        seeds = random.Random(stable_hash("grpo-prompts", cfg.train.seed, generation)).sample(
+            seeds, limit
         )
-        out.update(
-            metrics,
-            wall_s=time.perf_counter() - t0,  # the whole worker process, start to exit
-            base_model=base_model,
-            train_rows=len(rows),
-            hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
-        )
-    return folder
+    return [
+        {"seed_id": s.id, "question": s.question, "answer": s.answer, "domain": cfg.domain}
+        for s in seeds
+    ]
+
+
+def _grpo_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    t, g, m = cfg.train, cfg.train.grpo, cfg.model
+    return {
+        "mode": "grpo",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "rewards": t.grpo_rewards(generation),
+        "learning_rate": g.learning_rate,
+        "epochs": g.epochs,
+        "max_steps": g.max_steps,
+        "prompts_per_step": g.prompts_per_step,
+        "grad_accum": t.grad_accum,
+        "num_generations": g.num_generations,
+        "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature,
+        "epsilon": g.epsilon,
+        "beta": g.beta,
+        "loss_type": g.loss_type,
+        "num_iterations": g.num_iterations,
+        "scale_rewards": g.scale_rewards,
+        "drop_zero_signal": g.drop_zero_signal,
+        "length_buffer": g.length_buffer,
+        "ngram": g.repetition_ngram,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "prompt_template": m.prompt_template,
+        "chat_template": m.chat_template,
+        "system_prompt": m.system_prompt,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "cpu_threads": t.cpu_threads,
+        "progress": True,
+    }
 
 
 @heavy_task(name="eval", task_run_name="{label}/eval")
@@ -505,10 +786,20 @@ def eval_stage(
                 )
             )
         (tmp / "raw.parquet").rename(tmp / "completions.parquet")  # kept for inspection
-        store.write_parquet(to_rows(items), tmp / "items.parquet")
-        rep = report(items, e.k)
+        parts: dict[str | None, list] = {}
+        for seed, item in zip(suite, items, strict=True):
+            parts.setdefault(_suite_of(seed), []).append(item)
+        main = parts.pop(None)
+        store.write_parquet(to_rows(main), tmp / "items.parquet")  # the main suite's items
+        rep = report(main, e.k)
+        suites = {name: report(group, e.k) for name, group in sorted(parts.items())}
         out.update(
-            report=rep, model=model_path, params=params, generate=stats, seconds=time.time() - t0
+            report=rep,
+            suites=suites,
+            model=model_path,
+            params=params,
+            generate=stats,
+            seconds=time.time() - t0,
         )
     return rep
 
@@ -543,12 +834,29 @@ def gate_stage(
     champion: dict,
     challenger: dict,
     challenger_version: str | None,
+    approval: dict | None = None,
 ) -> dict:
-    """Decide, and write the next champion. The champion moves only when this folder lands."""
+    """Decide, and write the next champion. The champion moves only when this folder lands.
+    `approval` is a person's answer (`gate.approval`), asked only when the test would promote."""
     folder = store.stage_dir(cfg.flywheel_dir, generation, "gate")
     done = _done(folder)
     if done is not None:
         return done
+    d = with_approval(gate_decision(cfg, generation, champion, challenger), approval)
+    winner = challenger if d.promote else champion
+    with store.write_stage(folder, "gate") as (tmp, out):
+        store.write_json(d.to_dict(), tmp / "decision.json")
+        out.update(
+            decision=d.to_dict(),
+            champion=winner,
+            challenger_version=challenger_version,
+            approval=approval,
+        )
+    return _done(folder)
+
+
+def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challenger: dict):
+    """What the configured test says of challenger vs champion (reads their eval items)."""
     g = cfg.gate
     if g.test == "paired_bootstrap":
         d = decide_paired(
@@ -563,9 +871,16 @@ def gate_stage(
         )
     else:
         d = decide(champion["report"], challenger["report"], g.metric, g.margin, cfg.eval.k)
-    d = with_alarms(d, _collapse_guards(cfg, champion["generation"], generation))
-    winner = challenger if d.promote else champion
-    with store.write_stage(folder, "gate") as (tmp, out):
-        store.write_json(d.to_dict(), tmp / "decision.json")
-        out.update(decision=d.to_dict(), champion=winner, challenger_version=challenger_version)
-    return _done(folder)
+    alarms = _collapse_guards(cfg, champion["generation"], generation)
+    alarms |= suite_checks(
+        _eval_suites(cfg, champion["generation"]),
+        _eval_suites(cfg, generation),
+        {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
+    )
+    return with_alarms(d, alarms)
+
+
+def _eval_suites(cfg: FlywheelConfig, generation: int) -> dict[str, dict]:
+    """The extra suites' reports of a generation's eval ({} for evals made before them)."""
+    man = store.read_manifest(store.gen_dir(cfg.flywheel_dir, generation) / "eval")
+    return man.outputs.get("suites", {}) if man else {}

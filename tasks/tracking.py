@@ -63,6 +63,10 @@ class NullTracker:
     def log_dict(self, obj: dict, artifact_file: str) -> None: ...
     def log_parent_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
+    def champion(self) -> dict | None:
+        """The registry's `champion` version: {"version", "generation"}, or None."""
+        return None
+
 
 class MlflowTracker(NullTracker):
     def __init__(
@@ -224,6 +228,15 @@ class MlflowTracker(NullTracker):
         if version is not None:
             for k, v in tags.items():
                 self.client.set_model_version_tag(self.model_name, version, k, v)
+
+    def champion(self) -> dict | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(self.model_name, "champion")
+        except MlflowException:
+            return None  # no registered model yet, or no alias: the base model is champion
+        return {"version": str(mv.version), "generation": int(mv.tags["flywheel.generation"])}
 
     def log_dict(self, obj: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id or self.parent_run_id, obj, artifact_file)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tasks.domains import arith
+from tasks.domains import math as math_domain
 from tasks.records import Seed, Verdict
 
 
@@ -37,6 +38,15 @@ DOMAINS: dict[str, Domain] = {
         arith.MAX_DIFFICULTY,
         arith.read_problem,
         arith.mutate,
+    ),
+    "math": Domain(
+        "math",
+        math_domain.generate,
+        math_domain.verify,
+        math_domain.solution,
+        math_domain.MAX_DIFFICULTY,
+        math_domain.read_problem,
+        math_domain.mutate,
     ),
 }
 

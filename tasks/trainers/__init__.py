@@ -1,11 +1,13 @@
 """Training recipes, one function per `train.mode`, each a plain function of plain arguments.
 
-A recipe reads a curated Parquet file, trains from a base Hugging Face checkpoint, writes the
-result as a Hugging Face folder (safetensors, tokenizer, generation config) and returns its
-metrics as a JSON-able dict. `tasks.train` runs them in their own process; this dict is the only
-registry of them.
+A recipe reads a Parquet file (curated samples for SFT and GKD, seeds with gold answers for GRPO),
+trains from a base Hugging Face checkpoint, writes the result as a Hugging Face folder
+(safetensors, tokenizer, generation config) and returns its metrics as a JSON-able dict.
+`tasks.train` runs them in their own process; this dict is the only registry of them.
 """
 
+from tasks.trainers.gkd import train_gkd
+from tasks.trainers.grpo import train_grpo
 from tasks.trainers.sft import train_sft
 
-TRAINERS = {"sft": train_sft}
+TRAINERS = {"sft": train_sft, "grpo": train_grpo, "gkd": train_gkd}

@@ -6,8 +6,16 @@ folder it writes. Departures from TRL's defaults, each deliberate:
 - The loss is on completion tokens only (`completion_only_loss=True`, set explicitly rather than
   inferred from the columns), and TRL appends the tokenizer's eos to every completion so the
   model learns to stop after `</answer>`.
-- No packing and no gradient checkpointing by default (TRL turns it on): sequences are short and
-  models small, so recomputation would only cost time.
+- No gradient checkpointing by default (TRL turns it on): sequences are short and models small,
+  so recomputation would only cost time.
+- Packing (`packing=True`) is V3's sample masking: TRL's best-fit-decreasing packing puts
+  several samples in one row of up to `max_length` tokens, and its padding-free collator gives
+  each sample position ids that restart at 0 and no attention mask. From those resets
+  transformers builds a block-diagonal causal mask (sdpa/eager, CPU included) or varlen
+  boundaries (flash attention), so no token attends across a sample boundary; the loss stays on
+  completion tokens. `tests/integration/test_packing.py` checks that a sample's per-token loss
+  is the same packed and alone. Off by default: on tiny CPU models the mask costs more than the
+  padding it saves.
 - `logging_nan_inf_filter=False`: the Trainer otherwise hides a NaN/Inf step loss behind the mean
   of earlier ones; here a non-finite loss or gradient norm stops the run (`NonFiniteLoss`) before
   anything is saved.
@@ -72,15 +80,16 @@ class RichProgress(TrainerCallback):
     log event is also printed as one plain line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "sft") -> None:
+        self.label = label
         self.progress: Progress | None = None
         self.task: Any = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        self.progress = loss_bar("sft")
-        self.task = self.progress.add_task("sft", total=state.max_steps, loss="-")
+        self.progress = loss_bar(self.label)
+        self.task = self.progress.add_task(self.label, total=state.max_steps, loss="-")
         self.progress.start()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -148,6 +157,8 @@ def build_trainer(
     seed: int,
     progress: bool = True,
     gradient_checkpointing: bool = False,
+    packing: bool = False,
+    min_lr_ratio: float | None = None,
 ) -> SFTTrainer:
     """The configured `SFTTrainer` (dataset tokenized, labels masked), ready to `train()`."""
     dataset = load_pairs(train_file)
@@ -158,6 +169,12 @@ def build_trainer(
     # The warmup share applies to every shape; HF's plain "constant" would silently ignore it.
     if scheduler == "constant" and warmup_ratio > 0:
         scheduler = "constant_with_warmup"
+    scheduler_kwargs = {}
+    if min_lr_ratio is not None:
+        if scheduler != "cosine":
+            raise ValueError(f"min_lr_ratio needs the cosine scheduler, got {scheduler!r}")
+        # V3: cosine down to a floor (5e-6 -> 1e-6), not to zero.
+        scheduler, scheduler_kwargs = "cosine_with_min_lr", {"min_lr_rate": min_lr_ratio}
     config = SFTConfig(
         output_dir=out_dir,
         learning_rate=learning_rate,
@@ -166,8 +183,11 @@ def build_trainer(
         gradient_accumulation_steps=grad_accum,
         warmup_steps=warmup_ratio,  # a float below 1 is a share of the total steps
         lr_scheduler_type=scheduler,
+        lr_scheduler_kwargs=scheduler_kwargs,
         max_length=max_length,
-        packing=False,
+        packing=packing,
+        packing_strategy="bfd",  # whole samples only: a sample is never split across rows
+        padding_free=packing,
         completion_only_loss=True,
         bf16=bf16,
         seed=seed,
@@ -200,6 +220,44 @@ def build_trainer(
     return trainer
 
 
+def run_and_save(trainer: transformers.Trainer, out_dir: str) -> Any:
+    """`trainer.train()`, then save the model as a Hugging Face folder, nothing pickled.
+
+    A `NonFiniteLoss` raised during training propagates before anything is saved.
+    """
+    try:
+        result = trainer.train()
+    finally:
+        for cb in trainer.callback_handler.callbacks:
+            if isinstance(cb, RichProgress):
+                cb.close()
+    # The Trainer switched the KV cache off in the config for training; the saved model generates.
+    trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True
+    # `save_model` (not `model.save_pretrained`) so sharded/distributed weights are gathered
+    # first; it also pickles the TrainingArguments, which this project replaces with JSON.
+    trainer.save_model(out_dir)
+    out = Path(out_dir)
+    (out / "training_args.bin").unlink(missing_ok=True)
+    (out / "training_args.json").write_text(trainer.args.to_json_string())
+    return result
+
+
+def sample_count(dataset: datasets.Dataset) -> int:
+    """Samples in a prepared dataset, packed (each row lists its samples' lengths) or not."""
+    if "seq_lengths" in dataset.column_names:
+        return sum(len(x) for x in dataset["seq_lengths"])
+    return len(dataset)
+
+
+def loss_history(trainer: transformers.Trainer, key: str = "loss") -> list[list[float]]:
+    """[[step, value], ...] of one logged quantity, in step order."""
+    return [
+        [entry["step"], float(entry[key])]
+        for entry in trainer.state.log_history
+        if entry.get(key) is not None
+    ]
+
+
 def train_sft(
     base_model: str,
     train_file: str,
@@ -217,6 +275,8 @@ def train_sft(
     progress: bool = True,
     gradient_checkpointing: bool = False,
     cpu_threads: int | None = None,
+    packing: bool = False,
+    min_lr_ratio: float | None = None,
 ) -> dict:
     """Fine-tune `base_model` on `train_file`'s completions; save it to `out_dir`; return metrics.
 
@@ -246,32 +306,18 @@ def train_sft(
         seed=seed,
         progress=progress,
         gradient_checkpointing=gradient_checkpointing,
+        packing=packing,
+        min_lr_ratio=min_lr_ratio,
     )
-    try:
-        result = trainer.train()
-    finally:
-        for cb in trainer.callback_handler.callbacks:
-            if isinstance(cb, RichProgress):
-                cb.close()
-    history = [
-        [entry["step"], float(entry["loss"])]
-        for entry in trainer.state.log_history
-        if "loss" in entry
-    ]
-    # The Trainer switched the KV cache off in the config for training; the saved model generates.
-    trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True
-    # `save_model` (not `model.save_pretrained`) so sharded/distributed weights are gathered
-    # first; it also pickles the TrainingArguments, which this project replaces with JSON.
-    trainer.save_model(out_dir)
-    out = Path(out_dir)
-    (out / "training_args.bin").unlink(missing_ok=True)
-    (out / "training_args.json").write_text(trainer.args.to_json_string())
+    result = run_and_save(trainer, out_dir)
+    history = loss_history(trainer)
     return {
         "train_loss_first": history[0][1] if history else float("nan"),
         "train_loss_last": history[-1][1] if history else float("nan"),
         "train_loss": float(result.training_loss),
         "steps": int(result.global_step),
-        "samples": len(trainer.train_dataset),
+        "samples": sample_count(trainer.train_dataset),
+        "rows": len(trainer.train_dataset),  # packed rows when packing
         "seconds": time.perf_counter() - start,
         "train_seconds": float(result.metrics.get("train_runtime", float("nan"))),
         "loss_history": history,

@@ -46,6 +46,9 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
         decision = json.loads((gdir / "gate" / "decision.json").read_text())
         assert decision["metric"] == "pass@1"
         assert decision["rule"] and decision["ci_low"] is not None
+        assert decision["guards"]["suite.level2"]["limit"] == 0.5  # the extra guard suite
+        suites = store.read_manifest(gdir / "eval").outputs["suites"]
+        assert suites["level2"]["items"] == 16
     # The second generation sampled from whatever the first gate chose.
     gate1 = store.read_manifest(fw / "gen-0001" / "gate").outputs
     gen2 = store.read_manifest(fw / "gen-0002" / "generate").outputs
@@ -79,8 +82,8 @@ def test_two_generations_end_to_end(runs_dir, cli_env):
         timeout=120,
     )
     assert side.returncode == 0, side.stderr[-2000:]
-    header = next(line for line in side.stdout.splitlines() if "gen-0000" in line)
-    assert "gen-0001" in header and "gen-0002" in header
+    header = next(line for line in side.stdout.splitlines() if "metric" in line)
+    assert "gen-0000" in header and "gen-0001" in header and "gen-0002" in header
     assert any(line.lstrip("│ ").startswith("pass@1 ") for line in side.stdout.splitlines())
 
 

@@ -65,3 +65,12 @@ def test_kill_between_registration_and_promotion_leaves_champion(runs_dir, cli_e
         "name='unpromoted'"
     )
     assert sorted(int(v.version) for v in versions) == [1, 2]  # nothing registered twice
+
+    # Someone moves the alias by hand (here: promotes version 2, whatever the gate said); the
+    # next generation starts from `models:/unpromoted@champion`, not from the gate's choice.
+    client = MlflowClient(f"sqlite:///{runs_dir}/mlflow.db")
+    client.set_registered_model_alias("unpromoted", "champion", "2")
+    r = flywheel([*args, "--more", "1"], cli_env, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    gen3 = store.read_manifest(fw / "gen-0003" / "generate").outputs
+    assert gen3["model"] == str(fw / "gen-0002" / "train" / "model")

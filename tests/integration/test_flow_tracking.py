@@ -27,6 +27,11 @@ def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
         table = Artifact.get("flowtest-generations")
         assert report.type == "markdown" and "# Generation 1" in report.data
         assert table.type == "table"
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            names_tags = [(t.name, set(t.tags)) for t in client.read_task_runs()]
+        assert ("gen-0001/generate", {"flywheel", "flowtest", "gen-0001"}) in names_tags
     assert [r["gen"] for r in rows] == [1]
     assert rows[0]["challenger pass@1"] is not None
 

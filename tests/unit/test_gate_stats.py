@@ -159,3 +159,30 @@ def test_guards_can_be_replaced():
     assert decide_paired(_items(champ), chall, guards={"mean_tokens": 0.6}).promote
     with pytest.raises(ValueError, match="unknown guard"):
         decide_paired(_items(champ), chall, guards={"vibes": 0.1})
+
+
+def test_a_reviewer_can_refuse_a_promotion_but_not_force_one():
+    from tasks.gate import GateDecision, with_approval
+
+    yes = GateDecision(True, "pass@1", 0.2, 0.3, 0.1, 0.0, "pass@1 0.30 vs 0.20", rule="margin")
+    no = GateDecision(False, "pass@1", 0.3, 0.2, -0.1, 0.0, "pass@1 0.20 vs 0.30", rule="margin")
+    refused = with_approval(yes, {"approved": False, "note": "too long"})
+    assert not refused.promote and refused.rule == "approval"
+    assert refused.reason.startswith("refused by reviewer: too long")
+    assert with_approval(yes, {"approved": True, "note": ""}) == yes
+    assert with_approval(no, {"approved": True, "note": ""}) == no
+    assert with_approval(yes, None) == yes
+
+
+def test_extra_suites_guard_their_pass_at_1():
+    from tasks.gate import GateDecision, suite_checks, with_alarms
+
+    champ = {"hard": {"pass@1": 0.20}, "old": {"pass@1": 0.50}}
+    chall = {"hard": {"pass@1": 0.12}, "old": {"pass@1": 0.49}}
+    checks = suite_checks(champ, chall, {"hard": 0.05, "old": 0.02, "new": 0.01})
+    assert set(checks) == {"suite.hard", "suite.old"}  # "new": the champion never saw it
+    assert not checks["suite.hard"]["ok"] and checks["suite.old"]["ok"]
+    assert abs(checks["suite.hard"]["regression"] - 0.08) < 1e-12
+    yes = GateDecision(True, "pass@1", 0.2, 0.3, 0.1, 0.0, "pass@1 0.30 vs 0.20", rule="margin")
+    blocked = with_alarms(yes, checks)
+    assert not blocked.promote and blocked.rule == "guard:suite.hard"

@@ -1,0 +1,164 @@
+"""Running a judge over candidates: one worker process, one engine load, one engine call.
+
+The worker (`python -m tasks.judge_run`, via `judge_in_subprocess`) reads a candidates Parquet
+(question, completion), renders every judge prompt with its own nonce, asks the generation
+backend for k samples of each prompt in a single call (the rubric prefix is shared by every
+prompt, so vLLM's prefix cache serves it once), parses and votes, and writes one row per
+candidate. The backends are `tasks.generate.BACKENDS`, the policy's own: the judge is just
+another model path (or an HTTP endpoint).
+
+`judge_candidates` is the orchestrator-side call used by curation and by the `judge` reward.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.generate import BACKENDS
+from tasks.judge import JudgeVote, load_rubric, parse_verdict, render, vote
+from tasks.judge import make_nonce as _make_nonce
+from tasks.records import stable_hash
+from tasks.store import write_parquet
+from tasks.subproc import run_worker, worker_main
+
+VOTES_SCHEMA = pa.schema(
+    [
+        ("outcome", pa.string()),
+        ("reason", pa.string()),
+        ("accepts", pa.int64()),
+        ("rejects", pa.int64()),
+        ("errors", pa.int64()),
+        ("margin", pa.float64()),
+        ("outputs", pa.string()),  # JSON list of the k raw judge texts, for inspection
+    ]
+)
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """What the judge worker needs; built from JSON, so a wrong key fails loudly."""
+
+    model_path: str
+    candidates_file: str  # Parquet: question, completion
+    out_file: str  # Parquet: one VOTES_SCHEMA row per candidate, in order
+    rubric: str = "arith_v1"
+    backend: str = "vllm"
+    k: int = 3
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 48
+    max_candidate_chars: int = 160
+    max_error_share: float = 0.5
+    seed: int = 0
+    dtype: str = "float32"
+    gpu_memory_utilization: float = 0.3
+    max_model_len: int = 384
+    hf_batch_size: int = 256
+    enforce_eager: bool = True
+    progress: bool = False
+
+
+def nonce_for(seed: int, index: int, completion: str) -> str:
+    """A per-prompt nonce: unpredictable from the candidate alone, reproducible for a run."""
+    return _make_nonce(random.Random(stable_hash("judge-nonce", seed, index, completion)))
+
+
+def main(request: dict) -> dict:
+    """Worker entry: render, generate k verdicts per candidate, parse, vote, write."""
+    start = time.perf_counter()
+    req = JudgeRequest(**request)
+    if req.backend not in BACKENDS:
+        raise ValueError(f"judge.backend: unknown {req.backend!r}; known: {sorted(BACKENDS)}")
+    rubric = load_rubric(req.rubric)
+    rows = pq.read_table(req.candidates_file, columns=["question", "completion"]).to_pylist()
+    prompts = [
+        render(
+            rubric,
+            r["question"],
+            r["completion"],
+            nonce_for(req.seed, i, r["completion"]),
+            req.max_candidate_chars,
+        )
+        for i, r in enumerate(rows)
+    ]
+    timings: dict[str, float] = {}
+    outputs = BACKENDS[req.backend](
+        req.model_path,
+        prompts,
+        n=req.k,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_tokens=req.max_tokens,
+        seed=req.seed,
+        dtype=req.dtype,
+        gpu_memory_utilization=req.gpu_memory_utilization,
+        max_model_len=req.max_model_len,
+        hf_batch_size=req.hf_batch_size,
+        progress=req.progress,
+        enforce_eager=req.enforce_eager,
+        timings=timings,
+    )
+    out_rows = []
+    for samples in outputs:
+        v = vote(
+            [parse_verdict(c.text, rubric, c.finish_reason) for c in samples], req.max_error_share
+        )
+        out_rows.append({**asdict(v), "outputs": json.dumps([c.text for c in samples])})
+    Path(req.out_file).parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(out_rows, Path(req.out_file), schema=VOTES_SCHEMA)
+    tokens = sum(c.num_tokens for samples in outputs for c in samples)
+    gen_s = max(timings.get("generate_s", 0.0), 1e-9)
+    return {
+        "candidates": len(rows),
+        "calls": len(rows) * req.k,
+        "rubric_version": rubric.version,
+        "tokens": tokens,
+        "seconds": time.perf_counter() - start,
+        "engine_load_s": timings.get("engine_load_s", 0.0),
+        "generate_s": timings.get("generate_s", 0.0),
+        "candidates_per_s": len(rows) / gen_s,
+        "tokens_per_s": tokens / gen_s,
+    }
+
+
+def judge_in_subprocess(request: dict, log_path: Path | None = None) -> dict:
+    """Run the judge worker in its own process (memory returned, crashes contained)."""
+    return run_worker("tasks.judge_run", request, log_path)
+
+
+def judge_candidates(
+    questions: list[str],
+    completions: list[str],
+    settings: dict,
+    log_path: Path | None = None,
+) -> tuple[list[JudgeVote], dict]:
+    """Judge every (question, completion) in one worker run; votes in order, and its stats.
+
+    `settings` holds the `JudgeRequest` fields other than the files (model_path, rubric, k, ...).
+    """
+    if len(questions) != len(completions):
+        raise ValueError(f"{len(questions)} questions for {len(completions)} completions")
+    with tempfile.TemporaryDirectory(prefix="flywheel-judge-") as tmp:
+        cand, out = Path(tmp) / "candidates.parquet", Path(tmp) / "votes.parquet"
+        write_parquet(
+            [{"question": q, "completion": c} for q, c in zip(questions, completions, strict=True)],
+            cand,
+        )
+        stats = judge_in_subprocess(
+            {**settings, "candidates_file": str(cand), "out_file": str(out)}, log_path
+        )
+        rows = pq.read_table(out).to_pylist()
+    votes = [JudgeVote(**{k: v for k, v in r.items() if k != "outputs"}) for r in rows]
+    return votes, stats
+
+
+if __name__ == "__main__":
+    worker_main(main)

@@ -1,0 +1,70 @@
+"""Curation with the judge among the rewards: precomputed votes combine with the rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.curate import curate
+from tasks.judge import JudgeOutput, qc_metrics, vote
+from tasks.records import Sample, Verdict
+from tasks.rewards import REWARDS, judge_reward
+
+OK = "<think>1+2=3</think><answer>3</answer>"
+WRONG = "<think>1+2=4</think><answer>4</answer>"
+RULES = ["accuracy", "format", "judge"]
+
+
+def sample(i, completion=OK, answer="3"):
+    return Sample(f"id{i}", f"s{i}", "Q: 1+2\n", completion, answer, 1, 0, "m", 10, "stop")
+
+
+SAMPLES = [sample(0), sample(1, WRONG), sample(2, OK, None), sample(3, OK, None), sample(4)]
+JUDGE = [
+    Verdict("reject", "judge_reject_2of3"),  # rules accept
+    Verdict("accept", "judge_accept_3of3"),  # rules reject
+    Verdict("accept", "judge_accept_2of3"),  # no gold answer: only the judge can tell
+    Verdict("infra_error", "judge_tie"),  # no gold answer, judge undecided
+    Verdict("accept", "judge_accept_3of3"),  # both accept
+]
+
+
+@pytest.mark.parametrize(
+    "combine,outcomes",
+    [
+        ("rules_then_judge", ["accept", "reject", "accept", "infra_error", "accept"]),
+        ("both", ["reject", "reject", "accept", "infra_error", "accept"]),
+        ("judge_only", ["reject", "accept", "accept", "infra_error", "accept"]),
+    ],
+)
+def test_curate_combines_rules_and_judge(combine, outcomes):
+    r = curate(SAMPLES, RULES, "arith", 4, columns={"judge_verdict": JUDGE}, combine=combine)
+    assert [row["outcome"] for row in r.rows] == outcomes
+    assert [row["reward_judge"] for row in r.rows] == [0.0, 1.0, 1.0, None, 1.0]
+    assert r.rules[2] is None and r.rules[3] is None  # no gold answer: no rule applies
+    assert r.rules[0] == Verdict("accept", "all_rewards_passed")
+    assert r.counts["infra_error"] == 1  # the undecided judge is never a reject
+
+
+def test_judge_reward_has_trl_signature_and_needs_settings():
+    fn, verdicts = REWARDS["judge"]
+    assert fn is judge_reward
+    assert judge_reward(["p"] * 2, [OK, WRONG], judge_verdict=JUDGE[:2]) == [0.0, 1.0]
+    with pytest.raises(ValueError, match="judge_verdict has 1 rows"):
+        verdicts([OK, OK], judge_verdict=JUDGE[:1])
+    with pytest.raises(ValueError, match="needs the judge's settings"):
+        judge_reward(["p"], [OK])
+
+
+def test_without_judge_the_rules_alone_decide():
+    r = curate(SAMPLES, ["accuracy", "format"], "arith", 4)
+    assert [row["outcome"] for row in r.rows][:2] == ["accept", "reject"]
+    assert "reward_judge" not in r.rows[0]
+
+
+def test_qc_from_a_curation():
+    a, rj = JudgeOutput("accept", "label"), JudgeOutput("reject", "label")
+    votes = [vote([rj]), vote([a]), vote([a]), vote([a, rj]), vote([a])]
+    r = curate(SAMPLES, RULES, "arith", 4, columns={"judge_verdict": [v.verdict for v in votes]})
+    qc = qc_metrics(votes, r.rules)
+    assert qc["compared"] == 3  # samples 0, 1, 4 have both a rule and a judge verdict
+    assert qc["agreement"] == pytest.approx(1 / 3)
