@@ -45,7 +45,7 @@ SIZES = {
         "curate": (2_000, 20_000),
         "config": "tiny",
         "judge_candidates": 16,
-        "packing_steps": 4,
+        "packing_steps": 6,
     },
     "default": {
         "prompts": 256,
@@ -53,7 +53,7 @@ SIZES = {
         "curate": (10_000, 100_000),
         "config": "bench",
         "judge_candidates": 64,
-        "packing_steps": 12,
+        "packing_steps": 24,
     },
     "full": {
         "prompts": 512,
@@ -61,7 +61,7 @@ SIZES = {
         "curate": (10_000, 100_000),
         "config": "demo",
         "judge_candidates": 128,
-        "packing_steps": 24,
+        "packing_steps": 48,
     },
 }
 
