@@ -2,7 +2,7 @@
 
 Both runs go through the real trainer (`tasks.trainers.sft.build_trainer`, TRL's `SFTTrainer`)
 in a fresh worker process each, on the same untrained model of the demo's shape, the same
-accepted-like set (arith reference solutions of levels 1-5, so lengths vary several-fold), the
+accepted-like set (arith reference solutions of levels 1-5, so lengths vary 2-3 fold), the
 same fixed number of optimizer steps and about the same real tokens per step. Padded: one
 sample per row, `batch_size` rows per step, each batch padded to its longest sample. Packed:
 TRL's best-fit-decreasing packing fills rows of up to `max_length` tokens with whole samples and
@@ -15,7 +15,7 @@ dense block-diagonal mask over it, so attention cost grows with the square of th
 tokens. 32 packed rows (~6k tokens in one sequence) measured ~0.2x the padded rate. Even at a
 padded step's token budget (~1.7k tokens in one sequence) the dense mask's attention outweighs
 the ~30% padding it saves on this small-width model: packing pays where a varlen kernel (flash
-attention on GPU) skips the masked blocks, which this benchmark measures whenever one is there.
+attention on GPU) skips the masked blocks instead of computing them.
 
 Throughput counts real tokens only: a padded batch's attention-mask ones, a packed batch's
 every token. The first step is a warm-up and is not timed (nor are its tokens counted).
