@@ -282,13 +282,19 @@ def bootstrap(
     return folder
 
 
-def main(request: dict) -> dict:
-    """Worker entry: `bootstrap(**request)` in its own process; paths travel as strings."""
+def worker_args(request: dict) -> dict:
+    """A bootstrap worker's JSON request as keyword arguments (paths and sets travel as
+    strings and lists)."""
     args = dict(request)
     args["out_root"] = Path(args["out_root"])
     if args.get("exclude") is not None:
         args["exclude"] = set(args["exclude"])
-    return {"path": str(bootstrap(**args))}
+    return args
+
+
+def main(request: dict) -> dict:
+    """Worker entry: `bootstrap(**request)` in its own process."""
+    return {"path": str(bootstrap(**worker_args(request)))}
 
 
 if __name__ == "__main__":

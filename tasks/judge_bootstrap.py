@@ -30,6 +30,7 @@ from tasks.bootstrap import (
     new_llama,
     pretrain,
     save_checkpoint,
+    worker_args,
 )
 from tasks.domains import DOMAINS, eval_suite
 from tasks.judge import load_rubric, make_nonce, render, verdict_line
@@ -160,11 +161,7 @@ def bootstrap_judge(
 
 def main(request: dict) -> dict:
     """Worker entry: `bootstrap_judge(**request)` in its own process."""
-    args = dict(request)
-    args["out_root"] = Path(args["out_root"])
-    if args.get("exclude") is not None:
-        args["exclude"] = set(args["exclude"])
-    return {"path": str(bootstrap_judge(**args))}
+    return {"path": str(bootstrap_judge(**worker_args(request)))}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from tasks.trainers.sft import (
     load_pairs,
     loss_history,
     run_and_save,
+    shared_args,
 )
 
 
@@ -134,18 +135,11 @@ def train_gkd(
         lr_scheduler_type=scheduler,
         max_length=max_length,
         bf16=bf16,
-        seed=seed,
-        data_seed=seed,
-        gradient_checkpointing=gradient_checkpointing,
-        logging_steps=_logging_steps(len(dataset), batch_size, grad_accum, epochs),
-        logging_first_step=True,
-        logging_nan_inf_filter=False,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **shared_args(
+            seed,
+            gradient_checkpointing,
+            _logging_steps(len(dataset), batch_size, grad_accum, epochs),
+        ),
     )
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     teacher_model = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)

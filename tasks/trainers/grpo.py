@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import datasets
-import pyarrow.parquet as pq
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
@@ -40,7 +38,9 @@ from tasks.trainers.sft import (
     NonFiniteLoss,
     RichProgress,
     loss_history,
+    read_training_table,
     run_and_save,
+    shared_args,
 )
 
 COLUMNS = ("question", "answer")
@@ -97,16 +97,7 @@ def load_prompts(
     train_file: str, tokenizer: Any, prompt_template: str, chat_template: bool, system: str | None
 ) -> datasets.Dataset:
     """The seeds file as TRL's prompt dataset: `prompt` rendered, the other columns for rewards."""
-    path = Path(train_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such training file")
-    table = pq.read_table(path)
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; has {table.column_names}")
-    if table.num_rows == 0:
-        raise ValueError(f"{path}: the training file has no rows; nothing to train on")
-    rows = table.to_pydict()
+    rows = read_training_table(train_file, COLUMNS).to_pydict()
     rows["prompt"] = render_prompts(
         tokenizer, rows["question"], prompt_template, chat_template, system
     )
@@ -200,19 +191,8 @@ def train_grpo(
         warmup_steps=warmup_ratio,
         lr_scheduler_type=scheduler,
         bf16=bf16,
-        seed=seed,
-        data_seed=seed,
-        gradient_checkpointing=gradient_checkpointing,
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
         log_completions=False,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **shared_args(seed, gradient_checkpointing, logging_steps),
     )
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     trainer = SignalOnlyGRPOTrainer(

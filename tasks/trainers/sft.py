@@ -120,17 +120,24 @@ class RichProgress(TrainerCallback):
             self.progress = None
 
 
-def load_pairs(train_file: str | Path) -> datasets.Dataset:
-    """The prompt/completion rows of a Parquet file as an in-memory `datasets.Dataset`."""
+def read_training_table(train_file: str | Path, columns: tuple[str, ...]) -> Any:
+    """A training Parquet file as an Arrow table, refused (naming the file) when it is missing,
+    lacks one of `columns`, or has no rows."""
     path = Path(train_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such training file")
     table = pq.read_table(path)
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; has {table.column_names}")
     if table.num_rows == 0:
         raise ValueError(f"{path}: the training file has no rows; nothing to train on")
+    return table
+
+
+def load_pairs(train_file: str | Path) -> datasets.Dataset:
+    """The prompt/completion rows of a Parquet file as an in-memory `datasets.Dataset`."""
+    table = read_training_table(train_file, COLUMNS)
     # In memory (not `from_parquet`): no Arrow cache files are left behind in ~/.cache.
     return datasets.Dataset.from_dict(table.select(list(COLUMNS)).to_pydict())
 
@@ -139,6 +146,27 @@ def _logging_steps(rows: int, batch_size: int, grad_accum: int, epochs: float) -
     # About 25 points of loss history on short runs, one every 10 steps on long ones.
     steps = math.ceil(math.ceil(rows / batch_size) / grad_accum * epochs)
     return max(1, min(10, steps // 25))
+
+
+def shared_args(seed: int, gradient_checkpointing: bool, logging_steps: int) -> dict:
+    """TrainingArguments every trainer here sets alike: seeded data order, logs from the first
+    step with NaN/Inf left visible (the guard reads them), nothing saved or evaluated mid-run, no
+    reporters (MLflow is the orchestrator's), the CPU when there is no CUDA, no tqdm (the rich
+    bar replaces it)."""
+    return dict(
+        seed=seed,
+        data_seed=seed,
+        gradient_checkpointing=gradient_checkpointing,
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
 
 
 def build_trainer(
@@ -190,18 +218,11 @@ def build_trainer(
         padding_free=packing,
         completion_only_loss=True,
         bf16=bf16,
-        seed=seed,
-        data_seed=seed,
-        gradient_checkpointing=gradient_checkpointing,
-        logging_steps=_logging_steps(len(dataset), batch_size, grad_accum, epochs),
-        logging_first_step=True,
-        logging_nan_inf_filter=False,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **shared_args(
+            seed,
+            gradient_checkpointing,
+            _logging_steps(len(dataset), batch_size, grad_accum, epochs),
+        ),
     )
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     # fp32 master weights; with bf16=True the Trainer autocasts the forward pass.
