@@ -533,6 +533,30 @@ class GenerateRequest:
     warmup: bool = False  # one untimed short generate call before the timed one (benchmarks)
 
 
+def run_backend(
+    req: Any, prompts: list[str], n: int, timings: dict[str, float], **extra: Any
+) -> list[list[Completion]]:
+    """`n` samples per prompt from `req.backend`, with the engine and sampling settings of a
+    worker request (`GenerateRequest`, the judge's request: the same field names)."""
+    return BACKENDS[req.backend](
+        req.model_path,
+        prompts,
+        n=n,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_tokens=req.max_tokens,
+        seed=req.seed,
+        dtype=req.dtype,
+        gpu_memory_utilization=req.gpu_memory_utilization,
+        max_model_len=req.max_model_len,
+        hf_batch_size=req.hf_batch_size,
+        progress=req.progress,
+        enforce_eager=req.enforce_eager,
+        timings=timings,
+        **extra,
+    )
+
+
 def main(request: dict) -> dict:
     """Worker entry: render, generate, write the samples Parquet; return counts and timings."""
     from transformers import AutoTokenizer
@@ -558,23 +582,7 @@ def main(request: dict) -> dict:
         student, texts, req.prompt_template, req.chat_template, req.system_prompt
     )
     timings: dict[str, float] = {}
-    completions = BACKENDS[req.backend](
-        req.model_path,
-        prompts,
-        n=req.n,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        max_tokens=req.max_tokens,
-        seed=req.seed,
-        dtype=req.dtype,
-        gpu_memory_utilization=req.gpu_memory_utilization,
-        max_model_len=req.max_model_len,
-        hf_batch_size=req.hf_batch_size,
-        progress=req.progress,
-        enforce_eager=req.enforce_eager,
-        timings=timings,
-        warmup=req.warmup,
-    )
+    completions = run_backend(req, prompts, req.n, timings, warmup=req.warmup)
     rows = [
         {
             "seed_id": q["seed_id"],

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.generate import BACKENDS
+from tasks.generate import BACKENDS, run_backend
 from tasks.judge import JudgeVote, load_rubric, parse_verdict, render, vote
 from tasks.judge import make_nonce as _make_nonce
 from tasks.records import stable_hash
@@ -90,22 +90,7 @@ def main(request: dict) -> dict:
         for i, r in enumerate(rows)
     ]
     timings: dict[str, float] = {}
-    outputs = BACKENDS[req.backend](
-        req.model_path,
-        prompts,
-        n=req.k,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        max_tokens=req.max_tokens,
-        seed=req.seed,
-        dtype=req.dtype,
-        gpu_memory_utilization=req.gpu_memory_utilization,
-        max_model_len=req.max_model_len,
-        hf_batch_size=req.hf_batch_size,
-        progress=req.progress,
-        enforce_eager=req.enforce_eager,
-        timings=timings,
-    )
+    outputs = run_backend(req, prompts, req.k, timings)
     out_rows = []
     for samples in outputs:
         v = vote(
