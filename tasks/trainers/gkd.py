@@ -32,9 +32,9 @@ from tasks.trainers.sft import (
     RichProgress,
     _logging_steps,
     load_pairs,
-    loss_history,
     run_and_save,
     shared_args,
+    train_summary,
 )
 
 
@@ -156,15 +156,4 @@ def train_gkd(
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(RichProgress("gkd"))
     result = run_and_save(trainer, out_dir)
-    history = loss_history(trainer)
-    return {
-        "train_loss_first": history[0][1] if history else float("nan"),
-        "train_loss_last": history[-1][1] if history else float("nan"),
-        "train_loss": float(result.training_loss),
-        "steps": int(result.global_step),
-        "samples": len(dataset),
-        "seconds": time.perf_counter() - start,
-        "train_seconds": float(result.metrics.get("train_runtime", float("nan"))),
-        "loss_history": history,
-        "teacher": teacher,
-    }
+    return {**train_summary(trainer, result, start), "samples": len(dataset), "teacher": teacher}

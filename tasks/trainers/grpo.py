@@ -41,6 +41,7 @@ from tasks.trainers.sft import (
     read_training_table,
     run_and_save,
     shared_args,
+    train_summary,
 )
 
 COLUMNS = ("question", "answer")
@@ -209,17 +210,10 @@ def train_grpo(
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(RichProgress("grpo"))
     result = run_and_save(trainer, out_dir)
-    losses = loss_history(trainer)
     reward_history = loss_history(trainer, "reward")
     return {
-        "train_loss_first": losses[0][1] if losses else float("nan"),
-        "train_loss_last": losses[-1][1] if losses else float("nan"),
-        "train_loss": float(result.training_loss),
-        "steps": int(result.global_step),
+        **train_summary(trainer, result, start),
         "samples": len(dataset),
-        "seconds": time.perf_counter() - start,
-        "train_seconds": float(result.metrics.get("train_runtime", float("nan"))),
-        "loss_history": losses,
         "reward_history": reward_history,
         "grpo.reward_first": reward_history[0][1] if reward_history else float("nan"),
         "grpo.reward_last": reward_history[-1][1] if reward_history else float("nan"),

@@ -263,6 +263,22 @@ def run_and_save(trainer: transformers.Trainer, out_dir: str) -> Any:
     return result
 
 
+def train_summary(trainer: transformers.Trainer, result: Any, start: float) -> dict:
+    """What every training run reports: first/last/mean loss, steps, samples, seconds (the
+    worker's and the Trainer's own) and the loss history."""
+    history = loss_history(trainer)
+    return {
+        "train_loss_first": history[0][1] if history else float("nan"),
+        "train_loss_last": history[-1][1] if history else float("nan"),
+        "train_loss": float(result.training_loss),
+        "steps": int(result.global_step),
+        "samples": len(trainer.train_dataset),
+        "seconds": time.perf_counter() - start,
+        "train_seconds": float(result.metrics.get("train_runtime", float("nan"))),
+        "loss_history": history,
+    }
+
+
 def sample_count(dataset: datasets.Dataset) -> int:
     """Samples in a prepared dataset, packed (each row lists its samples' lengths) or not."""
     if "seq_lengths" in dataset.column_names:
@@ -331,15 +347,8 @@ def train_sft(
         min_lr_ratio=min_lr_ratio,
     )
     result = run_and_save(trainer, out_dir)
-    history = loss_history(trainer)
     return {
-        "train_loss_first": history[0][1] if history else float("nan"),
-        "train_loss_last": history[-1][1] if history else float("nan"),
-        "train_loss": float(result.training_loss),
-        "steps": int(result.global_step),
+        **train_summary(trainer, result, start),
         "samples": sample_count(trainer.train_dataset),
         "rows": len(trainer.train_dataset),  # packed rows when packing
-        "seconds": time.perf_counter() - start,
-        "train_seconds": float(result.metrics.get("train_runtime", float("nan"))),
-        "loss_history": history,
     }
