@@ -467,7 +467,9 @@ class HygieneConfig(_Section):
         Literal["distinct_1", "distinct_2", "self_similarity", "answer_entropy", "mean_length"],
         float,
     ] = Field(
-        default_factory=lambda: {"distinct_2": 0.3, "answer_entropy": 0.3},
+        # Sharpening alone lowers distinct-2 a lot: on the demo, the generation that doubled
+        # pass@1 (5.6 % -> 11.2 %) lost 47 % of it, so a 30 % limit blocked real progress.
+        default_factory=lambda: {"distinct_2": 0.6, "answer_entropy": 0.3},
         description="Largest relative drop (self_similarity: rise) of a diversity metric of the "
         "challenger's eval completions vs the champion's; beyond it the gate blocks promotion.",
     )
