@@ -118,7 +118,10 @@ def read_seeds(folder: Path) -> list[Seed]:
 def suite_stage(cfg: FlywheelConfig) -> Path:
     """Freeze the held-out suite on the first run; later runs read it back unchanged."""
     folder = cfg.flywheel_dir / "suite"
-    extras = {k: v.model_dump() for k, v in sorted(cfg.eval.extra_suites.items())}
+    # What freezes an extra suite (max_drop is a gate setting and may change later).
+    extras = {
+        k: {"levels": v.levels, "size": v.size} for k, v in sorted(cfg.eval.extra_suites.items())
+    }
     done = _done(folder)
     if done is None:
         domain = DOMAINS[cfg.domain]
@@ -137,12 +140,8 @@ def suite_stage(cfg: FlywheelConfig) -> Path:
             store.write_parquet(to_rows(items), tmp / "seeds.parquet")
             out["hash"] = stable_hash(sorted((s.id, s.question, s.answer) for s in items))
             out["items"] = len(items)
-            out["extra_suites"] = {
-                k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
-            }
-    elif done.get("extra_suites", {}) != {
-        k: {"levels": v["levels"], "size": v["size"]} for k, v in extras.items()
-    }:
+            out["extra_suites"] = extras
+    elif done.get("extra_suites", {}) != extras:
         raise ValueError(
             f"eval.extra_suites differs from the suites frozen in {folder} "
             f"({done.get('extra_suites', {})}): generations are only comparable on the same "
