@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tasks.judge_run import judge_candidates
+from tests.http_reply import reply
 
 pytestmark = pytest.mark.slow
 
@@ -121,14 +122,7 @@ class MisbehavingProxy:
                     self._send(e.code, e.read())
 
             def _send(self, code, body):
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout): that is the point
+                reply(self, code, body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -15,6 +15,7 @@ import pytest
 
 from tasks.generate import BACKENDS, HttpSettings, backoff_delay, generate_openai
 from tasks.judge import Rubric, parse_verdict, vote
+from tests.http_reply import reply
 
 ARGS = dict(
     n=2,
@@ -72,15 +73,8 @@ class Server:
                     with outer.lock:
                         outer.in_flight -= 1
 
-            def _send(self, code, data):
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and left
+            def _send(self, code, body):
+                reply(self, code, body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
