@@ -29,9 +29,9 @@ pytestmark = pytest.mark.slow
 WEIGHTS = {"accuracy": 1.0, "format": 0.5}
 HPARAMS = dict(
     rewards=WEIGHTS,
-    learning_rate=3e-4,
+    learning_rate=2e-4,
     epochs=1.0,
-    max_steps=40,
+    max_steps=100,
     prompts_per_step=4,
     grad_accum=1,
     num_generations=8,
@@ -137,11 +137,15 @@ def test_grpo_steps_change_the_policy_and_raise_its_reward(policy, seeds, tmp_pa
         log_path=tmp_path / "train.log",
     )
     after = mean_reward(str(out), items)
-    # Measured: weighted 0.642 -> 0.732 (accuracy 0.160 -> 0.238, format 0.965 -> 0.988).
+    print("weighted reward before/after:", before, after)
+    # Measured: weighted 0.643 -> 0.766 (accuracy 0.160 -> 0.273, format 0.965 -> 0.984).
+    # Across other policy and training seeds the gain was +0.055 to +0.19; the earlier recipe
+    # (lr 3e-4, 40 steps) ranged from -0.03 to +0.09, and different CPUs pick different seeds'
+    # luck, so the margin here must hold for any seed, not one.
     assert after["weighted"] > before["weighted"] + 0.03, (before, after)
     assert after["accuracy"] > before["accuracy"], (before, after)
 
-    assert metrics["steps"] == 40 and metrics["samples"] == 32
+    assert metrics["steps"] == 100 and metrics["samples"] == 32
     for key in ("reward_mean", "reward_std", "completion_length", "kl"):
         assert metrics[f"grpo.{key}"] > 0, key
     assert 0 <= metrics["grpo.clip_ratio"] <= 1 and 0 <= metrics["grpo.truncated_ratio"] <= 1
@@ -149,7 +153,7 @@ def test_grpo_steps_change_the_policy_and_raise_its_reward(policy, seeds, tmp_pa
     # Silent groups happen (all 8 samples right or all wrong), and every one of them is dropped.
     assert 0 < metrics["grpo.zero_signal_share"] < 1
     assert metrics["grpo.groups_dropped"] == pytest.approx(metrics["grpo.zero_signal_share"])
-    assert len(metrics["reward_history"]) == 40
+    assert len(metrics["reward_history"]) == 100
 
     trained = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
     base = AutoModelForCausalLM.from_pretrained(policy)
