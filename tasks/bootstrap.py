@@ -136,7 +136,7 @@ def new_llama(
 
 def pretrain(
     model: LlamaForCausalLM,
-    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    next_batch: Callable[[], tuple[torch.Tensor, ...]],
     *,
     steps: int,
     learning_rate: float,
@@ -145,14 +145,15 @@ def pretrain(
     progress: bool,
 ) -> list[float]:
     """The short from-scratch loop: AdamW, warmup + cosine, clipped gradients, next-token loss
-    on the labels `next_batch` gives (-100 masks a position). Returns the loss per step."""
+    on the labels `next_batch` gives (-100 masks a position), a weighted mean over positions
+    when it gives a fourth tensor of per-position weights. Returns the loss per step."""
     optim = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     losses: list[float] = []
     model.train()
     with loss_bar(label, progress) as bar:
         task = bar.add_task("pretrain", total=steps, loss="-")
         for step in range(steps):
-            ids, mask, labels = next_batch()
+            ids, mask, labels, *weights = next_batch()
             for group in optim.param_groups:
                 group["lr"] = _lr_at(step, steps, learning_rate)
             logits = model(input_ids=ids, attention_mask=mask).logits
@@ -161,7 +162,11 @@ def pretrain(
                 labels[:, 1:].flatten(),
                 ignore_index=-100,
                 label_smoothing=label_smoothing,
+                reduction="none" if weights else "mean",
             )
+            if weights:
+                w = weights[0][:, 1:].flatten()
+                loss = (loss * w).sum() / w.sum()
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

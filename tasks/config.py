@@ -429,8 +429,10 @@ class JudgeConfig(_Section):
         "vllm", description="Judge backend; `openai`: an OpenAI-compatible server (model = name)."
     )
     k: int = Field(3, gt=0, le=32, description="Judge samples per candidate (majority vote).")
-    temperature: float = Field(1.0, ge=0, description="Judge sampling temperature.")
-    max_tokens: int = Field(48, gt=0, description="Longest judge output in tokens.")
+    temperature: float = Field(
+        0.3, ge=0, description="Judge sampling temperature (0.3: a k-vote of near-greedy reads)."
+    )
+    max_tokens: int = Field(96, gt=0, description="Longest judge output in tokens.")
     max_candidate_chars: int = Field(
         160, gt=0, description="Candidate text beyond this is cut before judging."
     )
@@ -444,7 +446,7 @@ class JudgeConfig(_Section):
     )
     max_model_len: int = Field(384, ge=32, description="Judge prompt + output in tokens.")
     seed: int = Field(0, description="Judge sampling and nonce seed.")
-    steps: int = Field(400, ge=0, description="Pretraining steps of the bootstrap judge.")
+    steps: int = Field(1200, ge=0, description="Pretraining steps of the bootstrap judge.")
     batch_size: int = Field(32, gt=0, description="Documents per bootstrap-judge step.")
 
 

@@ -4,9 +4,12 @@ Same family, tokenizer and loop as the bootstrap policy (`tasks.bootstrap`): a c
 Llama trained for a few hundred steps on fresh synthetic text and cached by the hash of its
 recipe (the rubric's text included, so a new rubric version makes a new judge). Each training
 document is one rendered judge prompt, exactly as `tasks.judge.render` builds it at judging
-time (per-document random nonce, sanitised and capped candidate), followed by the verdict line
-the rule verifier implies. The loss covers only the verdict line: the prompt is given, and
-spending the tiny model's capacity on predicting rubric text would buy nothing.
+time (per-document random nonce, sanitised and capped candidate), followed by what the judge
+should write: notes that copy the candidate's reasoning and answer out, a check word (`same` or
+`differ`: does the last step's result match the answer?) and the verdict line the rule verifier
+implies (`tasks.judge_data.judge_notes`). The loss covers only what the judge writes, with the
+check word and verdict weighted up: the prompt is given, and spending the tiny model's capacity
+on predicting rubric text would buy nothing.
 
 Its quality is measured, not assumed: `tests/integration/test_judge_model.py` runs it through
 the vLLM CPU engine on held-out questions and reports its agreement with the rules.
@@ -34,7 +37,7 @@ from tasks.bootstrap import (
 )
 from tasks.domains import DOMAINS, eval_suite
 from tasks.judge import load_rubric, make_nonce, render, verdict_line
-from tasks.judge_data import fresh_candidates, judge_notes
+from tasks.judge_data import NOTES_VERSION, fresh_candidates, judge_notes
 from tasks.records import stable_hash
 from tasks.store import read_manifest
 from tasks.subproc import worker_main
@@ -43,32 +46,41 @@ from tasks.subproc import worker_main
 # almost always agree, the tiny model learns to copy the answer twice instead of reading the
 # last step, and its notes stop telling anything apart (measured).
 TRAIN_WEIGHTS = {"wrong_answer": 3.0}
+# The decision (check word and verdict line) is a few tokens after notes several times longer;
+# weighting it keeps the notes from drowning out the decision they exist for.
+VERDICT_WEIGHT = 8.0
 
 
 def _judge_batch(
-    prompts: list[str], targets: list[str], tokenizer, max_len: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded prompt + target + eos; labels only on target + eos."""
-    rows, starts = [], []
-    for p, t in zip(prompts, targets, strict=True):
+    prompts: list[str], targets: list[tuple[str, str]], tokenizer, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded prompt + notes + decision + eos, from (notes, decision) targets; labels on
+    everything after the prompt, weighted 1 on the notes and VERDICT_WEIGHT on the decision."""
+    rows, spans = [], []
+    for p, (notes, verdict) in zip(prompts, targets, strict=True):
         head = tokenizer(p)["input_ids"]  # with BOS
-        tail = tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        if len(head) + len(tail) > max_len:
+        mid = tokenizer(notes + "\n", add_special_tokens=False)["input_ids"]
+        tail = tokenizer(verdict, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        row = head + mid + tail
+        if len(row) > max_len:
             raise ValueError(
-                f"a judge training document is {len(head) + len(tail)} tokens, over "
+                f"a judge training document is {len(row)} tokens, over "
                 f"max_position={max_len}; lower max_candidate_chars or raise max_position"
             )
-        rows.append(head + tail)
-        starts.append(len(head))
+        rows.append(row)
+        spans.append((len(head), len(head) + len(mid)))
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, s) in enumerate(zip(rows, starts, strict=True)):
+    weights = torch.zeros((len(rows), width))
+    for i, (r, (s, v)) in enumerate(zip(rows, spans, strict=True)):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
         labels[i, s : len(r)] = ids[i, s : len(r)]
-    return ids, mask, labels
+        weights[i, s:v] = 1.0
+        weights[i, v : len(r)] = VERDICT_WEIGHT
+    return ids, mask, labels, weights
 
 
 def judge_dir(out_root: Path, recipe: dict) -> Path:
@@ -84,7 +96,7 @@ def bootstrap_judge(
     num_layers: int = 2,
     num_heads: int = 2,
     max_position: int = 384,
-    steps: int = 400,
+    steps: int = 1200,
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     max_difficulty: int = 3,
@@ -123,6 +135,8 @@ def bootstrap_judge(
         "domain": domain,
         "exclude": stable_hash(sorted(excluded)),
         "train_weights": TRAIN_WEIGHTS,
+        "verdict_weight": VERDICT_WEIGHT,
+        "notes": NOTES_VERSION,
     }
     folder = judge_dir(out_root, recipe)
     if read_manifest(folder) is not None:
@@ -143,7 +157,11 @@ def bootstrap_judge(
             render(rb, c.question, c.completion, make_nonce(rng), max_candidate_chars)
             for c in cands
         ]
-        targets = [judge_notes(c.completion) + "\n" + verdict_line(rb, c.accept) for c in cands]
+        targets = []
+        for c in cands:
+            copy, check = judge_notes(c.completion)
+            verdict = verdict_line(rb, c.accept)
+            targets.append((copy, f"{check}\n{verdict}" if check else verdict))
         return _judge_batch(prompts, targets, tokenizer, max_position)
 
     losses = pretrain(

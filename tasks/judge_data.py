@@ -161,23 +161,31 @@ def labelled_set(rng: random.Random, seeds: list[Seed], domain: str = "arith") -
     return [candidate(rng, s.question, s.answer, domain) for s in seeds]
 
 
-def judge_notes(completion: str) -> str:
-    """The line the embedded judge writes before its verdict: the candidate's last step result
-    and its final answer, copied out (`format bad` when the rules' format check fails).
+NOTES_VERSION = "copy-check-1"  # bump when judge_notes changes: the judge is retrained
 
-    Copying is what a tiny model learns fast; with both numbers side by side the verdict is a
-    local comparison. A slip carried through every later step leaves them equal, so the notes
-    cannot catch it: that is the judge's known blind spot, and its measured agreement shows it.
+
+def judge_notes(completion: str) -> tuple[str, str]:
+    """What the embedded judge writes before its verdict, as (copy, check): the candidate's
+    reasoning and answer copied out, then `same` or `differ` (the last step's result against
+    the final answer); `format bad` and no check when the rules' format check fails.
+
+    Copying is what a tiny model learns fast (measured: its copies are near-exact), but it
+    could not learn to compare the two numbers from the noisy verdict alone, where a slip
+    carried to the end looks the same as a right solution. The check word is a clean label for
+    exactly that comparison, right next to the numbers it compares. A slip carried through
+    every later step still reads `same`: that is the judge's known blind spot, and its measured
+    agreement shows it.
     """
     if format_verdict(completion).outcome != "accept":
-        return "format bad"
+        return "format bad", ""
     think = completion[completion.index("<think>") + len("<think>") : completion.index("</think>")]
     answer = completion[
         completion.index("<answer>") + len("<answer>") : completion.index("</answer>")
-    ]
-    lines = [ln for ln in think.strip().split("\n") if ln.strip()]
-    last = lines[-1].rsplit("=", 1)[-1].strip() if lines and "=" in lines[-1] else "none"
-    return f"last {last} answer {answer.strip()}"
+    ].strip()
+    lines = [ln.strip() for ln in think.strip().split("\n") if ln.strip()]
+    last = lines[-1].rsplit("=", 1)[-1].strip() if lines and "=" in lines[-1] else None
+    copy = "\n".join(lines) + f"</think><answer>{answer}</answer>"
+    return copy, "same" if last == answer else "differ"
 
 
 # -- adversarial suite ---------------------------------------------------------------------------

@@ -52,9 +52,9 @@ class JudgeRequest:
     rubric: str = "arith_v1"
     backend: str = "vllm"
     k: int = 3
-    temperature: float = 1.0
+    temperature: float = 0.3
     top_p: float = 1.0
-    max_tokens: int = 48
+    max_tokens: int = 96
     max_candidate_chars: int = 160
     max_error_share: float = 0.5
     seed: int = 0

@@ -3,7 +3,10 @@ in the judge worker (one engine load, one batched call), scored against the rule
 held-out `arith` questions, and attacked with the adversarial suite.
 
 Both figures are printed (run with `-s` to see them) and asserted:
-- agreement with the rules on a balanced labelled set is clearly above chance (0.5);
+- agreement with the rules on a balanced labelled set is clearly above chance (0.5) and above
+  a constant verdict. Measured (1200 steps, k=3, T=0.3, 384 candidates, rules accept 0.54):
+  0.70; greedy 0.72; at T=1 0.66. Right solutions and broken formats are read well, a wrong
+  final answer about a third of the time, a slip carried to the end almost never;
 - per attack class, the false-accept rate is no worse than on the clean wrong answers the
   attacks were built from, plus a tolerance.
 """
@@ -35,18 +38,12 @@ def judged(judge_model, judge_suite):
     votes, stats = judge_candidates(
         [c.question for c in everything],
         [c.completion for c in everything],
-        {"model_path": str(judge_model), "backend": "vllm", "k": 3, "temperature": 1.0, "seed": 0},
+        {"model_path": str(judge_model), "backend": "vllm", "k": 3, "temperature": 0.3, "seed": 0},
     )
     n = len(labelled)
     return labelled, votes[:n], wrong, attacks, votes[n:], {**stats, "model": str(judge_model)}
 
 
-@pytest.mark.xfail(
-    reason="measured: the embedded judge (400 steps) agrees 0.54 (k=3, T=1) to 0.58 (greedy) "
-    "with the rules, no better than always accepting (0.54): it copies well-formed solutions' "
-    "notes but not yet the last step, so it misses wrong answers. The figure is printed.",
-    strict=False,
-)
 def test_judge_agrees_with_the_rules_clearly_above_chance(judged):
     labelled, votes, *_, stats = judged
     assert stats["calls"] == 3 * stats["candidates"]
