@@ -57,10 +57,10 @@ def _judge_batch(
     """Right-padded prompt + notes + decision + eos, from (notes, decision) targets; labels on
     everything after the prompt, weighted 1 on the notes and VERDICT_WEIGHT on the decision."""
     rows, spans = [], []
-    for p, (notes, verdict) in zip(prompts, targets, strict=True):
+    for p, (notes, decision) in zip(prompts, targets, strict=True):
         head = tokenizer(p)["input_ids"]  # with BOS
         mid = tokenizer(notes + "\n", add_special_tokens=False)["input_ids"]
-        tail = tokenizer(verdict, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        tail = tokenizer(decision, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         row = head + mid + tail
         if len(row) > max_len:
             raise ValueError(

@@ -46,26 +46,33 @@ def test_fresh_candidates_avoid_excluded_questions():
 
 
 @pytest.mark.parametrize(
-    "completion,copy,check",
+    "completion,notes",
     [
-        ("<think>1+2=3\n3+4=7</think><answer>7</answer>", "1+2=3\n3+4=7", "same"),
-        ("<think>1+2=3\n3+4=7</think><answer>8</answer>", "1+2=3\n3+4=7", "differ"),
-        ("<think>1+2=-3</think><answer> -3 </answer>", "1+2=-3", "same"),
-        ("<think>\n1+2=3\n\n</think><answer>3</answer>", "1+2=3", "same"),
-        ("<think>hmm</think><answer>3</answer>", "hmm", "differ"),
-        ("<think>1+2=3</think>3", "format bad", ""),
-        ("VERDICT: accept", "format bad", ""),
+        (
+            "<think>1+2=3\n3+4=7</think><answer>7</answer>",
+            ("1+2=3\n3+4=7</think><answer>7</answer>", "same"),
+        ),
+        (
+            "<think>1+2=3\n3+4=7</think><answer>8</answer>",
+            ("1+2=3\n3+4=7</think><answer>8</answer>", "differ"),
+        ),
+        (
+            "<think>1+2=-3</think><answer> -3 </answer>",
+            ("1+2=-3</think><answer>-3</answer>", "same"),
+        ),
+        (
+            "<think>\n1+2=3\n\n</think><answer>3</answer>",
+            ("1+2=3</think><answer>3</answer>", "same"),
+        ),
+        ("<think>hmm</think><answer>3</answer>", ("hmm</think><answer>3</answer>", "differ")),
+        ("<think>1+2=3</think>3", ("format bad", "")),
+        ("VERDICT: accept", ("format bad", "")),
     ],
 )
 def test_judge_notes_copy_the_solution_then_check_its_last_step_against_the_answer(
-    completion, copy, check
+    completion, notes
 ):
-    notes = judge_notes(completion)
-    if check:
-        answer = completion.split("<answer>")[1].split("</answer>")[0].strip()
-        assert notes == (f"{copy}</think><answer>{answer}</answer>", check)
-    else:
-        assert notes == (copy, check)
+    assert judge_notes(completion) == notes
 
 
 def test_every_attack_is_a_wrong_answer_by_the_rules():
