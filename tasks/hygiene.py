@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 from datasketch import MinHash, MinHashLSH
 
+from tasks.rewards import extract_answer
+
 TOKEN_RE = re.compile(r"\d+|[^\W\d_]+|[^\w\s]")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
 
 def normalise(text: str) -> str:
@@ -189,8 +190,8 @@ HIGHER_IS_WORSE = frozenset({"self_similarity"})
 
 
 def final_answer(completion: str) -> str:
-    m = _ANSWER.search(completion)
-    return (m.group(1) if m else "").strip()
+    """The answer `tasks.rewards.extract_answer` reads, or "" (a completion without one)."""
+    return extract_answer(completion) or ""
 
 
 def diversity(

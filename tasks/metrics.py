@@ -1,17 +1,22 @@
 """Evaluation metrics over k samples per held-out item. Pure; no I/O.
 
 pass@1 is the mean over the k samples (not one greedy sample), pass@k uses the unbiased
-estimator of Chen et al. (2021), maj@k is the share of items whose most common extracted
-answer is correct. Every item keeps its own figures so a later gate can pair items.
+estimator of Chen et al. (2021), maj@k is the share of items whose majority answer is correct.
+Every item keeps its own figures so a later gate can pair items.
+
+maj@k votes with `tasks.rewards.majority_answer`: answers are grouped by the domain verifier's
+notion of "the same answer" (math `0.5` and `1/2` are one vote group), answers the verifier
+would not accept against themselves (unparsable, arith `007`) are no votes, and a tie for the
+top is no majority: such an item counts as not majority-correct. One valid answer is its own
+majority, so maj@1 equals pass@1 on the same sample.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from math import comb
 
-from tasks.rewards import accuracy_verdict, extract_answer, format_verdict
+from tasks.rewards import accuracy_verdict, extract_answer, format_verdict, majority_answer
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -46,11 +51,8 @@ def score_item(
 ) -> ItemResult:
     correct = [accuracy_verdict(c, gold, domain).outcome == "accept" for c in completions]
     answers = [extract_answer(c) for c in completions]
-    votes = Counter(a for a in answers if a)
-    majority_correct = False
-    if votes:
-        top = votes.most_common(1)[0][0]
-        majority_correct = correct[answers.index(top)]
+    top = majority_answer(answers, domain)
+    majority_correct = top is not None and correct[answers.index(top)]
     return ItemResult(
         item_id=item_id,
         difficulty=difficulty,

@@ -30,29 +30,45 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tasks.domains import DOMAINS
 from tasks.records import Verdict
 
-_FORMAT = re.compile(
-    r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S
-)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+_TAGS = re.compile(r"</?(?:think|answer)>")
+_R1_TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+_FORMAT = re.compile(r"\s*<think>.*</think>\s*<answer>(?P<answer>.*)</answer>\s*", re.S)
+# `<answer>`, text holding no other `<answer>`, `</answer>`: in `<answer>1<answer>2</answer>`
+# only `2` is a block.
+_ANSWER = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.S)
 
 
 def extract_answer(completion: str) -> str | None:
-    """The text of the last `<answer>…</answer>`, or None."""
+    """The text of the last complete `<answer>…</answer>` block, stripped; None if there is none.
+
+    The one answer extractor of the project (rewards, metrics, hygiene). Where a completion holds
+    several blocks (only a badly formatted one can), the last wins: a model that revises its
+    answer writes the revision last. An `<answer>` left open (a truncated completion) counts for
+    nothing. Whitespace around the text inside the tags is layout, like the whitespace the
+    format allows between blocks, so it is dropped; the verifier judges the spelling inside.
+    """
     found = _ANSWER.findall(completion)
     return found[-1].strip() if found else None
 
 
 def format_verdict(completion: str) -> Verdict:
-    """R1 format: exactly one think block then one answer block, nothing around them."""
+    """R1 format: exactly one think block, then exactly one answer block, nothing around them.
+
+    Precisely: the four tags `<think>`, `</think>`, `<answer>`, `</answer>` each occur exactly
+    once and in that order, and outside the two blocks there is only whitespace (before, between,
+    after). So a second think or answer block, a tag inside a block (an answer inside the think
+    block), or text between or after the blocks is `bad_format`. The think block may be empty
+    (a one-number question has no step); the answer block may not (`empty_answer`).
+    """
+    if _TAGS.findall(completion) != _R1_TAGS:
+        return Verdict("reject", "bad_format")
     m = _FORMAT.fullmatch(completion)
     if not m:
-        return Verdict("reject", "bad_format")
-    if "<think>" in m["think"] or "<answer>" in m["answer"] or "</think>" in m["answer"]:
         return Verdict("reject", "bad_format")
     if not m["answer"].strip():
         return Verdict("reject", "empty_answer")
@@ -166,7 +182,6 @@ def rm_reward(prompts: list[str], completions: list[str], **kw) -> list[float | 
 
 # -- language consistency ------------------------------------------------------------------------
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
-_TAGS = re.compile(r"</?(?:think|answer)>")
 # Japanese writes Han and kana together: one script for the purpose of mixing.
 _SCRIPT_ALIASES = {"CJK": "HAN", "HIRAGANA": "HAN", "KATAKANA": "HAN"}
 LANGUAGE_TOLERANCE = 0.95  # curation accepts a CoT with at least this share in the target script
@@ -285,19 +300,26 @@ def repetition_verdicts(completions: list[str], prompts: list[str] | None = None
 
 # -- self-consistency -----------------------------------------------------------------------------
 def _same(domain: str, a: str, b: str) -> bool:
-    if a == b:
-        return True
+    """Whether the domain's verifier accepts `a` against `b` as gold (a crash is no match)."""
     try:
         return DOMAINS[domain].verify(a, b).outcome == "accept"
     except Exception:
         return False
 
 
-def majority_answer(answers: list[str | None], domain: str) -> str | None:
-    """The answer most samples agree on (by the domain's verifier); None on a tie or < 2 votes."""
+def majority_answer(answers: Sequence[str | None], domain: str, min_votes: int = 1) -> str | None:
+    """The answer most samples agree on, by the domain's verifier; None without a clear winner.
+
+    The one vote of the project (maj@k in `tasks.metrics`, the self-consistency pseudo-label).
+    A vote is an answer the verifier accepts against itself: a missing or unparsable answer,
+    or an arith spelling it rejects as `non_canonical` (`007`), is no vote. Votes are grouped
+    by the verifier, not by their text, so math `0.5` and `1/2` are one answer. The largest
+    group wins only when no other group is as large (a tie for the top is no majority) and it
+    holds at least `min_votes` votes. The winner is returned as its first voter wrote it.
+    """
     clusters: list[list[str]] = []
     for a in answers:
-        if a is None:
+        if a is None or not _same(domain, a, a):
             continue
         for cluster in clusters:
             if _same(domain, a, cluster[0]):
@@ -306,7 +328,7 @@ def majority_answer(answers: list[str | None], domain: str) -> str | None:
         else:
             clusters.append([a])
     sizes = sorted((len(c) for c in clusters), reverse=True)
-    if not sizes or sizes[0] < 2 or (len(sizes) > 1 and sizes[0] == sizes[1]):
+    if not sizes or sizes[0] < min_votes or (len(sizes) > 1 and sizes[0] == sizes[1]):
         return None
     return next(c[0] for c in clusters if len(c) == sizes[0])
 
@@ -329,7 +351,8 @@ def self_consistency_verdicts(
     labels: list[str | None] = list(answers)
     for idx in groups.values():
         if any(answers[i] is None for i in idx):
-            voted = majority_answer([extract_answer(completions[i]) for i in idx], domains[idx[0]])
+            group_answers = [extract_answer(completions[i]) for i in idx]
+            voted = majority_answer(group_answers, domains[idx[0]], min_votes=2)
             for i in idx:
                 labels[i] = answers[i] if answers[i] is not None else voted
     out = []

@@ -6,8 +6,14 @@ chain of thought evaluates it left to right, one operation per line:
     <think>13-4=9
     9+17=26</think><answer>26</answer>
 
-Difficulty sets the number of operands and their size. The verifier parses the expression with
-a small recursive-descent parser (`+ - *` and parentheses; never `eval`) and compares integers.
+Difficulty sets the number of operands and their size. Gold answers come from a small
+recursive-descent parser (`+ - *` and parentheses; never `eval`). The verifier compares
+canonical spellings as strings and never converts to `int`: Python refuses to convert integers
+past 4300 digits, and a model may write one.
+
+Only ASCII digits count as digits anywhere in this domain (questions, proposed problems,
+answers): Python's `int()` and `str.isdigit()` also read full-width `１２` and Arabic-Indic
+`١٢`, which the reference format never writes.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from tasks.records import Seed, Verdict
 LEVELS: dict[int, tuple[int, int]] = {1: (2, 20), 2: (3, 20), 3: (4, 50), 4: (5, 100), 5: (6, 100)}
 MAX_DIFFICULTY = max(LEVELS)
 
-_TOKEN = re.compile(r"\s*(\d+|[-+*()])")
+_TOKEN = re.compile(r"\s*([0-9]+|[-+*()])")  # [0-9], not \d: ASCII digits only
 
 
 class ParseError(ValueError):
@@ -113,18 +119,36 @@ def solution(question: str) -> str:
     return "<think>" + "\n".join(steps) + f"</think><answer>{acc}</answer>"
 
 
-_INTEGER = re.compile(r"-?\d+")  # compiled once: `verify` runs per sample in curation
+# The spelling `str(int)` writes: ASCII digits, no leading zeros, a `-` only before a non-zero.
+_CANONICAL = re.compile(r"0|-?[1-9][0-9]*")
+# What still reads as a number to a lenient parser (Unicode digits, signs, padding, `.0`).
+_NUMBER_LIKE = re.compile(r"\s*[+-]?\d+(?:\.\d*)?\s*")
+
+
+def is_canonical(text: str) -> bool:
+    """Whether `text` is exactly what `str(int)` would write for some integer."""
+    return _CANONICAL.fullmatch(text) is not None
 
 
 def verify(answer: str, gold: str) -> Verdict:
-    """Compare the model's final answer with the gold one, as integers."""
-    text = answer.strip()
-    if not _INTEGER.fullmatch(text):
-        return Verdict("reject", "unparsable_answer")
-    return Verdict("accept", "correct") if int(text) == int(gold) else Verdict("reject", "wrong")
+    """Compare the model's final answer with the gold one, as canonical integer spellings.
+
+    Only the spelling `str(int)` writes is accepted (`-?(0|[1-9][0-9]*)`, never `-0`): `007`,
+    `-0`, `+7`, ` 7`, `7.0` and non-ASCII digits (`１２`, `١٢`) are rejected as `non_canonical`
+    even where they denote the right value, so accepted training data never holds an answer
+    form the reference solution would not write. Other text is `unparsable_answer`. Comparing
+    strings needs no `int()`, so answers of any length are a plain `wrong` or `correct`.
+    A gold answer that is not canonical is bad data: `infra_error`, not the model's fault.
+    """
+    if not is_canonical(gold):
+        return Verdict("infra_error", "non_canonical_gold")
+    if not is_canonical(answer):
+        reason = "non_canonical" if _NUMBER_LIKE.fullmatch(answer) else "unparsable_answer"
+        return Verdict("reject", reason)
+    return Verdict("accept", "correct") if answer == gold else Verdict("reject", "wrong")
 
 
-_PROBLEM = re.compile(r"\d{1,3}(?:[+-]\d{1,3}){1,5}")
+_PROBLEM = re.compile(r"[0-9]{1,3}(?:[+-][0-9]{1,3}){1,5}")
 
 
 def read_problem(text: str, origin: str = "proposed") -> Seed | None:

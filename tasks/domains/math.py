@@ -15,6 +15,10 @@ How it departs from the textbook `verify(parse(gold), parse(answer))`:
   model answer that cannot be parsed is a `reject`.
 - Bare text is parsed as LaTeX math (wrapped in `$…$`) before plain-expression parsing, so
   `2\\sqrt{2}` is not read as `2`; a parse that only yields the raw string counts as a failure.
+- Only ASCII digits are digits: an answer holding any other character Python calls a digit
+  (full-width `１`, Arabic-Indic `١`, superscript `²`) is rejected as `non_ascii_digits`, and
+  such a gold answer is an `infra_error`. math-verify reads `2^{２}` as `2`, so without this
+  check a stray non-ASCII digit could pass as a correct answer.
 - math-verify's timeouts use `signal.alarm`, which only works on the main thread; elsewhere
   (a Prefect task thread) parsing runs without the timeout rather than failing.
 """
@@ -101,10 +105,19 @@ def parse_answer(text: str) -> tuple | None:
     return None
 
 
+def has_non_ascii_digit(text: str) -> bool:
+    """Whether `text` holds a character Python's `str.isdigit()` accepts beyond ASCII `0-9`."""
+    return any(ch.isdigit() and not ch.isascii() for ch in text)
+
+
 def verify(answer: str, gold: str) -> Verdict:
+    if has_non_ascii_digit(gold):
+        return Verdict("infra_error", "non_ascii_digits_gold")
     gold_parsed = parse_answer(gold)
     if gold_parsed is None:
         return Verdict("infra_error", "unparsable_gold")
+    if has_non_ascii_digit(answer):
+        return Verdict("reject", "non_ascii_digits")
     if answer.strip() == gold.strip():
         return Verdict("accept", "correct")
     predicted = parse_answer(answer)
@@ -116,7 +129,7 @@ def verify(answer: str, gold: str) -> Verdict:
     return Verdict("accept", "correct") if same else Verdict("reject", "wrong")
 
 
-_PROBLEM = re.compile(r"\d{1,2}/\d{1,2}(?:[+-]\d{1,2}/\d{1,2}){1,3}")
+_PROBLEM = re.compile(r"[0-9]{1,2}/[0-9]{1,2}(?:[+-][0-9]{1,2}/[0-9]{1,2}){1,3}")
 
 
 def read_problem(text: str, origin: str = "proposed") -> Seed | None:

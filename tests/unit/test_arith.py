@@ -51,12 +51,14 @@ def test_generate_levels(level):
     "answer,gold,outcome,reason",
     [
         ("26", "26", "accept", "correct"),
-        (" 26 ", "26", "accept", "correct"),
         ("-4", "-4", "accept", "correct"),
+        ("0", "0", "accept", "correct"),
         ("25", "26", "reject", "wrong"),
-        ("26.0", "26", "reject", "unparsable_answer"),
+        (" 26 ", "26", "reject", "non_canonical"),  # the extractor strips; the verifier does not
+        ("26.0", "26", "reject", "non_canonical"),
         ("", "26", "reject", "unparsable_answer"),
         ("x", "26", "reject", "unparsable_answer"),
+        ("26", "026", "infra_error", "non_canonical_gold"),
     ],
 )
 def test_verify(answer, gold, outcome, reason):

@@ -23,22 +23,59 @@ GOOD = "<think>1+2=3</think><answer>3</answer>"
     "completion,reason",
     [
         (GOOD, "well_formed"),
-        ("  " + GOOD + "\n", "well_formed"),
+        ("  " + GOOD + "\n", "well_formed"),  # whitespace around the blocks
+        ("<think>1+2=3</think>\n<answer>3</answer>", "well_formed"),  # and between them
+        ("<think></think><answer>5</answer>", "well_formed"),  # a one-number question: no step
+        ("<think>x</think><answer> 3 </answer>", "well_formed"),  # layout inside the block
         ("<answer>3</answer>", "bad_format"),
         ("<think>x</think>", "bad_format"),
-        ("<think>x</think><answer>3</answer>junk", "bad_format"),
-        ("<think>a<think>b</think><answer>3</answer>", "bad_format"),
-        ("<think>x</think><answer> </answer>", "empty_answer"),
         ("", "bad_format"),
+        ("plain text 3", "bad_format"),
+        ("<answer>3</answer><think>x</think>", "bad_format"),  # blocks in the wrong order
+        ("<think>x<answer>3</answer>", "bad_format"),  # think never closed
+        ("<think>x</think><answer>3", "bad_format"),  # answer never closed (truncated)
+        # text outside the blocks: before, between, after
+        ("so <think>x</think><answer>3</answer>", "bad_format"),
+        ("<think>x</think>so<answer>3</answer>", "bad_format"),
+        ("<think>x</think><answer>3</answer>junk", "bad_format"),
+        # two think blocks
+        ("<think>a</think><think>b</think><answer>3</answer>", "bad_format"),
+        ("<think>a<think>b</think><answer>3</answer>", "bad_format"),
+        ("<think>a</think>b</think><answer>3</answer>", "bad_format"),
+        # two answer blocks
+        ("<think>x</think><answer>1</answer><answer>3</answer>", "bad_format"),
+        ("<think>x</think><answer>1</answer>\n<answer>3</answer>", "bad_format"),
+        ("<think>x</think><answer>1<answer>3</answer>", "bad_format"),
+        ("<think>x</think><answer>3</answer>x</answer>", "bad_format"),
+        # a block inside the other
+        ("<think>a<answer>1</answer></think><answer>3</answer>", "bad_format"),
+        ("<think>a</answer></think><answer>3</answer>", "bad_format"),
+        ("<think>x</think><answer>3<think>y</answer>", "bad_format"),
+        ("<think>x</think><answer>3</think></answer>", "bad_format"),
+        ("<think>x</think><answer> </answer>", "empty_answer"),
+        ("<think>x</think><answer></answer>", "empty_answer"),
     ],
 )
 def test_format_verdict(completion, reason):
     assert format_verdict(completion).reason == reason
 
 
-def test_extract_answer_takes_last():
-    assert extract_answer("<answer>1</answer><answer> 2 </answer>") == "2"
-    assert extract_answer("no answer") is None
+@pytest.mark.parametrize(
+    "completion,expected",
+    [
+        (GOOD, "3"),
+        ("<think>x</think><answer> 3 \n</answer>", "3"),  # layout around the text is dropped
+        ("<answer>1</answer><answer> 2 </answer>", "2"),  # several blocks: the last
+        ("<think><answer>1</answer></think><answer>2</answer>", "2"),
+        ("<answer>1<answer>2</answer>", "2"),  # a block holds no `<answer>` of its own
+        ("<answer>1</answer><answer>2", "1"),  # an open block counts for nothing
+        ("<answer>2", None),
+        ("no answer", None),
+        ("<answer></answer>", ""),
+    ],
+)
+def test_extract_answer(completion, expected):
+    assert extract_answer(completion) == expected
 
 
 def test_rewards_have_trl_signature_and_none_for_infra_errors():
@@ -198,3 +235,13 @@ def test_bound_reward_fixes_settings_and_takes_its_key_as_name():
     assert fn(["p"], ["x" * 15]) == [-0.5]
     with pytest.raises(ValueError, match="unknown reward 'vibes'"):
         bound_reward("vibes")
+
+
+def test_hygiene_reads_answers_with_the_one_extractor():
+    from tasks.hygiene import diversity, final_answer
+
+    two = "<answer>1</answer><answer>2</answer>"
+    assert final_answer(two) == extract_answer(two) == "2"
+    assert final_answer("no answer") == ""
+    # Both completions answer 2, so the answer distribution has no entropy.
+    assert diversity([two, "<answer>2</answer>"])["answer_entropy"] == 0.0
