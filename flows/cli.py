@@ -71,10 +71,11 @@ def print_table(rows: list[dict], title: str) -> None:
         console.print(f"{title}: no generations yet")
         return
     table = Table(title=title)
-    for key in rows[0]:
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # rows may differ (judge or not)
+    for key in columns:
         table.add_column(key, justify="left" if key in ("gate", "status") else "right")
     for r in rows:
-        table.add_row(*(_fmt(v) for v in r.values()))
+        table.add_row(*(_fmt(r.get(k)) for k in columns))
     console.print(table)
 
 
@@ -184,6 +185,8 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
     runs = mlflow.search_runs(
         [exp.experiment_id], "tags.`flywheel.role` = 'generation'", output_format="list"
     )
+    from tasks.judge_qc import JUDGE_COLUMNS
+
     rows = []
     for r in sorted(runs, key=lambda r: int(r.data.tags.get("flywheel.generation", 0))):
         m = r.data.metrics
@@ -199,7 +202,7 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
                 ),
                 "accept": m.get("curate.accept_rate"),
                 "kept": m.get("curate.accepted"),
-                "judge agree": m.get("judge.agreement"),
+                **{label: m.get(f"judge.{name}") for label, name in JUDGE_COLUMNS.items()},
                 "challenger pass@1": m.get("challenger.pass_at_1"),
                 "champion pass@1": m.get("champion.pass_at_1"),
                 "gate": None if "gate.promoted" not in m else bool(m["gate.promoted"]),

@@ -10,6 +10,7 @@ champion passed from one generation to the next is whatever the gate stage wrote
 challenger never becomes the next generation's policy.
 """
 
+import math
 import re
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from prefect.input import RunInput
 from flows.deployments import one_run_at_a_time
 from tasks import store
 from tasks.config import FlywheelConfig
+from tasks.judge_qc import JUDGE_COLUMNS, judge_figures
 from tasks.lineage import generation_lineage, generation_markdown
-from tasks.plots import pass1_interval, trajectory_png
+from tasks.plots import JUDGE_SERIES, pass1_interval, trajectory_png
 from tasks.stages import (
     base_model_stage,
     check_seed_inputs,
@@ -35,7 +37,7 @@ from tasks.stages import (
     suite_stage,
     train_stage,
 )
-from tasks.tracking import make_tracker
+from tasks.tracking import flatten, make_tracker
 
 TRACKED_MARK = ".tracked"
 LINEAGE_FILE = "lineage.json"
@@ -69,8 +71,15 @@ def generation_row(gen_folder: Path) -> dict:
         "challenger pass@1": ev.get("report", {}).get("pass@1"),
         "champion pass@1": decision.get("champion"),
         "gate": decision.get("promote"),
-        **({"judge agree": cur["judge"]["agreement"]} if "judge" in cur else {}),
+        **(judge_columns(cur["judge"]) if "judge" in cur else {}),
     }
+
+
+def judge_columns(qc: dict) -> dict[str, float | None]:
+    """The judge's summary columns from a curate manifest's QC dict (None where a figure is
+    undefined or the manifest predates it)."""
+    figures = judge_figures(qc)
+    return {label: figures[name].value for label, name in JUDGE_COLUMNS.items()}
 
 
 @flow(name="generation", flow_run_name="{config.name}/gen-{generation:04d}")
@@ -196,12 +205,22 @@ def _plot_trajectory(flywheel_dir: Path, upto: int) -> Path:
                 "mean_tokens": rep["mean_tokens"],
                 "format_rate": rep["format_rate"],
                 "accept_rate": cur.outputs["accept_rate"] if cur else None,
-                "judge_agreement": cur.outputs.get("judge", {}).get("agreement") if cur else None,
+                **_judge_points(cur.outputs.get("judge") if cur else None),
                 "seed_difficulty": seeds.outputs["difficulty"] if seeds else None,
                 "promoted": gate.outputs["decision"]["promote"] if gate else None,
             }
         )
     return trajectory_png(points, Path(flywheel_dir) / "trajectory.png")
+
+
+def _judge_points(qc: dict | None) -> dict:
+    """The judge panel's values and intervals for one generation (None without a judge)."""
+    figures = judge_figures(qc)
+    out = {}
+    for key, _, _ in JUDGE_SERIES:
+        est = figures[key.removeprefix("judge_")]
+        out[key], out[f"{key}_ci"] = est.value, (est.low, est.high)
+    return out
 
 
 def _artifact_key(name: str) -> str:
@@ -244,9 +263,15 @@ def _sample_rows(gdir: Path, curated: Path, per_outcome: int) -> tuple[list[dict
 
 
 def judge_metrics(curate_outputs: dict) -> dict[str, float]:
-    """The judge's QC figures of one curate stage as MLflow metrics (none without a judge)."""
-    qc = curate_outputs.get("judge", {})
-    return {f"judge.{k}": v for k, v in qc.items() if isinstance(v, int | float)}
+    """The judge's QC figures of one curate stage as MLflow metrics, `judge.<key>` (nested
+    dicts flattened with dots; none without a judge). Text (the rubric version) and undefined
+    figures (None, or NaN in older manifests) are left out: a metric is a finite number."""
+    qc = flatten(curate_outputs.get("judge", {}))
+    return {
+        f"judge.{k}": float(v)
+        for k, v in qc.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def _hygiene_metrics(seeds: dict, cur: dict) -> dict[str, float]:

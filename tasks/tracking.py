@@ -28,12 +28,13 @@ def default_tracking_uri(runs_dir: Path) -> str:
     )
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level with dotted keys: MLflow params and metrics are flat names."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -109,7 +110,7 @@ class MlflowTracker(NullTracker):
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(json.dumps({"run_id": self.parent_run_id, "uri": self.uri}))
             config = json.loads(config_json)
-            self._log_params(self.parent_run_id, _flatten(config))
+            self._log_params(self.parent_run_id, flatten(config))
             self.client.log_dict(self.parent_run_id, config, "config.json")
 
     def start_generation(self, generation: int, gen_folder: Path) -> None:
