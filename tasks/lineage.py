@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks import store
+from tasks.judge_qc import judge_figures
 
 TRAIN_KEYS = ("train_rows", "steps", "train_loss_first", "train_loss_last", "seconds", "hash")
 
@@ -127,6 +128,7 @@ def comparison(flywheel_dir: Path) -> tuple[list[str], list[tuple[str, list[obje
                 "seeds.difficulty": outputs(d, "seeds").get("difficulty"),
                 "curate.accept_rate": cur.get("accept_rate"),
                 "curate.accepted": cur.get("accepted"),
+                **{f"judge.{k}": f.value for k, f in judge_figures(cur.get("judge")).items()},
                 "train.rows": tr.get("train_rows"),
                 "train.loss_last": tr.get("train_loss_last"),
                 "gate.delta": gate.get("delta"),
