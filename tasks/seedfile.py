@@ -7,31 +7,46 @@ One schema for every format (JSONL, Parquet, CSV):
     id          string; default: a hash of the question                  (optional)
     difficulty  positive integer; default 1                              (optional)
 
-Every row is checked on its own and a bad one is reported as `file:line: reason` (Parquet and
-CSV: the row's line as a reader would count it). The policy decides what a bad row does: `fail`
-stops at the first one, `skip` drops it and keeps the report. Whole-file faults (a path outside
-the configured data folders, a missing or empty file, an eval-suite file) always stop.
+Every row is checked on its own, first against the schema, then against the flywheel's domain
+(`tasks.domains.checks`: an `arith` question must be an expression whose value is the gold
+answer, a `math` gold answer must parse), and a bad one is reported as `file:line: reason`
+(Parquet and CSV: the row's line as a reader would count it). The policy decides what a bad row
+does: `fail` stops at the first one, `skip` drops it and keeps the report. Whole-file faults (a
+path outside the configured data folders, a missing or empty file, an eval-suite file) always
+stop.
 
-Departure from a plain loader: bytes are decoded with `surrogateescape`, so a row with invalid
-UTF-8 is reported on its own line instead of aborting the whole file at the first bad byte, and
-an oversized line is refused by its byte length before it is parsed.
+Departures from a plain loader:
+- Bytes are decoded with `surrogateescape`, so a row with invalid UTF-8 is reported on its own
+  line instead of aborting the whole file at the first bad byte; an oversized line is refused by
+  its byte length before it is parsed; a number too long for `int()` or JSON nested too deeply
+  for the parser is a bad row, not a crash.
+- The file that is read is the file that was checked: the resolved path is opened by walking
+  down from the allowed folder one component at a time without following links (`open_beneath`),
+  and every format is parsed from that one descriptor, so a link swapped in after the check is
+  refused instead of followed.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import re
+import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.domains.checks import seed_check
 from tasks.records import Seed, stable_hash
 
 FORMATS = (".jsonl", ".parquet", ".csv")
 COLUMNS = ("id", "question", "answer", "difficulty")
 _BAD_BYTES = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of invalid UTF-8
+_LIMIT = f" ({sys.get_int_max_str_digits()} digits)"  # Python's int <-> str conversion limit
 
 
 class _Reason(str):
@@ -54,6 +69,7 @@ class BadRow:
 
 @dataclass
 class SeedFileReport:
+    path: Path  # the resolved path that was checked and read
     seeds: list[Seed]
     bad: list[BadRow] = field(default_factory=list)
 
@@ -72,6 +88,66 @@ def resolve_seed_path(path: Path, data_dirs: list[Path]) -> Path:
             f"(seeds.data_dirs = {[str(d) for d in data_dirs]}); resolved to {real}"
         )
     return real
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted in the data folder must not wait for a writer.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def open_beneath(real: Path, roots: list[Path]) -> int:
+    """A read-only descriptor of the regular file at the resolved path `real`, opened by walking
+    down from the root (one of `roots`) that contains it, one component at a time, following no
+    symbolic link.
+
+    Why: checking a path and then opening it by name leaves a window in which a component can
+    be swapped for a link out of the folder. Walking from the root's descriptor, the resolved
+    path (no `..`, no links) names only places beneath the root, and a link that appears since
+    is refused (`O_NOFOLLOW`). The caller reads everything from this one descriptor.
+    """
+    resolved = [Path(r).resolve() for r in roots]
+    root = next((r for r in resolved if real == r or real.is_relative_to(r)), None)
+    if root is None:
+        raise SeedFileError(f"{real} lies outside the allowed folders {[str(r) for r in roots]}")
+    parts = real.relative_to(root).parts
+    if not parts:
+        raise SeedFileError(f"{real} is a folder, not a seed file")
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SeedFileError(f"cannot open the data folder {root} ({e.strerror})") from None
+    try:
+        for depth, name in enumerate(parts, start=1):
+            flags = _FILE_FLAGS if depth == len(parts) else _DIR_FLAGS
+            child = _open_at(fd, name, flags, root.joinpath(*parts[:depth]))
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SeedFileError(f"{real} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_at(dir_fd: int, name: str, flags: int, shown: Path) -> int:
+    """`name` opened in the folder `dir_fd`, with the refusal a reader can act on."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise SeedFileError(f"no such seed file ({shown} does not exist)") from None
+    except OSError as e:
+        try:
+            link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            link = False
+        if link or e.errno == errno.ELOOP:
+            raise SeedFileError(
+                f"{shown} is a symbolic link; links are not followed beneath a data folder "
+                "(the path changed after it was checked, or a link points inside the folder: "
+                "name its target instead)"
+            ) from None
+        raise SeedFileError(f"cannot open {shown} ({e.strerror})") from None
 
 
 def validate_row(obj: object, max_chars: int) -> Seed | str:
@@ -94,6 +170,10 @@ def validate_row(obj: object, max_chars: int) -> Seed | str:
     answer = obj["answer"]
     if isinstance(answer, bool) or (answer is not None and not isinstance(answer, str | int)):
         return f"field 'answer' must be a string, integer or null, got {_show(answer)}"
+    if isinstance(answer, int):
+        answer = _int_text(answer)
+        if answer is None:
+            return f"field 'answer' is an integer with more digits than Python converts{_LIMIT}"
     if isinstance(answer, str) and len(answer) > max_chars:
         return f"field 'answer' has {len(answer)} characters, over the cap of {max_chars}"
     difficulty = obj.get("difficulty")
@@ -103,11 +183,28 @@ def validate_row(obj: object, max_chars: int) -> Seed | str:
     sid = obj.get("id")
     if sid is not None and not (isinstance(sid, str | int) and not isinstance(sid, bool)):
         return f"field 'id' must be a string, got {_show(sid)}"
-    sid = str(sid) if sid not in (None, "") else stable_hash("seed", q.strip())
-    return Seed(sid, q.strip(), None if answer is None else str(answer), difficulty, "file")
+    if isinstance(sid, int):
+        sid = _int_text(sid)
+        if sid is None:
+            return f"field 'id' is an integer with more digits than Python converts{_LIMIT}"
+    if isinstance(sid, str) and len(sid) > max_chars:
+        return f"field 'id' has {len(sid)} characters, over the cap of {max_chars}"
+    sid = sid or stable_hash("seed", q.strip())
+    return Seed(sid, q.strip(), answer, difficulty, "file")
+
+
+def _int_text(n: int) -> str | None:
+    """`str(n)`, or None where Python refuses: integers of over 4300 digits (by default) do not
+    convert, and a crash there would abort the whole file instead of naming one row."""
+    try:
+        return str(n)
+    except ValueError:
+        return None
 
 
 def _show(value: object) -> str:
+    if isinstance(value, int) and _int_text(value) is None:
+        return f"an integer longer than Python converts{_LIMIT}"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -124,6 +221,12 @@ def _jsonl_rows(data: bytes, max_line: int) -> Iterator[tuple[int, object]]:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             yield lineno, _Reason(f"not valid JSON ({e.msg})")
+            continue
+        except ValueError:  # what json raises for an integer beyond Python's digit limit
+            yield lineno, _Reason(f"a number has more digits than Python converts{_LIMIT}")
+            continue
+        except RecursionError:
+            yield lineno, _Reason("JSON nested too deeply to parse")
             continue
         yield lineno, obj
 
@@ -161,7 +264,7 @@ def _csv_rows(data: bytes, max_line: int) -> Iterator[tuple[int, object]]:
         row = {k: (None if v == "" else v) for k, v in row.items()}
         d = row.get("difficulty")
         if isinstance(d, str):
-            row["difficulty"] = int(d) if re.fullmatch(r"\s*\d+\s*", d) else d
+            row["difficulty"] = int(d) if re.fullmatch(r"\s*[0-9]{1,18}\s*", d) else d
         yield start, row
 
 
@@ -185,36 +288,31 @@ READERS = {".jsonl": _jsonl_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
 def read_seed_file(
     path: Path,
     *,
+    domain: str,
     data_dirs: list[Path] | None = None,
     on_bad_row: str = "fail",
     max_chars: int = 4096,
 ) -> SeedFileReport:
     """Seeds from a JSONL, Parquet or CSV file, with every bad row reported.
 
+    Rows are checked against the schema, then against `domain` (a key of `SEED_CHECKS`).
     `data_dirs` (None: no restriction) confines the path; `on_bad_row` is `fail` or `skip`.
     """
     if on_bad_row not in ("fail", "skip"):
         raise ValueError(f"on_bad_row must be 'fail' or 'skip', got {on_bad_row!r}")
+    check = seed_check(domain)
     path = Path(path)
-    if data_dirs is not None:
-        resolve_seed_path(path, data_dirs)
-    if not path.is_file():
-        raise SeedFileError(f"{path}: no such seed file")
-    suffix = path.suffix.lower()
-    if suffix not in READERS:
-        raise SeedFileError(f"{path}: unknown seed file format {suffix!r}; use one of {FORMATS}")
-    data = path.read_bytes()
     seeds: list[Seed] = []
     bad: list[BadRow] = []
     ids: dict[str, int] = {}
     # A row may hold the question and answer at the cap, plus JSON escapes and the other fields.
     max_line = 8 * max_chars + 1024
     try:
-        for lineno, obj in READERS[suffix](data, max_line):
-            if isinstance(obj, _Reason):
-                result: Seed | str = str(obj)
-            else:
-                result = validate_row(obj, max_chars)
+        real, data = _read_checked(path, data_dirs)
+        for lineno, obj in READERS[real.suffix.lower()](data, max_line):
+            result = str(obj) if isinstance(obj, _Reason) else validate_row(obj, max_chars)
+            if isinstance(result, Seed):
+                result = check(result.question, result.answer) or result
             if isinstance(result, Seed) and result.id in ids:
                 result = f"duplicate seed id {result.id!r} (first on line {ids[result.id]})"
             if isinstance(result, str):
@@ -232,7 +330,19 @@ def read_seed_file(
     if not seeds:
         detail = f"; {len(bad)} bad row(s), first: {bad[0]}" if bad else ""
         raise SeedFileError(f"{path}: the seed file has no usable seeds{detail}")
-    return SeedFileReport(seeds, bad)
+    return SeedFileReport(real, seeds, bad)
+
+
+def _read_checked(path: Path, data_dirs: list[Path] | None) -> tuple[Path, bytes]:
+    """The seed file's checked real path and its bytes, read from the one descriptor that
+    `open_beneath` opened (no second lookup by name)."""
+    roots = [Path("/")] if data_dirs is None else list(data_dirs)
+    real = resolve_seed_path(path, roots)
+    suffix = real.suffix.lower()
+    if suffix not in READERS:
+        raise SeedFileError(f"unknown seed file format {suffix!r}; use one of {FORMATS}")
+    with os.fdopen(open_beneath(real, roots), "rb") as f:
+        return real, f.read()
 
 
 def looks_like_suite(

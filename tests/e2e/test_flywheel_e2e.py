@@ -132,10 +132,13 @@ def test_fixed_seed_file_runs_a_generation(runs_dir, cli_env, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     seeds = data / "seeds.jsonl"
-    suite = [s.question for s in eval_suite(DOMAINS["arith"], 32)]
+    items = eval_suite(DOMAINS["arith"], 32)
+    suite = [s.question for s in items]
     good = make_seeds(DOMAINS["arith"], 64, 1, random.Random(7), set(suite))
     bad_line = '{"question": 5, "answer": 1}\n'
-    leaked = json.dumps({"question": f"What is {suite[1]} ?", "answer": 0}) + "\n"
+    # A valid arith row (its gold is its value) that holds an eval item: not an exact match,
+    # so only the n-gram check drops it.
+    leaked = json.dumps({"question": f"{suite[1]}+0", "answer": items[1].answer}) + "\n"
     seeds.write_text(
         bad_line
         + leaked

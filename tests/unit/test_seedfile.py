@@ -1,6 +1,8 @@
 """Seed files are untrusted: every bad row is reported with file, line and reason."""
 
 import json
+import os
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -8,7 +10,13 @@ import pytest
 
 from tasks.domains import DOMAINS, eval_suite
 from tasks.hygiene import exact_key
-from tasks.seedfile import SeedFileError, looks_like_suite, read_seed_file
+from tasks.seedfile import (
+    SeedFileError,
+    looks_like_suite,
+    open_beneath,
+    read_seed_file,
+    validate_row,
+)
 
 ROWS = [
     {"id": "a", "question": "1+2", "answer": "3", "difficulty": 1},
@@ -28,6 +36,7 @@ def jsonl(rows) -> str:
 
 def read(p, **kw):
     kw.setdefault("data_dirs", [p.parent])
+    kw.setdefault("domain", "arith")
     return read_seed_file(p, **kw)
 
 
@@ -172,18 +181,18 @@ def test_paths_outside_data_dirs_are_refused(tmp_path):
     data.mkdir()
     outside = write(tmp_path, "s.jsonl", jsonl(ROWS))
     inside = write(data, "s.jsonl", jsonl(ROWS))
-    assert len(read_seed_file(inside, data_dirs=[data]).seeds) == 2
+    assert len(read(inside, data_dirs=[data]).seeds) == 2
     for path in (outside, data / ".." / "s.jsonl", data / "sub" / ".." / ".." / "s.jsonl"):
         with pytest.raises(SeedFileError, match="outside the allowed data folders"):
-            read_seed_file(path, data_dirs=[data])
+            read(path, data_dirs=[data])
     link = data / "link.jsonl"
     link.symlink_to(outside)
     with pytest.raises(SeedFileError, match="outside the allowed data folders"):
-        read_seed_file(link, data_dirs=[data])
+        read(link, data_dirs=[data])
     with pytest.raises(SeedFileError, match="no such seed file"):
-        read_seed_file(data / "nope.jsonl", data_dirs=[data])
+        read(data / "nope.jsonl", data_dirs=[data])
     with pytest.raises(SeedFileError, match="unknown seed file format '.txt'"):
-        read_seed_file(write(data, "s.txt", "x"), data_dirs=[data])
+        read(write(data, "s.txt", "x"), data_dirs=[data])
 
 
 def test_eval_suite_files_are_recognised(tmp_path):
@@ -246,3 +255,177 @@ def test_run_preflight_refuses_bad_files_before_any_folder(tmp_path):
             check_seed_inputs(cfg(path))
     assert not (tmp_path / "runs").exists()
     check_seed_inputs(cfg(data / "bad.jsonl", on_bad_row="skip"))  # skip: the run may go on
+
+
+# -- numbers and nesting the parsers refuse: a bad row, never a crash -----------------------------
+HUGE = "9" * 5000  # over Python's 4300-digit int <-> str conversion limit
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ('{"question": "1+2", "answer": ' + HUGE + "}\n", ":1: a number has more digits than"),
+        ('{"question": "1+2", "answer": 3, "id": ' + HUGE + "}\n", ":1: a number has more"),
+        ('{"question": "1", "answer": 1, "difficulty": ' + HUGE + "}\n", ":1: a number has"),
+        ('{"question": "1+2", "answer": "' + HUGE + '"}\n', ":1: gold answer has 5000 digits"),
+        ('{"question": "' + HUGE + '", "answer": null}\n', ":1: question has a 5000-digit"),
+        ('{"question": "1", "answer": 1, "id": "' + 2 * HUGE + '"}\n', ":1: field 'id' has 10000"),
+        ("[" * 16000 + "]" * 16000 + "\n", ":1: JSON nested too deeply to parse"),
+        ('{"question": "1", "answer": ' + "[" * 16000 + "]" * 16000 + "}\n", ":1: JSON nested"),
+    ],
+)
+def test_huge_numbers_and_deep_nesting_are_bad_rows(tmp_path, data, message):
+    p = write(tmp_path, "s.jsonl", data)
+    with pytest.raises(SeedFileError) as e:
+        read(p, max_chars=6000)  # a cap above the lengths, so the parsers and checks see them
+    assert str(e.value).startswith(f"{p}:") and message in str(e.value), str(e.value)
+    skipped = write(tmp_path, "k.jsonl", jsonl(ROWS[:1]) + data)
+    rep = read(skipped, on_bad_row="skip", max_chars=6000)
+    assert [s.id for s in rep.seeds] == ["a"] and [b.line for b in rep.bad] == [2]
+
+
+def test_huge_csv_difficulty_is_a_bad_row(tmp_path):
+    p = write(tmp_path, "s.csv", f"question,answer,difficulty\n1+2,3,{HUGE}\n")
+    with pytest.raises(SeedFileError, match=r"s.csv:2: field 'difficulty' must be a positive"):
+        read(p)
+
+
+def test_validate_row_survives_integers_python_will_not_print():
+    big = 10**5000
+    assert validate_row({"question": "1", "answer": big}, 4096).startswith(
+        "field 'answer' is an integer with more digits than Python converts"
+    )
+    assert validate_row({"question": "1", "answer": 1, "id": big}, 4096).startswith(
+        "field 'id' is an integer with more digits"
+    )
+    assert validate_row({"question": "1", "answer": 1, "difficulty": -big}, 4096) == (
+        "field 'difficulty' must be a positive integer, got an integer longer than Python "
+        f"converts ({sys.get_int_max_str_digits()} digits)"
+    )
+
+
+# -- rows checked against the flywheel's domain ---------------------------------------------------
+GSM8K = {
+    "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as "
+    "many clips in May. How many clips did Natalia sell altogether in April and May?",
+    "answer": "72",
+}
+
+
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        (GSM8K, ":2: question is not an arith expression (digits, + - * and parentheses): 'N'"),
+        (
+            {"question": "1+2", "answer": 4},
+            ":2: gold answer '4' differs from the question's value 3",
+        ),
+        ({"question": "1+2", "answer": "3.0"}, ":2: gold answer '3.0' is not an integer"),
+    ],
+)
+def test_arith_rows_must_be_arith_problems_with_their_value(tmp_path, row, message):
+    p = write(tmp_path, "s.jsonl", jsonl([ROWS[0], row, ROWS[1]]))
+    with pytest.raises(SeedFileError) as e:
+        read(p)
+    assert str(e.value).startswith(f"{p}:") and message in str(e.value), str(e.value)
+    rep = read(p, on_bad_row="skip")
+    assert [s.id for s in rep.seeds] == ["a", "b"] and [b.line for b in rep.bad] == [2]
+
+
+def test_math_rows_need_a_gold_answer_math_verify_parses(tmp_path):
+    good = [
+        GSM8K,
+        {"question": "1/2+1/3", "answer": "\\frac{5}{6}"},
+        {"question": "x?", "answer": None},
+    ]
+    p = write(tmp_path, "m.jsonl", jsonl(good))
+    assert [s.answer for s in read(p, domain="math").seeds] == ["72", "\\frac{5}{6}", None]
+    bad = write(tmp_path, "b.jsonl", jsonl([*good, {"question": "Solve", "answer": "\\frac{"}]))
+    with pytest.raises(SeedFileError, match=r"b.jsonl:4: gold answer '\\\\frac\{' does not parse"):
+        read(bad, domain="math")
+    with pytest.raises(ValueError, match="domain 'chess' has no seed-file check"):
+        read(p, domain="chess")
+
+
+def test_run_preflight_refuses_a_word_problem_in_an_arith_flywheel(tmp_path):
+    """The flow's first call names file:line before any folder is made; the same file is fine
+    for the math domain, whose verifier grades word problems."""
+    from tasks.config import FlywheelConfig
+    from tasks.stages import check_seed_inputs
+
+    data = tmp_path / "data"
+    data.mkdir()
+    p = write(data, "gsm.jsonl", jsonl([GSM8K]))
+
+    def cfg(domain):
+        return FlywheelConfig.model_validate(
+            {
+                "domain": domain,
+                "runs_dir": str(tmp_path / "runs"),
+                "eval": {"suite_size": 32},
+                "seeds": {"file": str(p), "data_dirs": [str(data)]},
+            }
+        )
+
+    with pytest.raises(SeedFileError, match=f"{p}:1: question is not an arith expression"):
+        check_seed_inputs(cfg("arith"))
+    assert not (tmp_path / "runs").exists()
+    check_seed_inputs(cfg("math"))
+
+
+# -- the file read is the file checked -------------------------------------------------------------
+def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path, monkeypatch):
+    """Between the path check and the read, `data/sub` becomes a link to a folder outside."""
+    import tasks.seedfile as seedfile
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "sub").mkdir(parents=True)
+    outside.mkdir()
+    p = write(data / "sub", "s.jsonl", jsonl(ROWS))
+    write(outside, "s.jsonl", jsonl([{"id": "secret", "question": "6+6", "answer": 12}]))
+    checked = seedfile.resolve_seed_path
+
+    def check_then_swap(path, data_dirs):
+        real = checked(path, data_dirs)
+        (data / "sub").rename(data / "old")
+        (data / "sub").symlink_to(outside, target_is_directory=True)
+        return real
+
+    monkeypatch.setattr(seedfile, "resolve_seed_path", check_then_swap)
+    with pytest.raises(SeedFileError, match=f"{p}: .*data/sub is a symbolic link"):
+        read(p, data_dirs=[data])
+
+
+def test_open_beneath_follows_no_link_and_opens_only_regular_files(tmp_path):
+    root = tmp_path / "root"
+    (root / "dir").mkdir(parents=True)
+    f = write(root / "dir", "s.jsonl", "ok\n")
+    fd = open_beneath(f, [root])
+    with os.fdopen(fd, "rb") as fh:
+        assert fh.read() == b"ok\n"
+    (root / "alias").symlink_to(root / "dir", target_is_directory=True)  # a link inside the root
+    (root / "dir" / "link.jsonl").symlink_to(f)
+    os.mkfifo(root / "fifo.jsonl")  # opening it for reading must not wait for a writer
+    cases = {
+        root / "alias" / "s.jsonl": "alias is a symbolic link",
+        root / "dir" / "link.jsonl": "link.jsonl is a symbolic link",
+        root / "fifo.jsonl": "is not a regular file",
+        root / "dir": "is not a regular file",
+        root: "is a folder, not a seed file",
+        root / "dir" / "none.jsonl": "no such seed file",
+        tmp_path / "x.jsonl": "lies outside the allowed folders",
+    }
+    for path, message in cases.items():
+        with pytest.raises(SeedFileError, match=message):
+            open_beneath(path, [root])
+
+
+def test_a_link_inside_the_data_folder_is_read_by_its_target(tmp_path):
+    """The path is resolved when checked, so a link that stays inside the folder still works;
+    the report names the file that was read."""
+    data = tmp_path / "data"
+    (data / "v2").mkdir(parents=True)
+    target = write(data / "v2", "seeds.jsonl", jsonl(ROWS))
+    (data / "current").symlink_to(data / "v2", target_is_directory=True)
+    rep = read(data / "current" / "seeds.jsonl", data_dirs=[data])
+    assert [s.id for s in rep.seeds] == ["a", "b"] and rep.path == target.resolve()
