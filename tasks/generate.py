@@ -29,7 +29,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -434,12 +434,14 @@ def generate_openai(
     progress: bool,
     enforce_eager: bool = True,
     timings: dict[str, float] | None = None,
+    warmup: bool = False,
     settings: HttpSettings | None = None,
 ) -> list[list[Completion]]:
     """An OpenAI-compatible `/completions` endpoint, `concurrency` requests in flight.
 
-    Engine arguments (dtype, memory, eager) belong to the server and are unused here. A prompt
-    whose requests all fail comes back as n completions with finish_reason `error`.
+    Engine arguments (dtype, memory, eager) and `warmup` belong to the server and are unused
+    here. A prompt whose requests all fail comes back as n completions with finish_reason
+    `error`. `settings` (where to connect) defaults to the environment's (`HttpSettings`).
     """
     import httpx
 
@@ -531,6 +533,43 @@ class GenerateRequest:
     template: str = "plain"  # a TEMPLATES name, applied to the prompt this model sees
     student_model: str | None = None  # whose tokenizer renders `train_prompt` (None: this one)
     warmup: bool = False  # one untimed short generate call before the timed one (benchmarks)
+    # A served model (backend `openai`): model_path is its name on the server at base_url
+    # (None: the environment's OPENAI_BASE_URL), the key in the variable api_key_env names.
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+def http_settings(req: GenerateRequest) -> HttpSettings:
+    """The environment's HTTP settings with the request's endpoint and key variable on top."""
+    env = HttpSettings.from_env()
+    return replace(
+        env,
+        base_url=(req.base_url or env.base_url).rstrip("/"),
+        api_key_env=req.api_key_env or env.api_key_env,
+    )
+
+
+def prompt_tokenizers(req: GenerateRequest) -> tuple[Any, Any]:
+    """(tokenizer that renders the generator's prompts, the student's for `train_prompt`).
+
+    A served model's tokenizer is the server's: it gets plain-text prompts, which need none
+    (a chat template would have to be the server's, and `/completions` takes text only).
+    """
+    from transformers import AutoTokenizer
+
+    if req.backend == "openai":
+        if req.chat_template:
+            raise ValueError(
+                f"{req.model_path}: a served model (backend openai) takes plain-text prompts; "
+                "chat_template must be false"
+            )
+        tokenizer = None
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(req.model_path)
+    student = tokenizer
+    if req.student_model is not None and req.student_model != req.model_path:
+        student = AutoTokenizer.from_pretrained(req.student_model)
+    return tokenizer, student
 
 
 def run_backend(
@@ -559,14 +598,12 @@ def run_backend(
 
 def main(request: dict) -> dict:
     """Worker entry: render, generate, write the samples Parquet; return counts and timings."""
-    from transformers import AutoTokenizer
-
     start = time.perf_counter()
     req = GenerateRequest(**request)
     if req.backend not in BACKENDS:
         raise ValueError(f"unknown backend {req.backend!r}; known: {sorted(BACKENDS)}")
     questions = pq.read_table(req.questions_file, columns=["seed_id", "question"]).to_pylist()
-    tokenizer = AutoTokenizer.from_pretrained(req.model_path)
+    tokenizer, student = prompt_tokenizers(req)
     texts = [q["question"] for q in questions]
     template, system = apply_template(
         req.template, req.prompt_template, req.chat_template, req.system_prompt
@@ -575,14 +612,12 @@ def main(request: dict) -> dict:
     # What a student trains on is the plain prompt in its own format, whichever model and
     # template produced the completion (a teacher's chat markup or the reflect instruction
     # would otherwise become part of the student's training input).
-    student = tokenizer
-    if req.student_model is not None and req.student_model != req.model_path:
-        student = AutoTokenizer.from_pretrained(req.student_model)
     train_prompts = render_prompts(
         student, texts, req.prompt_template, req.chat_template, req.system_prompt
     )
     timings: dict[str, float] = {}
-    completions = run_backend(req, prompts, req.n, timings, warmup=req.warmup)
+    extra = {"settings": http_settings(req)} if req.backend == "openai" else {}
+    completions = run_backend(req, prompts, req.n, timings, warmup=req.warmup, **extra)
     rows = [
         {
             "seed_id": q["seed_id"],

@@ -9,6 +9,10 @@ pointwise verdicts of the rules (and judge), not human preference pairs, so the 
 cross-entropy on one logit instead of the Bradley-Terry pair loss; infra_error samples carry no
 label and are left out. The model is made from scratch with the bootstrap's tokenizer and
 Llama family (`tasks.bootstrap.new_llama`'s shape), like the embedded policy and judge.
+
+Curation uses it as the `rm` reward (`curation.rewards: [..., rm]` with `curation.reward_model`
+naming the folder): the curate stage scores the whole pool in one worker run and passes the
+scores in. GRPO does not: its worker loads no second model, so the config refuses `rm` there.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 from tasks import store
 from tasks.records import stable_hash
 from tasks.subproc import run_worker, worker_main
+
+RM = "rm"  # the reward name of the scalar reward model (`curation.reward_model` names its folder)
 
 
 def collect(flywheel_dir: Path) -> list[dict]:

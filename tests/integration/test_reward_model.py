@@ -52,3 +52,38 @@ def test_train_rm_learns_from_curated_samples_and_serves_as_a_reward(tmp_path):
     assert [v.outcome for v in verdicts(probe, rm_score=scores)] == [
         "accept" if p >= 0.5 else "reject" for p in scores
     ]
+
+    _curate_with_the_reward_model(tmp_path, fw / "reward-model", samples[:40])
+
+
+def _curate_with_the_reward_model(tmp_path, rm_dir, samples):
+    """`curation.rewards: [rm]` with `curation.reward_model`: the curate stage scores the pool
+    once and every verdict is the reward model's (P >= 0.5 accepts)."""
+    from tasks.config import FlywheelConfig
+    from tasks.reward_model import rm_scores
+    from tasks.stages import curate_stage
+
+    cfg = FlywheelConfig(
+        name="rm-curate",
+        runs_dir=tmp_path / "curate",
+        curation={"rewards": ["rm"], "reward_model": str(rm_dir), "max_per_seed": 100},
+        hygiene={"near_dup": None},
+    )
+    gen = store.stage_dir(cfg.flywheel_dir, 1, "generate")
+    with store.write_stage(gen, "generate") as (tmp, _):
+        store.write_parquet(to_rows(samples), tmp / "samples.parquet")
+    folder = curate_stage.fn(cfg, 1, gen)
+
+    want = rm_scores(str(rm_dir), [s.prompt for s in samples], [s.completion for s in samples])
+    rows = {r["sample_id"]: r for r in store.read_parquet(folder / "verdicts.parquet")}
+    for s, p in zip(samples, want, strict=True):
+        assert rows[s.id]["reward_rm"] == pytest.approx(float(p >= 0.5))
+        assert rows[s.id]["outcome"] == ("accept" if p >= 0.5 else "reject")
+    out = store.read_manifest(folder).outputs
+    assert out["counts"].get("accept", 0) == sum(p >= 0.5 for p in want)
+
+    missing = cfg.model_copy(
+        update={"curation": cfg.curation.model_copy(update={"reward_model": tmp_path / "no"})}
+    )
+    with pytest.raises(FileNotFoundError, match="curation.reward_model: .*no is not a reward"):
+        curate_stage.fn(missing, 2, gen)
