@@ -1,19 +1,30 @@
 """The promotion gate: does the challenger replace the champion? Pure; no I/O.
 
-Two gates share one decision record. `decide` compares two suite reports by a simple margin.
-`decide_paired` is the statistical gate: both models are scored on the same frozen items with
-the same sampling seed, so items pair up, and the gate bootstraps the mean per-item difference
-(challenger - champion) and promotes only when its one-sided lower bound clears the margin.
+Two tests share one decision record. `decide_paired` (the default, `gate.test:
+paired_bootstrap`) is the statistical gate: both models are scored on the same frozen items with
+the same sampling settings, so items pair up, and the gate bootstraps the mean per-item
+difference (challenger - champion) and promotes only when its one-sided lower bound clears the
+margin. `decide` (`gate.test: margin`, opt-in) compares two point estimates: with margin 0 it
+promotes a challenger that is no better about half the time (`bench/bench_gate_null.py`).
+`decide_test` runs whichever test a config names on two evals' items.
 
 Departures from the textbook paired test, and why:
 - The bootstrap resamples items, not samples: the k samples of one item are correlated, the
   items are (close to) independent draws from the task distribution.
 - Passing the accuracy bound is not enough. Guards block a challenger that buys accuracy with
-  worse behaviour (dropped format, longer or truncated answers), and tripwires flag patterns of
-  reward hacking (format up, accuracy flat). Guards compare pooled point estimates: over
-  suite x k samples they are precise enough, and a guard is a limit, not a hypothesis.
-- Rule precedence is tripwire > guard > CI: `rule` names the most specific alarm that fired,
-  so a format-hacking challenger is labelled as such even when its CI also fails.
+  worse behaviour (dropped format, longer or truncated answers). Guards compare pooled point
+  estimates: over suite x k samples they are precise enough, and a guard is a limit, not a
+  hypothesis.
+- The greedy guard (`greedy_check`) is the exception: greedy pass@1 is one 0/1 result per item,
+  too noisy for a point limit alone, so it blocks only a drop that is both past its tolerance
+  and real (the paired bootstrap upper bound of the change is below 0).
+- The tripwire "format up, accuracy flat" runs only when the gate metric is pass@k or maj@k: a
+  gain there with no pass@1 gain and a format jump looks like the policy learned the format
+  reward. Under pass@1 the confidence rule already refuses such a challenger, so the tripwire
+  could change no decision there and is not evaluated.
+- Rule precedence is tripwire > guard > CI: `rule` names the most specific alarm that fired.
+- Two evals recorded under different sampling settings are not compared at all
+  (`check_comparable`): their per-item results do not pair.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ class GateDecision:
     rule: str = ""
     guards: dict[str, dict] = field(default_factory=dict)
     tripwires: tuple[str, ...] = ()
+    # What the decision could not check and why (e.g. a guard skipped for missing results).
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,8 +91,14 @@ DEFAULT_GUARDS: dict[str, float] = {
 }
 
 # A rise in format rate above this while the pass@1 lower bound is <= 0 looks like the policy
-# learned the format reward, not the task.
+# learned the format reward, not the task (checked when the gate metric is pass@k or maj@k).
 FORMAT_UP_TRIPWIRE = 0.05
+
+# The greedy guard's name in `GateDecision.guards`, and the eval report's metric of the same name.
+GREEDY = "greedy_pass@1"
+
+# The arguments of `decide_test`, by their `gate.*` config names.
+TEST_ARGS = ("test", "metric", "margin", "alpha", "n_boot", "seed", "guards")
 
 _EPS = 1e-12  # so that a regression of exactly the limit passes despite float rounding
 _BOOT_CHUNK = 1 << 22  # resampled indices held at once (~16 MB as int32)
@@ -184,10 +203,13 @@ def decide_paired(
 
     Items are dicts with the `ItemResult` fields (rows of an eval's items.parquet), paired by
     item_id; differing item sets raise ValueError. `guards` maps a guard name to its limit;
-    None means DEFAULT_GUARDS, a dict replaces them ({} turns guards off).
+    None means DEFAULT_GUARDS, a dict replaces them ({} turns guards off). `margin` lies in
+    [0, 1], as `gate.margin` does: a negative one would promote a challenger known to be worse.
     """
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
+    if not 0 <= margin <= 1:
+        raise ValueError(f"margin must lie in [0, 1], got {margin}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
     limits = DEFAULT_GUARDS if guards is None else guards
@@ -201,7 +223,8 @@ def decide_paired(
     key = metric_key(metric, ks.pop()) if len(ks) == 1 else metric
 
     rows = [_item_scores(chall, metric) - _item_scores(champ, metric)]
-    if metric != "pass@1":  # the tripwire reads the pass@1 bound whatever the gate metric
+    tripwired = metric != "pass@1"  # under pass@1 the CI rule already refuses what it would
+    if tripwired:  # the tripwire reads the pass@1 bound
         rows.append(_item_scores(chall, "pass@1") - _item_scores(champ, "pass@1"))
     lows, highs = paired_bootstrap(np.stack(rows), n_boot=n_boot, alpha=alpha, seed=seed)
     ci_low, ci_high = float(lows[0]), float(highs[0])
@@ -223,7 +246,7 @@ def decide_paired(
         }
     format_rise = pb["format_rate"] - pa["format_rate"]
     tripwires = []
-    if format_rise > FORMAT_UP_TRIPWIRE and pass1_low <= 0:
+    if tripwired and format_rise > FORMAT_UP_TRIPWIRE and pass1_low <= 0:
         tripwires.append("format_up_accuracy_flat")
 
     level = f"{1 - alpha:.0%} lower bound"
@@ -269,6 +292,128 @@ def decide_paired(
         guards=guard_results,
         tripwires=tuple(tripwires),
     )
+
+
+def decide_test(
+    champion_items: list[dict],
+    challenger_items: list[dict],
+    *,
+    test: str,
+    metric: str,
+    margin: float,
+    alpha: float,
+    n_boot: int,
+    seed: int,
+    guards: dict[str, float] | None,
+) -> GateDecision:
+    """The test a config names (`gate.test`, arguments named as in `TEST_ARGS`) on two evals'
+    items: the stage and the null benchmark decide through this one function."""
+    if test == "paired_bootstrap":
+        return decide_paired(
+            champion_items,
+            challenger_items,
+            metric=metric,
+            margin=margin,
+            alpha=alpha,
+            n_boot=n_boot,
+            seed=seed,
+            guards=guards,
+        )
+    if test != "margin":
+        raise ValueError(f"unknown gate test {test!r}; use paired_bootstrap or margin")
+    pairs = _pair(champion_items, challenger_items)
+    ks = {a["n"] for a, _ in pairs}
+    if len(ks) != 1:
+        raise ValueError(f"the margin test needs one k over all items, got {sorted(ks)}")
+    k = ks.pop()
+    key = metric_key(metric, k)
+
+    def summary(items: list[dict]) -> dict[str, float]:
+        return {key: float(_item_scores(items, metric).mean())}
+
+    return decide(summary([a for a, _ in pairs]), summary([b for _, b in pairs]), metric, margin, k)
+
+
+# Worker sampling parameter -> the config field it comes from, for errors a user can act on.
+_SETTING_FIELDS = {
+    "n": "eval.k",
+    "temperature": "eval.temperature",
+    "top_p": "top_p",
+    "max_tokens": "eval.max_tokens",
+    "seed": "eval.seed",
+}
+
+
+def check_comparable(champion: dict, challenger: dict, where: str = "") -> None:
+    """Raise ValueError when two evals' recorded sampling parameters (the eval manifest's
+    `params`) differ: per-item results sampled differently do not pair, and a gate over them
+    would measure the settings change, not the model."""
+    diffs = [
+        f"{_SETTING_FIELDS.get(k, k)}: champion {champion.get(k)!r}, "
+        f"challenger {challenger.get(k)!r}"
+        for k in sorted(champion.keys() | challenger.keys())
+        if champion.get(k) != challenger.get(k)
+    ]
+    if diffs:
+        raise ValueError(
+            f"eval_settings_mismatch{' ' + where if where else ''}: the two evaluations were "
+            f"sampled with different settings ({'; '.join(diffs)}); the gate compares only evals "
+            "made with the frozen eval settings"
+        )
+
+
+def greedy_check(
+    champion: list[dict] | None,
+    challenger: list[dict] | None,
+    *,
+    tolerance: float,
+    alpha: float,
+    n_boot: int,
+    seed: int,
+) -> tuple[dict[str, dict], str | None]:
+    """The greedy pass@1 guard: (alarms for `with_alarms`, a note when it cannot run).
+
+    Items are the greedy eval's `ItemResult` rows (one sample at temperature 0 per item),
+    paired by item_id. The guard fails when greedy pass@1 falls by more than `tolerance` AND the
+    paired bootstrap (1 - alpha) upper bound of (challenger - champion) is below 0: the drop must
+    be both material and real. Greedy answers are one coin per item: on 512 items a point limit
+    alone blocked 29 of 200 equally good challengers in simulation, this rule 8 of 200
+    (tests/unit/test_greedy_guard.py). An eval without greedy results (recorded before them, or
+    with `eval.greedy` off) skips the guard.
+    """
+    missing = [n for n, items in (("champion", champion), ("challenger", challenger)) if not items]
+    if missing:
+        return {}, (
+            f"{GREEDY} guard skipped: the {' and '.join(missing)} eval has no greedy results "
+            "(made before greedy evaluation was recorded, or with eval.greedy off)"
+        )
+    pairs = _pair(champion, challenger)
+    a = _item_scores([x for x, _ in pairs], "pass@1")
+    b = _item_scores([y for _, y in pairs], "pass@1")
+    _, high = paired_bootstrap(b - a, n_boot=n_boot, alpha=alpha, seed=seed)
+    ref, cur, upper = float(a.mean()), float(b.mean()), float(high[0])
+    drop = ref - cur
+    ok = not (drop > tolerance + _EPS and upper < 0)
+    return {
+        GREEDY: {
+            "champion": ref,
+            "challenger": cur,
+            "regression": drop,
+            "limit": float(tolerance),
+            "ci_high": upper,
+            "ok": bool(ok),
+            "reason": f"{GREEDY} fell {drop:+.4f} ({ref:.4f} -> {cur:.4f}) over the tolerance "
+            f"{tolerance:.4f}, and the {1 - alpha:.0%} upper bound of the change {upper:+.4f} "
+            "is below 0",
+        }
+    }, None
+
+
+def with_note(decision: GateDecision, note: str | None) -> GateDecision:
+    """The decision with `note` recorded (in `notes` and at the end of the reason)."""
+    if not note:
+        return decision
+    return replace(decision, notes=(*decision.notes, note), reason=f"{decision.reason}; {note}")
 
 
 def with_alarms(decision: GateDecision, alarms: dict[str, dict]) -> GateDecision:

@@ -9,11 +9,12 @@ SUITE, K = 512, 8  # the demo's frozen suite and samples per item
 BETA = (0.6, 3.4)  # per-item solve rates: mean 0.15, many near 0, a few easy items, like the demo
 
 
-def _items(correct, formatted=None, truncated=None, tokens=None, k=K) -> list[dict]:
+def _items(correct, formatted=None, truncated=None, tokens=None, majority=None, k=K) -> list[dict]:
     n = len(correct)
     formatted = np.full(n, k) if formatted is None else formatted
     truncated = np.zeros(n, int) if truncated is None else truncated
     tokens = np.full(n, 40.0) if tokens is None else tokens
+    majority = 2 * np.asarray(correct) > k if majority is None else majority
     return [
         {
             "item_id": f"q{i:04d}",
@@ -22,15 +23,16 @@ def _items(correct, formatted=None, truncated=None, tokens=None, k=K) -> list[di
             "correct": c,
             "formatted": f,
             "truncated": t,
-            "majority_correct": 2 * c > k,
+            "majority_correct": bool(mj),
             "mean_tokens": m,
         }
-        for i, (c, f, t, m) in enumerate(
+        for i, (c, f, t, m, mj) in enumerate(
             zip(
                 np.asarray(correct).tolist(),
                 np.asarray(formatted).tolist(),
                 np.asarray(truncated).tolist(),
                 np.asarray(tokens).tolist(),
+                np.asarray(majority).tolist(),
                 strict=True,
             )
         )
@@ -105,15 +107,49 @@ def test_guards(name, challenger_kwargs, rule, promote):
         assert guard in d.reason
 
 
-def test_tripwire_format_up_accuracy_flat():
+def _maj_up_pass1_flat(format_up: bool):
+    """Champion and challenger with the same correct counts (pass@1 flat); the challenger's
+    majority vote is right on a third more items (maj@k up) and, if `format_up`, its format
+    rate is 6.25 points higher."""
     champ = _base()
-    champ_fmt = np.where(np.arange(SUITE) % 2 == 0, 7, 8)  # 93.75 % formatted
-    d = decide_paired(_items(champ, formatted=champ_fmt), _items(champ), margin=-0.05)
-    # Same accuracy, format +6.25 points; the margin is lax so only the tripwire blocks.
+    majority = 2 * champ > K
+    gained = majority | (np.arange(SUITE) % 3 == 0)
+    fmt = np.where(np.arange(SUITE) % 2 == 0, 7, 8)  # 93.75 % formatted
+    return (
+        _items(champ, formatted=fmt, majority=majority),
+        _items(champ, formatted=np.full(SUITE, K) if format_up else fmt, majority=gained),
+    )
+
+
+def test_tripwire_blocks_a_maj_gain_with_format_up_and_pass1_flat():
+    # A legal config (margin 0): the maj@k gain alone clears its bound, so only the tripwire
+    # stands between this challenger and promotion.
+    champ, chall = _maj_up_pass1_flat(format_up=True)
+    d = decide_paired(champ, chall, metric="maj@k")
+    assert d.ci_low > 0
     assert d.tripwires == ("format_up_accuracy_flat",)
-    assert d.ci_low <= 0 < d.ci_low + 0.05
     assert (d.rule, d.promote) == ("tripwire:format_up_accuracy_flat", False)
     assert "format rate rose +0.0625" in d.reason
+
+
+def test_same_maj_gain_without_the_format_jump_is_promoted():
+    champ, chall = _maj_up_pass1_flat(format_up=False)
+    d = decide_paired(champ, chall, metric="maj@k")
+    assert (d.rule, d.promote, d.tripwires) == ("promote", True, ())
+
+
+def test_tripwire_is_not_evaluated_under_pass1():
+    # Under pass@1 the CI rule already refuses a challenger with a flat pass@1: the tripwire
+    # could change no decision, so it is not run.
+    champ, chall = _maj_up_pass1_flat(format_up=True)
+    d = decide_paired(champ, chall, metric="pass@1")
+    assert (d.rule, d.promote, d.tripwires) == ("ci_below_margin", False, ())
+
+
+def test_margin_outside_the_config_range_is_refused():
+    champ = _items(_base())
+    with pytest.raises(ValueError, match="margin must lie in"):
+        decide_paired(champ, champ, margin=-0.05)
 
 
 def test_no_change_is_kept_on_the_ci_rule():

@@ -69,3 +69,41 @@ def test_gate(champ, chall, margin, promote):
 def test_gate_names_missing_metric():
     with pytest.raises(KeyError, match="pass@8"):
         decide({"pass@1": 0.1}, {"pass@1": 0.2}, "pass@k", 0.0, k=8)
+
+
+@pytest.mark.parametrize("metric", ["pass@1", "pass@k", "maj@k"])
+def test_margin_test_on_items_matches_the_reports(metric):
+    """`decide_test` runs the margin test on eval items; it decides as `decide` does on the
+    suite reports `metrics.report` makes of the same items."""
+    from dataclasses import asdict
+
+    from tasks.gate import decide_test
+
+    def items(shift: int):
+        """20 items, 4 samples each; item i has min(4, i % 5 + shift) right answers."""
+        out = []
+        for i in range(20):
+            c = min(4, i % 5 + shift)
+            answers = [R.format(3)] * c + [R.format(4)] * (4 - c)
+            out.append(score_item(f"q{i}", 1, "3", "arith", answers, [10] * 4, ["stop"] * 4))
+        return out
+
+    champ, chall = items(0), items(1)
+    want = decide(report(champ, 4), report(chall, 4), metric, 0.0, k=4)
+    got = decide_test(
+        [asdict(i) for i in champ],
+        [asdict(i) for i in chall],
+        test="margin",
+        metric=metric,
+        margin=0.0,
+        alpha=0.05,
+        n_boot=100,
+        seed=0,
+        guards=None,
+    )
+    assert (got.promote, got.metric, got.rule) == (want.promote, want.metric, want.rule)
+    assert got.delta == pytest.approx(want.delta) and want.delta > 0
+    with pytest.raises(ValueError, match="unknown gate test"):
+        decide_test(
+            [], [], test="vibes", metric=metric, margin=0, alpha=0.05, n_boot=1, seed=0, guards=None
+        )
