@@ -46,6 +46,7 @@ SIZES = {
         "config": "tiny",
         "judge_candidates": 16,
         "packing_steps": 6,
+        "gate_trials": 200,
     },
     "default": {
         "prompts": 256,
@@ -133,6 +134,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "flywheel": Benchmark(("P2", "P3", "P6", "P7"), _always, run_flywheel),
     "judge": Benchmark(("P4",), judge_missing, _run_module("bench_judge")),
     "packing": Benchmark(("P5",), packing_missing, _run_module("bench_packing")),
+    "gate_null": Benchmark(("G1", "G2", "G3"), _always, _run_module("bench_gate_null")),
 }
 
 # Names and goals of ratios a benchmark reports, for the rows of one that could not run.
@@ -145,6 +147,9 @@ PLACEHOLDERS: dict[str, tuple[str, Goal | None]] = {
     "P6": ("generation wall ÷ pure phases", None),
     "P7": ("flywheel gain ÷ plain SFT gain", Goal(">=", 1.0)),
     "P8": ("curation peak RSS, 100k ÷ 10k", Goal("<=", 1.5)),
+    "G1": ("false promotions under the null, default gate", Goal("<=", 0.06)),
+    "G2": ("false promotions under the null, margin 0", None),
+    "G3": ("promotions at a true +0.02 gain, default gate", None),
 }
 
 
