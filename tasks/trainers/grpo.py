@@ -7,10 +7,18 @@ Departures from TRL's defaults, each deliberate:
 
 - Every R1-relevant knob is set explicitly from the config: KL `beta` (TRL's default is 0, R1
   used 0.001), clip range `epsilon`, `loss_type`, group size, completion length.
-- Groups with no signal (every sample scored the same, so every advantage is 0) are dropped
-  before the update, as DAPO's dynamic sampling does: their rows stay in the batch (the batch
-  must still split evenly into micro-batches) but leave the loss mask, so they add neither a KL
-  term nor tokens to the loss normaliser. The share dropped is logged (`frac_reward_zero_std`).
+- Groups with no signal (every sample scored the same, so every advantage is 0) leave the update
+  for real. Masking their tokens alone is nearly a no-op: their advantage is 0 already, and the
+  losses that divide by a row count (`grpo`, `sapo`, `luspo`, `dr_grpo`) would still count them,
+  so a step with one silent group in three would be 2/3 of the step on the two live groups.
+  Their rows stay in the batch (it must still split evenly into micro-batches) but leave the
+  loss mask (no policy or KL term, no tokens in any normaliser) and the loss is rescaled to an
+  average over the live rows (`zero_signal_scale`): for every TRL loss type the step equals the
+  step on the batch without those groups (`bnpo`, a token mean per micro-batch, becomes the
+  mean over the micro-batches that hold live rows). `tests/unit/test_grpo_zero_signal.py`
+  compares the gradients. The filter does not refill the batch with new groups (DAPO's dynamic
+  sampling does): a step with silent groups learns from fewer groups. Dropped groups and rows
+  per step are logged (`zero_signal/groups`, `zero_signal/rows`; `groups_dropped` is the share).
 - Plain-text prompts are tokenized by `tasks.generate.encode_prompts`, the function the
   generation stage uses, so the policy sees the same tokens online as offline (one BOS, also
   after a chat template). Prompts are rendered by `tasks.generate.render_prompts`.
@@ -48,6 +56,48 @@ COLUMNS = ("question", "answer")
 # Settings that some rewards take from the config (`bound_reward` passes each only to its own).
 REWARD_SETTINGS = {"length": ("length_limit", "length_buffer"), "repetition": ("ngram",)}
 
+# How each TRL loss type normalises, which decides how the silent rows' share is taken back out.
+# Divided by the rows of a micro-batch (a mean of per-row terms, or rows x max length): silent rows
+# still count, so the loss is scaled by all rows / live rows over the generation batch.
+ROW_NORMALISED = frozenset({"grpo", "sapo", "luspo", "dr_grpo"})
+# Divided by the live tokens of the whole generation batch (`num_items_in_batch`, recounted after
+# the silent rows leave the mask): nothing to rescale.
+BATCH_TOKEN_NORMALISED = frozenset({"dapo", "cispo", "vespo"})
+# A token mean per micro-batch, averaged over the micro-batches: one with no live row adds 0 but
+# still counts, so the loss is scaled by all micro-batches / micro-batches with live rows.
+MICRO_BATCH_TOKEN_NORMALISED = frozenset({"bnpo"})
+
+
+def silent_rows(advantages: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Rows (bool, one per completion) of groups whose every advantage is 0.
+
+    Advantages are (r - group mean), divided by a std or not: a group whose rewards are all equal
+    has all advantages 0 (up to rounding), whatever the scaling; a group with signal has at least
+    one sample away from its mean. Rows are grouped consecutively, as TRL samples them.
+    """
+    silent = (advantages.view(-1, group_size).abs() < 1e-6).all(dim=1)
+    return silent.repeat_interleave(group_size)
+
+
+def zero_signal_scale(loss_type: str, live_rows: torch.Tensor, rows: int) -> float:
+    """Factor on TRL's loss, once silent rows have left the mask, that makes it the loss of the
+    live rows alone.
+
+    `live_rows` holds the live-row count of every micro-batch of one generation batch (all
+    processes), `rows` the rows of one micro-batch. With no live row at all the loss is 0 anyway.
+    """
+    if loss_type not in ROW_NORMALISED | BATCH_TOKEN_NORMALISED | MICRO_BATCH_TOKEN_NORMALISED:
+        raise ValueError(
+            f"train.grpo.loss_type={loss_type!r}: no rule for dropping zero-signal groups; "
+            "set train.grpo.drop_zero_signal to false or use a known loss type"
+        )
+    live = int(live_rows.sum())
+    if live == 0 or loss_type in BATCH_TOKEN_NORMALISED:
+        return 1.0
+    if loss_type in ROW_NORMALISED:
+        return live_rows.numel() * rows / live
+    return live_rows.numel() / int((live_rows > 0).sum())
+
 
 class SignalOnlyGRPOTrainer(GRPOTrainer):
     """`GRPOTrainer` that drops zero-signal groups and tokenizes prompts like the generator."""
@@ -56,6 +106,8 @@ class SignalOnlyGRPOTrainer(GRPOTrainer):
         self.drop_zero_signal = drop_zero_signal
         self.max_length = max_length
         super().__init__(*args, **kwargs)
+        if drop_zero_signal:
+            zero_signal_scale(self.loss_type, torch.zeros(1), 1)  # refuse an unknown type now
 
     def _tokenize_prompts(self, prompts: list):
         if isinstance(prompts[0], str):
@@ -78,20 +130,60 @@ class SignalOnlyGRPOTrainer(GRPOTrainer):
             raise
         if not self.drop_zero_signal or not self.model.training:
             return out
-        # Advantages are (r - group mean) / (group std + eps): a group whose rewards are all equal
-        # has all advantages 0 (up to rounding), whatever the scaling. A group with signal has at
-        # least one sample away from the mean.
-        adv = out["advantages"]
-        g = self.num_generations
-        silent = (adv.view(-1, g).abs() < 1e-6).all(dim=1).repeat_interleave(g)
-        keep = (~silent).to(out["completion_mask"].dtype).unsqueeze(1)
-        out["completion_mask"] = out["completion_mask"] * keep
+        return self._drop_silent_groups(out)
+
+    def _drop_silent_groups(self, out: dict) -> dict:
+        """Take the rows of silent groups out of the loss mask and the token count, and mark each
+        row live or not (`zero_signal_live`, split into micro-batches with the rows)."""
+        # A group may span processes: find silent groups on the gathered batch, keep this slice.
+        local = out["advantages"].shape[0]
+        silent_all = silent_rows(self.accelerator.gather(out["advantages"]), self.num_generations)
+        first = self.accelerator.process_index * local
+        silent = silent_all[first : first + local]
+        keep = (~silent).to(out["completion_mask"].dtype)
+        out["completion_mask"] = out["completion_mask"] * keep.unsqueeze(1)
         mask = out["completion_mask"]
         if "tool_mask" in out:
             mask = mask * out["tool_mask"]
         out["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
-        self._metrics["train"]["groups_dropped"].append(silent.float().mean().item())
+        out["zero_signal_live"] = keep
+        dropped = int(silent_all.sum())
+        metrics = self._metrics["train"]
+        metrics["zero_signal/rows"].append(float(dropped))
+        metrics["zero_signal/groups"].append(float(dropped // self.num_generations))
+        metrics["groups_dropped"].append(dropped / silent_all.numel())
         return out
+
+    def _prepare_inputs(self, generation_batch):
+        before = self._buffered_inputs
+        inputs = super()._prepare_inputs(generation_batch)
+        chunks = self._buffered_inputs
+        if chunks is not before and chunks and "zero_signal_live" in chunks[0]:
+            # A new generation batch was split into micro-batches: one scale serves them all.
+            live = torch.stack([c["zero_signal_live"].sum() for c in chunks])
+            live = self.accelerator.gather(live).cpu()
+            rows = chunks[0]["zero_signal_live"].numel()
+            scale = zero_signal_scale(self.loss_type, live, rows)
+            self._metrics["train"]["zero_signal/loss_scale"].append(scale)
+            for chunk in chunks:
+                chunk["zero_signal_scale"] = torch.tensor(scale, dtype=torch.float64)
+        return inputs
+
+    def _compute_loss(self, model, inputs):
+        scale = inputs.get("zero_signal_scale")
+        if scale is None or scale.item() == 1.0:
+            return super()._compute_loss(model, inputs)
+        # Every TRL loss is linear in the advantages (a positive factor leaves their signs, hence
+        # clipping, masks and gates, unchanged) plus beta x KL: scaling both scales the policy and
+        # KL terms and leaves the entropy bonus and router loss as TRL weights them.
+        beta = self.beta
+        self.beta = beta * scale.item()
+        try:
+            return super()._compute_loss(
+                model, {**inputs, "advantages": inputs["advantages"] * scale.item()}
+            )
+        finally:
+            self.beta = beta
 
 
 def load_prompts(
@@ -221,6 +313,8 @@ def train_grpo(
         "grpo.reward_std": _mean(trainer, "reward_std"),
         "grpo.zero_signal_share": _mean(trainer, "frac_reward_zero_std"),
         "grpo.groups_dropped": _mean(trainer, "groups_dropped"),
+        "grpo.groups_dropped_per_step": _mean(trainer, "zero_signal/groups"),
+        "grpo.rows_dropped_per_step": _mean(trainer, "zero_signal/rows"),
         "grpo.completion_length": _mean(trainer, "completions/mean_length"),
         "grpo.truncated_ratio": _mean(trainer, "completions/clipped_ratio"),
         "grpo.clip_ratio": _mean(trainer, "clip_ratio/region_mean"),

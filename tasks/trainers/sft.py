@@ -3,9 +3,14 @@
 This module owns the SFT recipe (what is trained on, how the run is guarded and shown) and the
 folder it writes. Departures from TRL's defaults, each deliberate:
 
-- The loss is on completion tokens only (`completion_only_loss=True`, set explicitly rather than
-  inferred from the columns), and TRL appends the tokenizer's eos to every completion so the
-  model learns to stop after `</answer>`.
+- Samples are tokenized here (`encode_pairs`), not by TRL: the prompt exactly as the generator
+  encodes it (`tasks.generate.encode_prompts`: one BOS, also when a chat template writes its
+  own, where TRL's tokenizer call would add a second), then the completion verbatim and the
+  tokenizer's eos, so the model learns to stop after `</answer>`. The completion is appended
+  after the rendered prompt (which ends with the template's assistant cue), never rendered as
+  an assistant turn: chat templates such as DeepSeek-R1's drop the `<think>` block from
+  assistant turns, and the model would learn answers without their reasoning.
+- The loss is on completion tokens (and eos) only (`completion_only_loss=True`).
 - No gradient checkpointing by default (TRL turns it on): sequences are short and models small,
   so recomputation would only cost time.
 - Packing (`packing=True`) is V3's sample masking: TRL's best-fit-decreasing packing puts
@@ -26,6 +31,7 @@ folder it writes. Departures from TRL's defaults, each deliberate:
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,7 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
+from tasks.generate import encode_prompts
 from tasks.progress import loss_bar
 
 COLUMNS = ("prompt", "completion")
@@ -142,6 +149,26 @@ def load_pairs(train_file: str | Path) -> datasets.Dataset:
     return datasets.Dataset.from_dict(table.select(list(COLUMNS)).to_pydict())
 
 
+def encode_pairs(tokenizer: Any, pairs: datasets.Dataset) -> datasets.Dataset:
+    """Prompt/completion rows as SFT's token ids: `input_ids` (prompt, completion, eos) and
+    `completion_mask` (1 on the completion and eos, the tokens trained on).
+
+    The prompt is encoded as every generation backend encodes it, so SFT trains on the context
+    the policy samples from; the completion follows as plain text, whatever it contains.
+    """
+    # No length bound here: TRL truncates to `max_length` and drops rows left without a target.
+    prompts = encode_prompts(tokenizer, pairs["prompt"], max_model_len=sys.maxsize)
+    eos = tokenizer.eos_token_id
+    rows: dict[str, list[list[int]]] = {"input_ids": [], "completion_mask": []}
+    for prompt, text in zip(prompts, pairs["completion"], strict=True):
+        completion = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not completion or completion[-1] != eos:
+            completion.append(eos)
+        rows["input_ids"].append(prompt + completion)
+        rows["completion_mask"].append([0] * len(prompt) + [1] * len(completion))
+    return datasets.Dataset.from_dict(rows)
+
+
 def _logging_steps(rows: int, batch_size: int, grad_accum: int, epochs: float) -> int:
     # About 25 points of loss history on short runs, one every 10 steps on long ones.
     steps = math.ceil(math.ceil(rows / batch_size) / grad_accum * epochs)
@@ -230,7 +257,7 @@ def build_trainer(
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=dataset,
+        train_dataset=encode_pairs(tokenizer, dataset),
         processing_class=tokenizer,
         callbacks=[NonFiniteGuard()],
     )
