@@ -42,7 +42,7 @@ def make_prompts(count: int, judge: JudgeConfig, seed: int = 0) -> list[str]:
             s.prompt.removeprefix("Q: ").strip(),
             s.completion,
             nonce_for(judge.seed, i, s.completion),
-            judge.max_candidate_chars,
+            judge.candidate_chars(),
         )
         for i, s in enumerate(samples)
     ]
@@ -127,7 +127,7 @@ def untrained_judge(root: Path, judge: JudgeConfig) -> str:
             rubric=judge.rubric,
             max_position=judge.max_model_len,
             steps=0,
-            max_candidate_chars=judge.max_candidate_chars,
+            max_candidate_chars=judge.candidate_chars(),
             exclude=(),
             progress=False,
         )

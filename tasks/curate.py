@@ -1,7 +1,11 @@
 """Rejection sampling: which generated samples become training data. Pure; no I/O.
 
-Every sample gets one verdict from the gating rewards (the first that rejects names the reason;
-any `infra_error` wins over a reject, since a broken verifier says nothing about the model).
+Every sample gets one verdict from the gating rewards and the engine's truncation flag: a
+truncated completion is rejected, else the first reward that rejects names the reason, else an
+`infra_error` (a broken verifier says nothing about the model, so it is never a reject) keeps
+the sample out without counting against it. With the judge listed, every rule that can apply
+still does; only the answer check is "not applicable" where a sample has no gold answer (see
+`sample_verdicts`). Rules with settings get the configured ones (`rule_settings`).
 Accepted samples then go through duplicate removal (exact on normalised text, and
 near-duplicates within a seed by MinHash; see `tasks.hygiene`) and a best-of-n cap per seed that
 prefers the shortest correct completions (short, correct chains are the cheapest to learn and
@@ -16,7 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from tasks.hygiene import dedup, diversity, exact_key
-from tasks.judge import COMBINE
+from tasks.judge import combine as combine_verdicts
 from tasks.records import Sample, Verdict
 from tasks.rewards import REWARDS, verdict_score
 
@@ -35,18 +39,29 @@ class Curated:
     diversity: dict[str, dict[str, float]] = field(default_factory=dict)  # generated / accepted
 
 
-def _aggregate(verdicts: dict[str, Verdict], truncated: bool) -> Verdict | None:
-    """One verdict from several rewards' (None when there are none)."""
-    if not verdicts:
-        return None
-    infra = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "infra_error"]
-    rejects = [f"{n}:{v.reason}" for n, v in verdicts.items() if v.outcome == "reject"]
-    if infra:
-        return Verdict("infra_error", infra[0])
+ANSWER_RULE = "accuracy"  # the one rule that checks the answer against the gold one
+
+
+def rule_settings(max_tokens: int, length_buffer: int, repetition_ngram: int) -> dict[str, dict]:
+    """The configured settings of the rules that take any, keyed by reward name: the `length`
+    reward's limit is the sampling budget (`sampling.max_tokens`), so a completion is judged
+    against the length it was allowed, not the reward module's default."""
+    return {
+        "length": {"length_limit": max_tokens, "length_buffer": length_buffer},
+        "repetition": {"ngram": repetition_ngram},
+    }
+
+
+def _joint(verdicts: dict[str, Verdict], truncated: bool) -> Verdict:
+    """One verdict from several rules': truncated output is rejected first, then the first
+    reject stands (a rule that did decide is not overruled by one that could not), then the
+    first infra_error (a broken verifier says nothing about the model), else accept."""
     if truncated:
         return Verdict("reject", "truncated")
-    if rejects:
-        return Verdict("reject", rejects[0])
+    for outcome in ("reject", "infra_error"):
+        for name, v in verdicts.items():
+            if v.outcome == outcome:
+                return Verdict(outcome, f"{name}:{v.reason}")
     return Verdict("accept", "all_rewards_passed")
 
 
@@ -56,12 +71,18 @@ def sample_verdicts(
     domain: str,
     columns: dict | None = None,
     combine: str = "rules_then_judge",
+    settings: dict[str, dict] | None = None,
 ) -> list[tuple]:
     """(verdict, {reward: score|None}, rules' verdict|None) per sample.
 
-    `columns` go to every reward (the judge's precomputed votes travel this way). With `judge`
-    among the rewards, the rules' joint verdict and the judge's combine by `COMBINE[combine]`;
-    a sample whose rules could not check it (no gold answer) counts as having no rule.
+    `columns` go to every reward (the judge's precomputed votes travel this way); `settings`
+    (see `rule_settings`) only to the reward they are keyed by. Truncation (the engine's
+    `finish_reason`) is a rule of every curation, judge or not. With `judge` among the rewards,
+    every rule that can apply still applies: format, truncation, length, repetition, ... reject
+    whatever the judge says, and only the answer check (`accuracy`) is not applicable to a
+    sample without a gold answer; the answer check and the judge combine by `judge.combine`
+    (`tasks.judge.combine`). The rules' verdict returned for judge QC is None where the rules
+    could not check the answer.
     """
     completions = [s.completion for s in samples]
     cols = {
@@ -71,21 +92,28 @@ def sample_verdicts(
         "domain": domain,
         **(columns or {}),
     }
-    per_reward = {name: REWARDS[name][1](completions, **cols) for name in rewards}
+    per_reward = {
+        name: REWARDS[name][1](completions, **{**cols, **(settings or {}).get(name, {})})
+        for name in rewards
+    }
     out = []
     for i, s in enumerate(samples):
         verdicts = {name: per_reward[name][i] for name in rewards}
         scores = {name: verdict_score(v) for name, v in verdicts.items()}
         truncated = s.finish_reason == "length"
-        rules = _aggregate({n: v for n, v in verdicts.items() if n != JUDGE}, truncated)
+        rule_verdicts = {n: v for n, v in verdicts.items() if n != JUDGE}
+        rules = _joint(rule_verdicts, truncated)
+        answer = rule_verdicts.get(ANSWER_RULE)
+        if answer is not None:  # None: not applicable, nothing to check the answer against
+            answer = None if answer.reason == NO_GOLD else _joint({ANSWER_RULE: answer}, False)
+        checked = rules if answer is not None else None  # for judge QC
         if JUDGE not in verdicts:
-            out.append((rules, scores, rules))
+            out.append((rules, scores, checked))
             continue
-        if rules is not None and rules.reason.endswith(NO_GOLD):
-            rules = None
+        checks = _joint({n: v for n, v in rule_verdicts.items() if n != ANSWER_RULE}, truncated)
         judge = verdicts[JUDGE]
         judge = Verdict(judge.outcome, f"{JUDGE}:{judge.reason}")
-        out.append((COMBINE[combine](rules, judge), scores, rules))
+        out.append((combine_verdicts(combine, checks, answer, judge), scores, checked))
     return out
 
 
@@ -100,8 +128,9 @@ def curate(
     num_perm: int = 128,
     columns: dict | None = None,
     combine: str = "rules_then_judge",
+    settings: dict[str, dict] | None = None,
 ) -> Curated:
-    judged = sample_verdicts(samples, rewards, domain, columns, combine)
+    judged = sample_verdicts(samples, rewards, domain, columns, combine, settings)
     rows, counts = [], Counter()
     accepted: list[Sample] = []
     seen_per_seed: dict[str, int] = defaultdict(int)

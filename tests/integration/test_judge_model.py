@@ -9,7 +9,9 @@ Both figures are printed (run with `-s` to see them) and asserted:
   Right solutions are read well; broken formats and wrong final answers vary with the build;
   a slip carried to the end is almost never caught;
 - per attack class, the false-accept rate is no worse than on the clean wrong answers the
-  attacks were built from, plus a tolerance.
+  attacks were built from, plus a tolerance. The classes include look-alike spellings of the
+  delimiter and verdict words (full-width, Cyrillic/Greek homoglyphs, separated letters),
+  which the sanitizer escapes before the judge reads them.
 """
 
 from __future__ import annotations
