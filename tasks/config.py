@@ -11,10 +11,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -181,9 +190,46 @@ class CurationConfig(_Section):
         ["accuracy", "format"], min_length=1, description="Rewards that must all be 1 to accept."
     )
     max_per_seed: int = Field(4, gt=0, description="Most accepted samples kept per seed.")
+    reward_model: Path | None = Field(
+        None,
+        description="Reward-model folder (`flywheel train-rm` writes <runs_dir>/<name>/"
+        "reward-model); needed when `rm` is one of the rewards.",
+    )
+    length_buffer: int = Field(
+        128,
+        gt=0,
+        description="`length` reward: soft-penalty zone before sampling.max_tokens; a completion "
+        "longer than max_tokens - length_buffer is rejected as overlong.",
+    )
+    repetition_ngram: int = Field(3, gt=0, description="`repetition` reward: n-gram size.")
+
+    @model_validator(mode="after")
+    def _rm_has_model(self) -> CurationConfig:
+        if "rm" in self.rewards and self.reward_model is None:
+            raise ValueError(
+                "reward_model: required when `rm` is one of curation.rewards (the folder "
+                "`flywheel train-rm` writes, e.g. runs/<name>/reward-model)"
+            )
+        return self
 
 
 TrainMode = Literal["sft", "grpo", "sft_then_grpo", "gkd"]
+
+# Rewards scored by a model that the GRPO worker does not load: the judge and the reward model
+# run in their own worker over a whole stage's samples (curation passes their outputs in), and
+# the GRPO worker is handed neither their settings nor their outputs.
+MODEL_REWARDS = ("judge", "rm")
+
+
+def _grpo_callable(rewards: dict[str, float] | None) -> dict[str, float] | None:
+    """Refuse rewards the GRPO worker cannot compute, at config load rather than mid-training."""
+    bad = [r for r in rewards or {} if r in MODEL_REWARDS]
+    if bad:
+        raise ValueError(
+            f"{bad} cannot score GRPO groups: the judge and the reward model run only in "
+            "curation (list them in curation.rewards); use rule rewards here"
+        )
+    return rewards
 
 
 class GKDSection(_Section):
@@ -206,7 +252,8 @@ class GRPOSection(_Section):
     rewards: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 1.0, "format": 0.5},
         min_length=1,
-        description="Rewards (names in tasks.rewards.REWARDS) and their weights in the sum.",
+        description="Rewards (names in tasks.rewards.REWARDS, except the model-scored judge and "
+        "rm) and their weights in the sum.",
     )
     learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (~1e-6 real models).")
     epochs: float = Field(1.0, gt=0, description="Passes over the generation's seeds.")
@@ -230,12 +277,16 @@ class GRPOSection(_Section):
         "group", description="Divide advantages by the group's reward std (`none`: Dr. GRPO)."
     )
     drop_zero_signal: bool = Field(
-        True, description="Drop groups whose samples all scored the same before the update."
+        True,
+        description="Leave groups whose samples all scored the same out of the loss and its "
+        "normaliser: the step is the step on the other groups (no refill with new groups).",
     )
     length_buffer: int = Field(
         32, gt=0, description="`length` reward: soft-penalty zone before max_completion_length."
     )
     repetition_ngram: int = Field(3, gt=0, description="`repetition` reward: n-gram size.")
+
+    _rewards_callable = field_validator("rewards")(_grpo_callable)
 
     @model_validator(mode="after")
     def _buffer_fits(self) -> GRPOSection:
@@ -252,6 +303,8 @@ class ScheduleEntry(_Section):
     rewards: dict[str, float] | None = Field(
         None, description="GRPO rewards and weights for this generation (None: train.grpo's)."
     )
+
+    _rewards_callable = field_validator("rewards")(_grpo_callable)
 
 
 class TrainConfig(_Section):
@@ -320,11 +373,52 @@ class TrainConfig(_Section):
         return self.stage(generation).rewards or self.grpo.rewards
 
 
+class ServedTeacher(_Section):
+    """A teacher behind an OpenAI-compatible `/completions` endpoint (`vllm serve`, a provider).
+
+    The API key never sits in the config: it is read from the environment variable named by
+    `api_key_env` (default: the judge's, FLYWHEEL_API_KEY_ENV or else OPENAI_API_KEY).
+    """
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$",
+        description="Recorded as each sample's model (and in its id); unique among teachers.",
+    )
+    backend: Literal["openai"] = Field(description="`openai`: an OpenAI-compatible server.")
+    base_url: str = Field(
+        pattern=r"^https?://\S+$", description="The endpoint's base URL, e.g. http://host:8000/v1."
+    )
+    model: str = Field(min_length=1, description="The served model's name on that endpoint.")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the API key (None: the judge's default).",
+    )
+
+
+def _teacher_kind(value: object) -> str:
+    """A mapping (or a parsed `ServedTeacher`) is a served teacher; anything else a path."""
+    return "served" if isinstance(value, dict | ServedTeacher) else "local"
+
+
+Teacher = Annotated[
+    Annotated[Path, Tag("local")] | Annotated[ServedTeacher, Tag("served")],
+    Discriminator(_teacher_kind),
+]
+
+
+def teacher_label(teacher: Path | ServedTeacher) -> str:
+    """What samples record as their model: a local teacher's path, a served teacher's name."""
+    return teacher.name if isinstance(teacher, ServedTeacher) else str(teacher)
+
+
 class DistillConfig(_Section):
     """Where the generation stage's samples come from: the policy, teachers, prompt templates."""
 
-    teachers: list[Path] = Field(
-        [], description="Local checkpoints whose samples are pooled with the policy's."
+    teachers: list[Teacher] = Field(
+        [],
+        description="Teachers whose samples are pooled with the policy's: local checkpoint "
+        "paths, or served models `{name, backend: openai, base_url, model[, api_key_env]}`.",
     )
     include_policy: bool = Field(
         True, description="Pool the policy's own samples too (False: teachers only)."
@@ -346,6 +440,10 @@ class DistillConfig(_Section):
             raise ValueError(f"templates: listed twice in {self.templates}")
         if not self.include_policy and not self.teachers:
             raise ValueError("no generator: include_policy is false and no teachers are given")
+        labels = [teacher_label(t) for t in self.teachers]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"teachers: {twice} listed twice (names and paths must be unique)")
         return self
 
 
@@ -360,11 +458,20 @@ class GuardSuite(_Section):
 
 
 class EvalConfig(_Section):
+    """The frozen evaluation. k, temperature, max_tokens and seed are frozen with the suite on
+    a flywheel's first run: a later run that changes one is refused (per-item results sampled
+    differently do not pair in the gate)."""
+
     suite_size: int = Field(512, gt=0, description="Items in the frozen held-out suite.")
     k: int = Field(8, gt=0, le=64, description="Samples per item (pass@k, maj@k).")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature for evaluation.")
     max_tokens: int = Field(96, gt=0, description="Longest completion in tokens.")
     seed: int = Field(1234, description="Evaluation sampling seed (fixed across generations).")
+    greedy: bool = Field(
+        True,
+        description="Also score one greedy sample (T=0, same suite and max_tokens) per item: "
+        "the `greedy_pass@1` metric and the gate's greedy guard. Costs a second engine start.",
+    )
     extra_suites: dict[str, GuardSuite] = Field(
         default_factory=dict,
         description="Named extra suites (e.g. `hard: {levels: [5]}`), frozen with the main one and "
@@ -381,20 +488,35 @@ class EvalConfig(_Section):
 
 class GateConfig(_Section):
     test: Literal["margin", "paired_bootstrap"] = Field(
-        "margin",
-        description="`margin`: challenger's metric must beat the champion's by more than margin; "
-        "`paired_bootstrap`: the lower confidence bound of the paired per-item gain must, and no "
-        "guard metric may regress.",
+        "paired_bootstrap",
+        description="`paired_bootstrap` (default): the one-sided (1 - alpha) lower bound of the "
+        "paired per-item gain must beat margin, and no guard metric may regress; `margin` "
+        "(opt-in): the challenger's point estimate must beat the champion's by more than margin "
+        "(with margin 0 it promotes an equal challenger about half the time).",
     )
     metric: Literal["pass@1", "pass@k", "maj@k"] = Field("pass@1", description="What decides.")
     margin: float = Field(0.0, ge=0, le=1, description="Challenger must beat champion by more.")
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="One-sided level of the lower bound.")
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="One-sided level of the gain's lower bound (and the greedy guard's upper one).",
+    )
     n_boot: int = Field(2000, ge=100, description="Bootstrap replicates.")
     seed: int = Field(0, description="Bootstrap seed.")
     guards: dict[Literal["format_rate", "mean_tokens", "truncation_rate"], float] = Field(
         default_factory=lambda: {"format_rate": 0.02, "mean_tokens": 0.25, "truncation_rate": 0.02},
         description="Largest allowed regression per guard (mean_tokens relative); {} turns "
         "guards off. Used by paired_bootstrap.",
+    )
+    greedy_tolerance: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Greedy guard (both tests; needs eval.greedy): block promotion when the "
+        "challenger's greedy pass@1 falls by more than this AND the paired bootstrap (1 - alpha) "
+        "upper bound of its change is below 0. Skipped, with a note, when either eval has no "
+        "greedy results.",
     )
 
     approval: bool = Field(
@@ -433,21 +555,45 @@ class JudgeConfig(_Section):
         0.3, ge=0, description="Judge sampling temperature (0.3: a k-vote of near-greedy reads)."
     )
     max_tokens: int = Field(96, gt=0, description="Longest judge output in tokens.")
-    max_candidate_chars: int = Field(
-        160, gt=0, description="Candidate text beyond this is cut before judging."
+    max_candidate_chars: int | None = Field(
+        None,
+        gt=0,
+        description="Candidate text beyond this is cut before judging (None: 160 for the "
+        "bootstrap judge, else derived from max_model_len - max_tokens; see candidate_chars).",
     )
     max_error_share: float = Field(
         0.5, ge=0, lt=1, description="Share of unparsable votes above which a vote is infra_error."
     )
     combine: Literal["rules_then_judge", "both", "judge_only"] = Field(
         "rules_then_judge",
-        description="`rules_then_judge`: rules where the sample has a gold answer, judge for the "
-        "rest; `both`: rules and judge must accept; `judge_only`: the judge decides.",
+        description="How the answer check and the judge combine: `rules_then_judge`: the "
+        "accuracy rule where the sample has a gold answer, the judge for the rest; `both`: "
+        "both must accept; `judge_only`: the judge alone checks the answer. Every other rule "
+        "(format, truncation, length, repetition, ...) rejects in every mode.",
     )
     max_model_len: int = Field(384, ge=32, description="Judge prompt + output in tokens.")
     seed: int = Field(0, description="Judge sampling and nonce seed.")
     steps: int = Field(1200, ge=0, description="Pretraining steps of the bootstrap judge.")
     batch_size: int = Field(32, gt=0, description="Documents per bootstrap-judge step.")
+    policy_samples: int = Field(
+        2048,
+        ge=0,
+        description="Base-policy samples on training questions, labelled by the rules, that the "
+        "bootstrap judge also trains on (0: synthetic corruptions only).",
+    )
+
+    def candidate_chars(self) -> int:
+        """The candidate cut in characters: `max_candidate_chars`, or derived from the judge's
+        context when unset (`tasks.judge.candidate_char_limit`)."""
+        from tasks.judge import candidate_char_limit, load_rubric
+
+        return candidate_char_limit(
+            self.max_candidate_chars,
+            embedded=self.model == "bootstrap" and self.backend != "openai",
+            max_model_len=self.max_model_len,
+            max_tokens=self.max_tokens,
+            template=load_rubric(self.rubric).template,
+        )
 
 
 class HygieneConfig(_Section):
@@ -528,14 +674,37 @@ class FlywheelConfig(_Section):
             if e.rewards is not None
         }
         modes = {self.train.mode} | {e.mode for e in self.train.schedule or []}
-        if "gkd" in modes and self.train.gkd.teacher is None and not self.distill.teachers:
-            raise ValueError("train mode gkd needs train.gkd.teacher or distill.teachers")
+        if "gkd" in modes and self.train.gkd.teacher is None:
+            if not self.distill.teachers:
+                raise ValueError("train mode gkd needs train.gkd.teacher or distill.teachers")
+            if isinstance(self.distill.teachers[0], ServedTeacher):
+                raise ValueError(
+                    "train.gkd.teacher: GKD needs a local teacher's logits, and "
+                    "distill.teachers[0] is a served model; set train.gkd.teacher to a checkpoint"
+                )
+        served = [t.name for t in self.distill.teachers if isinstance(t, ServedTeacher)]
+        if served and self.model.chat_template:
+            raise ValueError(
+                f"distill.teachers: served teachers {served} take plain-text prompts "
+                "(/completions), but model.chat_template is true"
+            )
         for where, rewards in grpo_sets.items():
             unknown = [r for r in rewards if r not in REWARDS]
             if unknown or not rewards:
                 raise ValueError(
                     f"{where}: unknown or no reward(s) {unknown}; known: {sorted(REWARDS)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _length_buffer_fits(self) -> FlywheelConfig:
+        """Curation's `length` reward measures against sampling.max_tokens."""
+        c = self.curation
+        if "length" in c.rewards and c.length_buffer > self.sampling.max_tokens:
+            raise ValueError(
+                f"curation.length_buffer ({c.length_buffer}) must not exceed sampling.max_tokens "
+                f"({self.sampling.max_tokens}) when `length` is one of curation.rewards"
+            )
         return self
 
     @property

@@ -11,6 +11,17 @@ implies (`tasks.judge_data.judge_notes`). The loss covers only what the judge wr
 check word and verdict weighted up: the prompt is given, and spending the tiny model's capacity
 on predicting rubric text would buy nothing.
 
+With `policy_samples` > 0 it also learns from what the policy actually writes: the base policy is
+sampled (Hugging Face `generate`, at the policy's own sampling settings) on fresh training
+questions from the same source as the synthetic candidates, each completion is labelled by the
+rule verifier, and every training batch takes `POLICY_SHARE` of its documents from that pool,
+accepts and rejects drawn equally often (`tasks.judge_data.balanced_draw`). Synthetic
+corruptions alone left the judge agreeing with the rules 0.42 on a real policy's candidates,
+where the rules accepted under 5 %: the corruptions are not the errors the policy makes. The
+policy's identity (a fingerprint of its files), the sample count and the sampling settings join
+the recipe, so a new base policy makes a new judge. With 0 the recipe, its hash and its training
+stream are exactly those of the synthetic-only judge.
+
 Its quality is measured, not assumed: `tests/integration/test_judge_model.py` runs it through
 the vLLM CPU engine on held-out questions and reports its agreement with the rules.
 
@@ -19,9 +30,11 @@ Run in its own process: `python -m tasks.judge_bootstrap request.json result.jso
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -37,8 +50,16 @@ from tasks.bootstrap import (
 )
 from tasks.domains import DOMAINS, eval_suite
 from tasks.judge import load_rubric, make_nonce, render, verdict_line
-from tasks.judge_data import NOTES_VERSION, fresh_candidates, judge_notes
-from tasks.records import stable_hash
+from tasks.judge_data import (
+    NOTES_VERSION,
+    Candidate,
+    balanced_draw,
+    fresh_candidates,
+    judge_notes,
+    policy_candidates,
+    training_seeds,
+)
+from tasks.records import Seed, stable_hash
 from tasks.store import read_manifest
 from tasks.subproc import worker_main
 
@@ -49,6 +70,25 @@ TRAIN_WEIGHTS = {"wrong_answer": 3.0}
 # The decision (check word and verdict line) is a few tokens after notes several times longer;
 # weighting it keeps the notes from drowning out the decision they exist for.
 VERDICT_WEIGHT = 8.0
+# Share of each training batch drawn from the policy's own samples when there are any: the
+# synthetic half keeps every corruption class and the notes' copy skill in view.
+POLICY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class PolicySampling:
+    """How the base policy is sampled for the judge's training pool: the flywheel's own
+    generation settings (`sampling`, `model`, `engine`), so the pool is what curation sees."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 96
+    prompt_template: str = "Q: {question}\n"
+    chat_template: bool = False
+    system_prompt: str | None = None
+    max_model_len: int = 256
+    dtype: str = "float32"
+    hf_batch_size: int = 256
 
 
 def _judge_batch(
@@ -57,18 +97,15 @@ def _judge_batch(
     """Right-padded prompt + notes + decision + eos, from (notes, decision) targets; labels on
     everything after the prompt, weighted 1 on the notes and VERDICT_WEIGHT on the decision."""
     rows, spans = [], []
-    for p, (notes, decision) in zip(prompts, targets, strict=True):
-        head = tokenizer(p)["input_ids"]  # with BOS
-        mid = tokenizer(notes + "\n", add_special_tokens=False)["input_ids"]
-        tail = tokenizer(decision, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        row = head + mid + tail
+    for p, target in zip(prompts, targets, strict=True):
+        row, span = _judge_row(p, target, tokenizer)
         if len(row) > max_len:
             raise ValueError(
                 f"a judge training document is {len(row)} tokens, over "
                 f"max_position={max_len}; lower max_candidate_chars or raise max_position"
             )
         rows.append(row)
-        spans.append((len(head), len(head) + len(mid)))
+        spans.append(span)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -81,6 +118,113 @@ def _judge_batch(
         weights[i, s:v] = 1.0
         weights[i, v : len(r)] = VERDICT_WEIGHT
     return ids, mask, labels, weights
+
+
+def _judge_row(
+    prompt: str, target: tuple[str, str], tokenizer
+) -> tuple[list[int], tuple[int, int]]:
+    """One document's ids (prompt with BOS, notes, decision, eos) and where its notes span."""
+    notes, decision = target
+    head = tokenizer(prompt)["input_ids"]  # with BOS
+    mid = tokenizer(notes + "\n", add_special_tokens=False)["input_ids"]
+    tail = tokenizer(decision, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return head + mid + tail, (len(head), len(head) + len(mid))
+
+
+def _target(rb, c: Candidate) -> tuple[str, str]:
+    """What the judge should write for `c`: (notes, check word + verdict line)."""
+    copy, check = judge_notes(c.completion)
+    verdict = verdict_line(rb, c.accept)
+    return copy, f"{check}\n{verdict}" if check else verdict
+
+
+def policy_fingerprint(path: str | Path) -> str:
+    """The policy's identity for the judge's cache key: its files' hashes where its folder has a
+    manifest (every checkpoint this project writes), else its config and weight files' names
+    and sizes (hashing a large external checkpoint whole would cost minutes)."""
+    path = Path(path)
+    man = read_manifest(path)
+    if man is not None:
+        return stable_hash("manifest", sorted((k, v["sha256"]) for k, v in man.files.items()))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"policy: {path} is not a Hugging Face checkpoint folder")
+    weights = sorted(
+        (p.name, p.stat().st_size)
+        for p in path.iterdir()
+        if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")
+    )
+    return stable_hash("files", json.loads((path / "config.json").read_text()), weights)
+
+
+def sample_policy(
+    policy: str,
+    seeds: list[Seed],
+    sampling: PolicySampling,
+    seed: int,
+    progress: bool,
+) -> list[str]:
+    """One completion of the policy per seed, by the generation worker's HF backend and prompt
+    rendering (one code path: the pool is sampled the way curation's candidates are)."""
+    from transformers import AutoTokenizer
+
+    from tasks.generate import generate_hf, render_prompts
+
+    prompts = render_prompts(
+        AutoTokenizer.from_pretrained(policy),
+        [s.question for s in seeds],
+        sampling.prompt_template,
+        sampling.chat_template,
+        sampling.system_prompt,
+    )
+    out = generate_hf(
+        policy,
+        prompts,
+        n=1,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens,
+        seed=seed,
+        dtype=sampling.dtype,
+        gpu_memory_utilization=0.0,
+        max_model_len=sampling.max_model_len,
+        hf_batch_size=sampling.hf_batch_size,
+        progress=progress,
+    )
+    return [c[0].text for c in out]
+
+
+def policy_pool(
+    policy: str,
+    size: int,
+    sampling: PolicySampling,
+    *,
+    levels: list[int],
+    excluded: set[str],
+    domain: str,
+    seed: int,
+    progress: bool,
+) -> list[Candidate]:
+    """`size` rule-labelled policy samples on fresh training questions (never `excluded`)."""
+    seeds = training_seeds(random.Random(f"judge-policy/{seed}"), size, levels, excluded, domain)
+    return policy_candidates(seeds, sample_policy(policy, seeds, sampling, seed, progress), domain)
+
+
+def _fitting(
+    cands: list[Candidate], rb, tokenizer, max_chars: int, max_len: int
+) -> list[Candidate]:
+    """The candidates whose training document fits `max_len` tokens (a policy sample can be
+    longer than any synthetic one: it may ramble until `max_tokens`)."""
+    probe = "x" * 6  # nonces have a fixed length, so any one measures the document
+    return [
+        c
+        for c in cands
+        if len(
+            _judge_row(
+                render(rb, c.question, c.completion, probe, max_chars), _target(rb, c), tokenizer
+            )[0]
+        )
+        <= max_len
+    ]
 
 
 def judge_dir(out_root: Path, recipe: dict) -> Path:
@@ -104,12 +248,17 @@ def bootstrap_judge(
     seed: int = 0,
     domain: str = "arith",
     exclude: Iterable[str] | None = None,
+    policy: str | None = None,
+    policy_samples: int = 0,
+    policy_sampling: dict | None = None,
     progress: bool = True,
 ) -> Path:
     """Make (or find cached) the tiny judge; return its Hugging Face checkpoint folder.
 
     `exclude`: questions training must never show (default: the frozen eval suite's), so the
-    judge is measured on questions it has not seen.
+    judge is measured on questions it has not seen. `policy_samples` > 0: that many samples of
+    the checkpoint `policy`, drawn with `policy_sampling` (`PolicySampling`'s fields), join the
+    training mix; 0 is the synthetic-only recipe.
     """
     rb = load_rubric(rubric)
     dom = DOMAINS[domain]
@@ -138,30 +287,62 @@ def bootstrap_judge(
         "verdict_weight": VERDICT_WEIGHT,
         "notes": NOTES_VERSION,
     }
+    sampling = PolicySampling(**(policy_sampling or {}))
+    if policy_samples < 0:
+        raise ValueError(f"policy_samples must be >= 0, got {policy_samples}")
+    if policy_samples:
+        if policy is None:
+            raise ValueError("policy_samples > 0 needs the policy checkpoint (`policy`)")
+        recipe |= {
+            "policy": policy_fingerprint(policy),
+            "policy_samples": policy_samples,
+            "policy_sampling": asdict(sampling),
+            "policy_share": POLICY_SHARE,
+        }
     folder = judge_dir(out_root, recipe)
     if read_manifest(folder) is not None:
         return folder
 
     started = time.time()
+    levels = list(range(1, max_difficulty + 1))
+    tokenizer = build_tokenizer()
+    pool: list[Candidate] = []
+    if policy_samples:
+        assert policy is not None
+        sampled = policy_pool(
+            policy,
+            policy_samples,
+            sampling,
+            levels=levels,
+            excluded=excluded,
+            domain=domain,
+            seed=seed,
+            progress=progress,
+        )
+        pool = _fitting(sampled, rb, tokenizer, max_candidate_chars, max_position)
+        print(
+            f"judge: {len(sampled)} policy samples, rules accept "
+            f"{sum(c.accept for c in sampled)}; {len(pool)} fit max_position={max_position}",
+            flush=True,
+        )
     torch.manual_seed(seed)
     rng = random.Random(f"judge-bootstrap/{seed}")
-    tokenizer = build_tokenizer()
     model = new_llama(
         tokenizer, hidden_size, intermediate_size, num_layers, num_heads, max_position
     )
-    levels = list(range(1, max_difficulty + 1))
+    from_policy = round(batch_size * POLICY_SHARE) if pool else 0
 
     def next_batch():
-        cands = fresh_candidates(rng, batch_size, levels, excluded, domain, TRAIN_WEIGHTS)
+        cands = fresh_candidates(
+            rng, batch_size - from_policy, levels, excluded, domain, TRAIN_WEIGHTS
+        )
+        if from_policy:
+            cands += balanced_draw(rng, pool, from_policy)
         prompts = [
             render(rb, c.question, c.completion, make_nonce(rng), max_candidate_chars)
             for c in cands
         ]
-        targets = []
-        for c in cands:
-            copy, check = judge_notes(c.completion)
-            verdict = verdict_line(rb, c.accept)
-            targets.append((copy, f"{check}\n{verdict}" if check else verdict))
+        targets = [_target(rb, c) for c in cands]
         return _judge_batch(prompts, targets, tokenizer, max_position)
 
     losses = pretrain(

@@ -20,16 +20,28 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import store
-from tasks.config import FlywheelConfig
-from tasks.curate import JUDGE, curate, merge_pool, mix_replay
+from tasks.config import FlywheelConfig, ServedTeacher, teacher_label
+from tasks.curate import JUDGE, curate, merge_pool, mix_replay, rule_settings
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tasks.gate import decide, decide_paired, suite_checks, with_alarms, with_approval
+from tasks.gate import (
+    GREEDY,
+    TEST_ARGS,
+    check_comparable,
+    decide_test,
+    greedy_check,
+    suite_checks,
+    with_alarms,
+    with_approval,
+    with_note,
+)
 from tasks.generate import generate_in_subprocess
 from tasks.hygiene import SuiteIndex, collapse_checks, decontaminate, dedup, diversity, exact_key
-from tasks.judge import qc_metrics
+from tasks.judge import cut_counts
+from tasks.judge_qc import qc_metrics
 from tasks.judge_run import judge_candidates
-from tasks.metrics import report, score_item
+from tasks.metrics import ItemResult, report, score_item
 from tasks.records import Sample, Seed, from_rows, stable_hash, to_rows
+from tasks.reward_model import RM, rm_scores
 from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
 from tasks.seeds import evolve, model_prompts, problem_text, quotas
 from tasks.subproc import WorkerError, run_worker
@@ -89,8 +101,12 @@ def _sample(
     folder: Path,
     template: str = "plain",
     student_model: str | None = None,
+    source: dict | None = None,
 ) -> dict:
-    """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`."""
+    """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`.
+
+    `source` overrides the request's model fields (a served teacher's backend and endpoint).
+    """
     questions = tmp / "questions.parquet"
     store.write_parquet([{"seed_id": s.id, "question": s.question} for s in seeds], questions)
     request = {
@@ -99,6 +115,7 @@ def _sample(
         "template": template,
         "student_model": student_model,
         "model_path": model_path,
+        **(source or {}),
         "questions_file": str(questions),
         "out_file": str(tmp / "raw.parquet"),
     }
@@ -141,13 +158,42 @@ def suite_stage(cfg: FlywheelConfig) -> Path:
             out["hash"] = stable_hash(sorted((s.id, s.question, s.answer) for s in items))
             out["items"] = len(items)
             out["extra_suites"] = extras
-    elif done.get("extra_suites", {}) != extras:
+            out["eval_settings"] = eval_settings(cfg)
+        return folder
+    check_frozen_eval(done.get("eval_settings"), eval_settings(cfg), folder)
+    if done.get("extra_suites", {}) != extras:
         raise ValueError(
             f"eval.extra_suites differs from the suites frozen in {folder} "
             f"({done.get('extra_suites', {})}): generations are only comparable on the same "
             "suites; start a new flywheel name to change them"
         )
     return folder
+
+
+# The eval settings frozen with the suite: per-item results sampled with other values do not pair.
+FROZEN_EVAL = ("k", "temperature", "max_tokens", "seed")
+
+
+def eval_settings(cfg: FlywheelConfig) -> dict:
+    return {name: getattr(cfg.eval, name) for name in FROZEN_EVAL}
+
+
+def check_frozen_eval(frozen: dict | None, current: dict, folder: Path) -> None:
+    """Refuse eval settings that differ from those frozen with the suite (a suite frozen before
+    they were recorded has none: then the gate's own check of both evals' settings stands)."""
+    if frozen is None:
+        return
+    changed = [
+        f"eval.{k}: {current.get(k)!r} (frozen: {v!r})"
+        for k, v in frozen.items()
+        if current.get(k) != v
+    ]
+    if changed:
+        raise ValueError(
+            f"{'; '.join(changed)}: the eval settings are frozen with the suite in {folder}; "
+            "generations are only comparable under the same settings; restore them or start a "
+            "new flywheel name to change them"
+        )
 
 
 def _suite_of(seed: Seed) -> str | None:
@@ -190,10 +236,14 @@ def load_seed_file(cfg: FlywheelConfig, suite_questions: list[str]) -> SeedFileR
     it is an eval suite. Needs no stage folder, so the flow checks it before any work."""
     s = cfg.seeds
     report = read_seed_file(
-        s.file, data_dirs=s.data_dirs, on_bad_row=s.on_bad_row, max_chars=s.max_chars
+        s.file,
+        domain=cfg.domain,
+        data_dirs=s.data_dirs,
+        on_bad_row=s.on_bad_row,
+        max_chars=s.max_chars,
     )
     suite_keys = {exact_key(q) for q in suite_questions}
-    why = looks_like_suite(s.file, report.seeds, suite_keys, exact_key, s.suite_file_share)
+    why = looks_like_suite(report.path, report.seeds, suite_keys, exact_key, s.suite_file_share)
     if why:
         raise SeedFileError(
             f"{s.file}: refused as a seed source: {why}. Seeding from the eval suite would "
@@ -382,26 +432,35 @@ def generate_stage(
         "seed": sp.seed + generation,
     }
     d = cfg.distill
-    generators = ([model_path] if d.include_policy else []) + [str(t) for t in d.teachers]
-    for i, teacher in enumerate(d.teachers):
-        if not (Path(teacher) / "config.json").is_file():
-            raise FileNotFoundError(
-                f"distill.teachers[{i}]: {teacher} is not a Hugging Face checkpoint folder"
-            )
+    generators = _generators(cfg, model_path)
     by_id = {s.id: s for s in seeds}
     with store.write_stage(folder, "generate") as (tmp, out):
         samples, runs = [], []
         # Every generator (the policy, then each teacher) samples every seed under every
         # template; the pool is curated as one, and each sample records its model and template.
-        for generator in generators:
+        for generator, source in generators:
             for template in d.templates:
                 stats = _sample(
-                    cfg, generator, seeds, params, tmp, folder, template, student_model=model_path
+                    cfg,
+                    generator,
+                    seeds,
+                    params,
+                    tmp,
+                    folder,
+                    template,
+                    student_model=model_path,
+                    source=source,
                 )
                 # Plain policy samples keep the ids they always had; other sources differ by
                 # model (already in the id) and by template.
                 id_params = params if template == "plain" else {**params, "template": template}
-                for r in store.read_parquet(tmp / "raw.parquet"):
+                rows = store.read_parquet(tmp / "raw.parquet")
+                # A served teacher's prompt whose requests all failed is an infrastructure
+                # failure: counted, and kept out of the pool rather than curated as a reject.
+                stats["errors"] = sum(r["finish_reason"] == "error" for r in rows)
+                for r in rows:
+                    if r["finish_reason"] == "error":
+                        continue
                     seed = by_id[r["seed_id"]]
                     samples.append(
                         Sample(
@@ -434,6 +493,25 @@ def generate_stage(
     return folder
 
 
+def _generators(cfg: FlywheelConfig, model_path: str) -> list[tuple[str, dict | None]]:
+    """(what samples record as their model, worker-request overrides) per generator: the
+    policy, then each teacher; a local teacher must be a checkpoint folder."""
+    d = cfg.distill
+    out: list[tuple[str, dict | None]] = [(model_path, None)] if d.include_policy else []
+    for i, teacher in enumerate(d.teachers):
+        if isinstance(teacher, ServedTeacher):
+            served = {"backend": teacher.backend, "model_path": teacher.model}
+            served |= {"base_url": teacher.base_url, "api_key_env": teacher.api_key_env}
+            out.append((teacher_label(teacher), served))
+            continue
+        if not (Path(teacher) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"distill.teachers[{i}]: {teacher} is not a Hugging Face checkpoint folder"
+            )
+        out.append((teacher_label(teacher), None))
+    return out
+
+
 def _pooled_stats(runs: list[dict]) -> dict:
     """One generation's totals over its (model, template) runs; rates from the totals."""
     total = {k: sum(r[k] for r in runs) for k in ("rows", "seconds", "tokens")}
@@ -451,7 +529,9 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
     judged = (
         _judge_samples(cfg, generation, samples, folder) if JUDGE in cfg.curation.rewards else None
     )
-    columns = {"judge_verdict": [v.verdict for v in judged[0]]} if judged else None
+    columns = {"judge_verdict": [v.verdict for v in judged[0]]} if judged else {}
+    if RM in cfg.curation.rewards:
+        columns["rm_score"] = _rm_scores(cfg, samples)
     h = cfg.hygiene
     started = time.perf_counter()
     result = curate(
@@ -464,6 +544,9 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         num_perm=h.num_perm,
         columns=columns,
         combine=cfg.judge.combine,
+        settings=rule_settings(
+            cfg.sampling.max_tokens, cfg.curation.length_buffer, cfg.curation.repetition_ngram
+        ),
     )
     curate_s = time.perf_counter() - started  # the pure pass only, no file I/O
     with store.write_stage(folder, "curate") as (tmp, out):
@@ -495,8 +578,23 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
                 [{"sample_id": s.id, **asdict(v)} for s, v in zip(samples, votes, strict=True)],
                 tmp / "judge_votes.parquet",
             )
-            out["judge"] = {**qc_metrics(votes, result.rules), **_judge_stats(stats)}
+            out["judge"] = {
+                **qc_metrics(votes, result.rules),
+                **cut_counts([s.completion for s in samples], cfg.judge.candidate_chars()),
+                **_judge_stats(stats),
+            }
     return folder
+
+
+def _rm_scores(cfg: FlywheelConfig, samples: list[Sample]) -> list[float]:
+    """The reward model's P(accept) of every sample, in one worker run (one model load)."""
+    path = cfg.curation.reward_model
+    if path is None or not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"curation.reward_model: {path} is not a reward-model folder "
+            "(`flywheel train-rm` writes <runs_dir>/<name>/reward-model)"
+        )
+    return rm_scores(str(path), [s.prompt for s in samples], [s.completion for s in samples])
 
 
 # -- the judge -----------------------------------------------------------------------------------
@@ -510,18 +608,45 @@ def judge_model_path(cfg: FlywheelConfig, suite_folder: Path) -> str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"judge.model: {path} is not a Hugging Face checkpoint folder")
         return str(path)
+    # The judge also learns from the base policy's own samples: it is made after the policy.
+    policy = base_model_stage.fn(cfg, suite_folder) if j.policy_samples else None
+    return run_worker("tasks.judge_bootstrap", judge_request(cfg, suite_folder, policy))["path"]
+
+
+def judge_request(cfg: FlywheelConfig, suite_folder: Path, policy: str | None) -> dict:
+    """The bootstrap judge's worker request. Policy samples are drawn with the flywheel's own
+    generation settings, so the judge trains on what curation will show it."""
+    j, smp, m = cfg.judge, cfg.sampling, cfg.model
     request = dict(
         out_root=str(cfg.runs_dir / "models"),
         rubric=j.rubric,
         max_position=j.max_model_len,
         steps=j.steps,
         batch_size=j.batch_size,
-        max_candidate_chars=j.max_candidate_chars,
+        max_candidate_chars=j.candidate_chars(),
         seed=j.seed,
         domain=cfg.domain,
         exclude=sorted(s.question for s in read_seeds(suite_folder)),
     )
-    return run_worker("tasks.judge_bootstrap", request)["path"]
+    if not j.policy_samples:
+        return request
+    if policy is None:
+        raise ValueError("judge.policy_samples > 0 needs the base policy's checkpoint")
+    return request | dict(
+        policy=policy,
+        policy_samples=j.policy_samples,
+        policy_sampling=dict(
+            temperature=smp.temperature,
+            top_p=smp.top_p,
+            max_tokens=smp.max_tokens,
+            prompt_template=m.prompt_template,
+            chat_template=m.chat_template,
+            system_prompt=m.system_prompt,
+            max_model_len=cfg.engine.max_model_len,
+            dtype=cfg.engine.dtype,
+            hf_batch_size=cfg.engine.hf_batch_size,
+        ),
+    )
 
 
 @stage_task(name="judge-model")
@@ -544,7 +669,7 @@ def _judge_samples(
         "k": j.k,
         "temperature": j.temperature,
         "max_tokens": j.max_tokens,
-        "max_candidate_chars": j.max_candidate_chars,
+        "max_candidate_chars": j.candidate_chars(),
         "max_error_share": j.max_error_share,
         "seed": j.seed + generation,
         "dtype": e.dtype,
@@ -751,7 +876,8 @@ def _grpo_request(
 def eval_stage(
     cfg: FlywheelConfig, folder: Path, model_path: str, suite_folder: Path, label: str
 ) -> dict:
-    """Score one model on the frozen suite: k samples per item, fixed sampling seed."""
+    """Score one model on the frozen suite: k samples per item, fixed sampling seed; with
+    `eval.greedy` also one greedy sample per item (`greedy_pass@1`, `greedy_items.parquet`)."""
     done = _done(folder)
     if done is not None:
         return done["report"]
@@ -767,31 +893,21 @@ def eval_stage(
     with store.write_stage(folder, "eval") as (tmp, out):
         t0 = time.time()
         stats = _sample(cfg, model_path, suite, params, tmp, folder)
-        by_seed: dict[str, list[dict]] = {}
-        for r in store.read_parquet(tmp / "raw.parquet"):
-            by_seed.setdefault(r["seed_id"], []).append(r)
-        items = []
-        for s in suite:
-            rs = sorted(by_seed.get(s.id, []), key=lambda r: r["sample_index"])
-            items.append(
-                score_item(
-                    s.id,
-                    s.difficulty,
-                    s.answer,
-                    cfg.domain,
-                    [r["completion"] for r in rs],
-                    [r["num_tokens"] for r in rs],
-                    [r["finish_reason"] for r in rs],
-                )
-            )
-        (tmp / "raw.parquet").rename(tmp / "completions.parquet")  # kept for inspection
-        parts: dict[str | None, list] = {}
-        for seed, item in zip(suite, items, strict=True):
-            parts.setdefault(_suite_of(seed), []).append(item)
+        parts = _scored(cfg, suite, tmp / "raw.parquet", tmp / "completions.parquet")
         main = parts.pop(None)
         store.write_parquet(to_rows(main), tmp / "items.parquet")  # the main suite's items
         rep = report(main, e.k)
         suites = {name: report(group, e.k) for name, group in sorted(parts.items())}
+        if e.greedy:  # the same worker at T=0, one sample per item; scored per item to pair
+            greedy_params = {**params, "n": 1, "temperature": 0.0}
+            out["greedy_params"] = greedy_params
+            out["greedy_generate"] = _sample(cfg, model_path, suite, greedy_params, tmp, folder)
+            greedy = _scored(cfg, suite, tmp / "raw.parquet", tmp / "greedy_completions.parquet")
+            greedy_main = greedy.pop(None)
+            store.write_parquet(to_rows(greedy_main), tmp / GREEDY_ITEMS)
+            rep[GREEDY] = report(greedy_main, 1)["pass@1"]
+            for name, group in greedy.items():
+                suites[name][GREEDY] = report(group, 1)["pass@1"]
         out.update(
             report=rep,
             suites=suites,
@@ -801,6 +917,34 @@ def eval_stage(
             seconds=time.time() - t0,
         )
     return rep
+
+
+GREEDY_ITEMS = "greedy_items.parquet"
+
+
+def _scored(
+    cfg: FlywheelConfig, suite: list[Seed], raw: Path, keep_as: Path
+) -> dict[str | None, list[ItemResult]]:
+    """Score the worker's samples of every suite item, grouped by suite (None: the main one);
+    the samples file is kept under `keep_as` for inspection."""
+    by_seed: dict[str, list[dict]] = {}
+    for r in store.read_parquet(raw):
+        by_seed.setdefault(r["seed_id"], []).append(r)
+    raw.rename(keep_as)
+    parts: dict[str | None, list[ItemResult]] = {}
+    for s in suite:
+        rs = sorted(by_seed.get(s.id, []), key=lambda r: r["sample_index"])
+        item = score_item(
+            s.id,
+            s.difficulty,
+            s.answer,
+            cfg.domain,
+            [r["completion"] for r in rs],
+            [r["num_tokens"] for r in rs],
+            [r["finish_reason"] for r in rs],
+        )
+        parts.setdefault(_suite_of(s), []).append(item)
+    return parts
 
 
 def _eval_items(cfg: FlywheelConfig, generation: int) -> list[dict]:
@@ -855,31 +999,45 @@ def gate_stage(
 
 
 def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challenger: dict):
-    """What the configured test says of challenger vs champion (reads their eval items)."""
-    g = cfg.gate
-    if g.test == "paired_bootstrap":
-        d = decide_paired(
-            _eval_items(cfg, champion["generation"]),
-            _eval_items(cfg, generation),
-            metric=g.metric,
-            margin=g.margin,
-            alpha=g.alpha,
-            n_boot=g.n_boot,
-            seed=g.seed,
-            guards=g.guards,
-        )
-    else:
-        d = decide(champion["report"], challenger["report"], g.metric, g.margin, cfg.eval.k)
-    alarms = _collapse_guards(cfg, champion["generation"], generation)
+    """What the configured test says of challenger vs champion (reads their eval items).
+    Two evals sampled under different settings are refused before any test runs."""
+    g, ref = cfg.gate, champion["generation"]
+    check_comparable(
+        _eval_outputs(cfg, ref).get("params", {}),
+        _eval_outputs(cfg, generation).get("params", {}),
+        where=f"(champion gen-{ref:04d}, challenger gen-{generation:04d})",
+    )
+    d = decide_test(
+        _eval_items(cfg, ref), _eval_items(cfg, generation), **g.model_dump(include=set(TEST_ARGS))
+    )
+    alarms = _collapse_guards(cfg, ref, generation)
     alarms |= suite_checks(
-        _eval_suites(cfg, champion["generation"]),
+        _eval_suites(cfg, ref),
         _eval_suites(cfg, generation),
         {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
     )
-    return with_alarms(d, alarms)
+    greedy, note = greedy_check(
+        _greedy_items(cfg, ref),
+        _greedy_items(cfg, generation),
+        tolerance=g.greedy_tolerance,
+        alpha=g.alpha,
+        n_boot=g.n_boot,
+        seed=g.seed,
+    )
+    return with_note(with_alarms(d, alarms | greedy), note)
+
+
+def _eval_outputs(cfg: FlywheelConfig, generation: int) -> dict:
+    man = store.read_manifest(store.gen_dir(cfg.flywheel_dir, generation) / "eval")
+    return man.outputs if man else {}
+
+
+def _greedy_items(cfg: FlywheelConfig, generation: int) -> list[dict] | None:
+    """A generation's greedy eval items (None for an eval made without them)."""
+    path = store.gen_dir(cfg.flywheel_dir, generation) / "eval" / GREEDY_ITEMS
+    return store.read_parquet(path) if path.is_file() else None
 
 
 def _eval_suites(cfg: FlywheelConfig, generation: int) -> dict[str, dict]:
     """The extra suites' reports of a generation's eval ({} for evals made before them)."""
-    man = store.read_manifest(store.gen_dir(cfg.flywheel_dir, generation) / "eval")
-    return man.outputs.get("suites", {}) if man else {}
+    return _eval_outputs(cfg, generation).get("suites", {})

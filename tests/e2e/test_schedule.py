@@ -157,7 +157,9 @@ def test_schedule_fires_twice_and_continues_the_flywheel(servers, runs_dir, tmp_
     assert not (fw / "gen-0003" / "gate" / "manifest.json").exists() or len(runs) > 2
 
     exp = httpx.get(
-        f"{tracking}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name}, timeout=30
+        f"{tracking}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": name},
+        timeout=30,
     ).json()["experiment"]
     found = httpx.post(
         f"{tracking}/api/2.0/mlflow/runs/search",
