@@ -435,7 +435,7 @@ def with_alarms(decision: GateDecision, alarms: dict[str, dict]) -> GateDecision
         decision,
         promote=False,
         rule=f"guard:{fired[0]}",
-        reason=f"blocked by guard {fired[0]}: {first['reason']}; {decision.reason}",
+        reason=f"blocked by guard {fired[0]}: {first['reason']}; without it: {decision.reason}",
         guards=guards,
     )
 
