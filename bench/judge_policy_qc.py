@@ -81,24 +81,9 @@ def measure_judge(cfg: FlywheelConfig, judge_path: str, cands: list) -> dict:
         kappa,
     )
     from tasks.judge_run import judge_candidates
+    from tasks.stages import judge_settings
 
-    j, e = cfg.judge, cfg.engine
-    settings = {
-        "model_path": judge_path,
-        "rubric": j.rubric,
-        "backend": j.backend,
-        "k": j.k,
-        "temperature": j.temperature,
-        "max_tokens": j.max_tokens,
-        "max_candidate_chars": j.candidate_chars(),
-        "max_error_share": j.max_error_share,
-        "seed": j.seed,
-        "dtype": e.dtype,
-        "gpu_memory_utilization": e.gpu_memory_utilization,
-        "max_model_len": j.max_model_len,
-        "hf_batch_size": e.hf_batch_size,
-        "enforce_eager": e.enforce_eager,
-    }
+    settings = judge_settings(cfg, judge_path, seed=cfg.judge.seed)
     votes, stats = judge_candidates(
         [c.question for c in cands], [c.completion for c in cands], settings
     )

@@ -654,16 +654,12 @@ def judge_model_stage(cfg: FlywheelConfig, suite_folder: Path) -> str:
     return judge_model_path(cfg, suite_folder)
 
 
-def _judge_samples(
-    cfg: FlywheelConfig, generation: int, samples: list[Sample], folder: Path
-) -> tuple[list, dict]:
-    """Every sample judged in one worker run (one engine load, one batched engine call)."""
+def judge_settings(cfg: FlywheelConfig, model_path: str, seed: int) -> dict:
+    """The judge worker's settings from the config (`tasks.judge_run`), for the curate stage and
+    the judge benchmarks alike."""
     j, e = cfg.judge, cfg.engine
-    questions = {
-        s.id: s.question for s in read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
-    }
-    settings = {
-        "model_path": judge_model_path(cfg, cfg.flywheel_dir / "suite"),
+    return {
+        "model_path": model_path,
         "rubric": j.rubric,
         "backend": j.backend,
         "k": j.k,
@@ -671,14 +667,24 @@ def _judge_samples(
         "max_tokens": j.max_tokens,
         "max_candidate_chars": j.candidate_chars(),
         "max_error_share": j.max_error_share,
-        "seed": j.seed + generation,
+        "seed": seed,
         "dtype": e.dtype,
         "gpu_memory_utilization": e.gpu_memory_utilization,
         "max_model_len": j.max_model_len,
         "hf_batch_size": e.hf_batch_size,
         "enforce_eager": e.enforce_eager,
-        "progress": True,
     }
+
+
+def _judge_samples(
+    cfg: FlywheelConfig, generation: int, samples: list[Sample], folder: Path
+) -> tuple[list, dict]:
+    """Every sample judged in one worker run (one engine load, one batched engine call)."""
+    questions = {
+        s.id: s.question for s in read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    }
+    model = judge_model_path(cfg, cfg.flywheel_dir / "suite")
+    settings = judge_settings(cfg, model, seed=cfg.judge.seed + generation) | {"progress": True}
     log = folder.parent / f"{folder.name}-judge.log"
     return judge_candidates(
         [questions[s.seed_id] for s in samples], [s.completion for s in samples], settings, log
