@@ -52,13 +52,8 @@ def main(request: dict) -> dict:
     """Worker: load the engine once, warm up, then time per-sample calls and one batched call."""
     from transformers import AutoTokenizer
 
-    from tasks.generate import (
-        draws_per_prompt,
-        encode_prompts,
-        vllm_completions,
-        vllm_engine,
-        vllm_params,
-    )
+    from tasks.backends import draws_per_prompt, vllm_completions, vllm_engine, vllm_params
+    from tasks.prompts import encode_prompts
 
     judge = JudgeConfig(**request["judge"])
     prompts = make_prompts(request["candidates"], judge)

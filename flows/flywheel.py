@@ -4,8 +4,8 @@
     for each generation:
         seeds ─► generate (champion) ─► curate ─► train (challenger) ─► eval ─► register ─► gate
 
-Every stage is a task in `tasks.stages` that skips itself when its folder already has a
-manifest, so running the same config again resumes at the first unfinished stage. The
+Every stage is a task in `tasks.stages` (a module each) that skips itself when its folder
+already has a manifest, so running the same config again resumes at the first unfinished stage. The
 champion passed from one generation to the next is whatever the gate stage wrote: a rejected
 challenger never becomes the next generation's policy.
 """

@@ -426,12 +426,12 @@ class DistillConfig(_Section):
     templates: list[str] = Field(
         ["plain"],
         min_length=1,
-        description="Prompt templates per seed (tasks.generate.TEMPLATES: plain, reflect).",
+        description="Prompt templates per seed (tasks.prompts.TEMPLATES: plain, reflect).",
     )
 
     @model_validator(mode="after")
     def _sources(self) -> DistillConfig:
-        from tasks.generate import TEMPLATES
+        from tasks.prompts import TEMPLATES
 
         unknown = [t for t in self.templates if t not in TEMPLATES]
         if unknown:

@@ -167,7 +167,8 @@ def sample_policy(
     rendering (one code path: the pool is sampled the way curation's candidates are)."""
     from transformers import AutoTokenizer
 
-    from tasks.generate import generate_hf, render_prompts
+    from tasks.backends import generate_hf
+    from tasks.prompts import render_prompts
 
     prompts = render_prompts(
         AutoTokenizer.from_pretrained(policy),

@@ -4,7 +4,7 @@ The worker (`python -m tasks.judge_run`, via `judge_in_subprocess`) reads a cand
 (question, completion), renders every judge prompt with its own nonce, asks the generation
 backend for k samples of each prompt in a single call (the rubric prefix is shared by every
 prompt, so vLLM's prefix cache serves it once), parses and votes, and writes one row per
-candidate. The backends are `tasks.generate.BACKENDS`, the policy's own: the judge is just
+candidate. The backends are `tasks.backends.BACKENDS`, the policy's own: the judge is just
 another model path (or an HTTP endpoint).
 
 `judge_candidates` is the orchestrator-side call used by curation and by the `judge` reward.
@@ -22,7 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.generate import BACKENDS, run_backend
+from tasks.backends import BACKENDS
+from tasks.generate import run_backend
 from tasks.judge import JudgeVote, load_rubric, parse_verdict, render, vote
 from tasks.judge import make_nonce as _make_nonce
 from tasks.records import stable_hash

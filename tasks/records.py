@@ -56,7 +56,7 @@ class Sample:
     model: str
     num_tokens: int
     finish_reason: str  # stop | length
-    template: str = "plain"  # the prompt template the generator saw (tasks.generate.TEMPLATES)
+    template: str = "plain"  # the prompt template the generator saw (tasks.prompts.TEMPLATES)
 
     @staticmethod
     def make_id(generation: int, seed_id: str, index: int, model: str, params: dict) -> str:

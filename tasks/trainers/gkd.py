@@ -8,7 +8,7 @@ Departures from TRL's example setup:
 
 - TRL's GKD collator wants chat `messages`; the flywheel's records are prompt / completion
   strings (the prompt already rendered for the student), so a small collator here tokenizes them
-  the way the generation stage does (`tasks.generate.encode_prompts`: one BOS) and masks the
+  the way the generation stage does (`tasks.prompts.encode_prompts`: one BOS) and masks the
   prompt out of the loss, with eos appended to every completion as in SFT.
 - Teacher and student must share a tokenizer (the same vocabulary, token for token), checked
   before any weights load; TRL only compares vocabulary sizes.
@@ -26,7 +26,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 
-from tasks.generate import encode_prompts
+from tasks.prompts import encode_prompts
 from tasks.trainers.sft import (
     NonFiniteGuard,
     RichProgress,

@@ -19,9 +19,9 @@ Departures from TRL's defaults, each deliberate:
   compares the gradients. The filter does not refill the batch with new groups (DAPO's dynamic
   sampling does): a step with silent groups learns from fewer groups. Dropped groups and rows
   per step are logged (`zero_signal/groups`, `zero_signal/rows`; `groups_dropped` is the share).
-- Plain-text prompts are tokenized by `tasks.generate.encode_prompts`, the function the
+- Plain-text prompts are tokenized by `tasks.prompts.encode_prompts`, the function the
   generation stage uses, so the policy sees the same tokens online as offline (one BOS, also
-  after a chat template). Prompts are rendered by `tasks.generate.render_prompts`.
+  after a chat template). Prompts are rendered by `tasks.prompts.render_prompts`.
 - Generation is TRL's own (transformers `generate`); vLLM colocation is a GPU-only option.
 - Metrics go back to the caller, which writes them into the train stage's manifest; per-step
   reward history is kept so a run's trend can be plotted.
@@ -39,7 +39,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from tasks.generate import encode_prompts, render_prompts
+from tasks.prompts import encode_prompts, render_prompts
 from tasks.rewards import bound_reward
 from tasks.trainers.sft import (
     NonFiniteGuard,

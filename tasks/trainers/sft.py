@@ -4,7 +4,7 @@ This module owns the SFT recipe (what is trained on, how the run is guarded and 
 folder it writes. Departures from TRL's defaults, each deliberate:
 
 - Samples are tokenized here (`encode_pairs`), not by TRL: the prompt exactly as the generator
-  encodes it (`tasks.generate.encode_prompts`: one BOS, also when a chat template writes its
+  encodes it (`tasks.prompts.encode_prompts`: one BOS, also when a chat template writes its
   own, where TRL's tokenizer call would add a second), then the completion verbatim and the
   tokenizer's eos, so the model learns to stop after `</answer>`. The completion is appended
   after the rendered prompt (which ends with the template's assistant cue), never rendered as
@@ -49,8 +49,8 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from tasks.generate import encode_prompts
 from tasks.progress import loss_bar
+from tasks.prompts import encode_prompts
 
 COLUMNS = ("prompt", "completion")
 

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks import generate
-from tasks.generate import SAMPLES_SCHEMA, generate_hf, generate_in_subprocess
+from tasks.backends import generate_hf
+from tasks.generate import SAMPLES_SCHEMA, generate_in_subprocess
 from tasks.store import write_parquet
 
 pytestmark = pytest.mark.slow

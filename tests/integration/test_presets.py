@@ -12,7 +12,7 @@ import pytest
 
 from tasks.config import load_config
 from tasks.domains import DOMAINS
-from tasks.stages import _grpo_request, _sft_request
+from tasks.stages.train import _grpo_request, _sft_request
 from tasks.store import write_parquet
 from tasks.train import train_in_subprocess
 

@@ -104,7 +104,7 @@ def _grpo_reward_sets(cfg: FlywheelConfig) -> dict[str, dict[str, float]]:
 def test_grpo_builds_every_reward_of_every_config(path, tmp_path):
     """The reward functions the GRPO worker makes from the train request, called with the
     columns TRL passes (prompts, completions, completion_ids, the dataset's other columns)."""
-    from tasks.stages import _grpo_request
+    from tasks.stages.train import _grpo_request
     from tasks.trainers.grpo import REWARD_SETTINGS
 
     cfg = load_config(path)

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
+from tasks.backends import generate_hf
 from tasks.bootstrap import bootstrap
 from tasks.domains import DOMAINS
-from tasks.generate import generate_hf
 from tasks.rewards import REWARDS
 from tasks.store import write_parquet
 from tasks.train import train_in_subprocess

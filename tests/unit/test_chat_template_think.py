@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.generate import encode_prompts, render_prompts
+from tasks.prompts import encode_prompts, render_prompts
 from tasks.store import write_parquet
 from tasks.trainers.sft import build_trainer
 

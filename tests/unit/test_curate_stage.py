@@ -8,11 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-from tasks import stages, store
+from tasks import store
 from tasks.config import ConfigError, FlywheelConfig, load_config
 from tasks.curate import curate, rule_settings
 from tasks.judge import JudgeVote
 from tasks.records import Sample, Seed, to_rows
+from tasks.stages import curate as curate_module
 
 OK = "<think>1+2=3</think><answer>3</answer>"
 
@@ -25,7 +26,7 @@ def run_curate(cfg: FlywheelConfig, samples: list[Sample]) -> dict:
     gen = store.stage_dir(cfg.flywheel_dir, 1, "generate")
     with store.write_stage(gen, "generate") as (tmp, _):
         store.write_parquet(to_rows(samples), tmp / "samples.parquet")
-    folder = stages.curate_stage.fn(cfg, 1, gen)
+    folder = curate_module.curate_stage.fn(cfg, 1, gen)
     out = store.read_manifest(folder).outputs
     out["rows"] = store.read_parquet(folder / "verdicts.parquet")
     return out
@@ -121,8 +122,8 @@ def test_judge_qc_counts_candidates_cut_before_judging(
         stats = dict.fromkeys(("calls", "seconds", "engine_load_s", "tokens_per_s"), 1.0)
         return [vote] * len(questions), {**stats, "candidates_per_s": 1.0, "rubric_version": "v"}
 
-    monkeypatch.setattr(stages, "judge_candidates", judge_candidates)
-    monkeypatch.setattr(stages, "judge_model_path", lambda cfg, suite: cfg.judge.model)
+    monkeypatch.setattr(curate_module, "judge_candidates", judge_candidates)
+    monkeypatch.setattr(curate_module, "judge_model_path", lambda cfg, suite: cfg.judge.model)
     qc = run_curate(cfg, samples)["judge"]
     assert seen["questions"] == ["1+2"] * 3
     if max_chars is None:  # derived from the judge's context: thousands of characters

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.generate import encode_prompts, prompt_seed, render_prompts
+from tasks.prompts import encode_prompts, prompt_seed, render_prompts
 
 # A minimal chat template over the tiny vocabulary: BOS first, as real templates do.
 CHAT = (
@@ -73,7 +73,7 @@ def test_prompt_seed_depends_on_seed_and_prompt_only():
 def test_vllm_backend_without_vllm_says_what_to_do(monkeypatch):
     import sys
 
-    from tasks.generate import BACKENDS
+    from tasks.backends import BACKENDS
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(RuntimeError, match="engine.backend: hf"):

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tasks.generate import BACKENDS, HttpSettings, backoff_delay, generate_openai
+from tasks.backends import BACKENDS, HttpSettings, backoff_delay, generate_openai
 from tasks.judge import Rubric, parse_verdict, vote
 from tests.http_reply import reply
 

@@ -93,7 +93,7 @@ def test_gkd_takes_an_explicit_local_teacher_next_to_served_ones():
 
 
 def test_generators_carry_each_served_teacher_endpoint(tmp_path):
-    from tasks.stages import _generators
+    from tasks.stages.generate import _generators
 
     local = tmp_path / "local"
     local.mkdir()

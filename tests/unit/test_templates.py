@@ -1,7 +1,7 @@
 import pytest
 
 from tasks.config import ConfigError, load_config
-from tasks.generate import REFLECT, apply_template
+from tasks.prompts import REFLECT, apply_template
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,96 @@
+"""What every stage shares: the Prefect task kinds, the manifest check, the generate worker's
+call, the seeds reader."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import store
+from tasks.config import FlywheelConfig
+from tasks.generate import generate_in_subprocess
+from tasks.records import Seed, from_rows
+from tasks.subproc import WorkerError
+
+
+def _retry_on_worker_crash(task, task_run, state) -> bool:
+    """Retry only when a worker process died (OOM, engine crash); a bad input is not retried."""
+    try:
+        state.result()
+    except WorkerError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+stage_task = task(cache_policy=NO_CACHE, persist_result=False)
+heavy_task = task(
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=_retry_on_worker_crash,
+)
+
+
+def completed(folder: Path) -> dict | None:
+    man = store.read_manifest(folder)
+    return None if man is None else man.outputs
+
+
+def engine_args(cfg: FlywheelConfig) -> dict:
+    e, m = cfg.engine, cfg.model
+    return {
+        "backend": e.backend,
+        "dtype": e.dtype,
+        "gpu_memory_utilization": e.gpu_memory_utilization,
+        "max_model_len": e.max_model_len,
+        "hf_batch_size": e.hf_batch_size,
+        "enforce_eager": e.enforce_eager,
+        "prompt_template": m.prompt_template,
+        "chat_template": m.chat_template,
+        "system_prompt": m.system_prompt,
+        "progress": True,
+    }
+
+
+def sample_seeds(
+    cfg: FlywheelConfig,
+    model_path: str,
+    seeds: list[Seed],
+    params: dict,
+    tmp: Path,
+    folder: Path,
+    template: str = "plain",
+    student_model: str | None = None,
+    source: dict | None = None,
+) -> dict:
+    """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`.
+
+    `source` overrides the request's model fields (a served teacher's backend and endpoint).
+    """
+    questions = tmp / "questions.parquet"
+    store.write_parquet([{"seed_id": s.id, "question": s.question} for s in seeds], questions)
+    request = {
+        **engine_args(cfg),
+        **params,
+        "template": template,
+        "student_model": student_model,
+        "model_path": model_path,
+        **(source or {}),
+        "questions_file": str(questions),
+        "out_file": str(tmp / "raw.parquet"),
+    }
+    t0 = time.perf_counter()
+    stats = generate_in_subprocess(request, log_path=tmp.parent / f"{folder.name}.log")
+    stats["wall_s"] = time.perf_counter() - t0  # the whole worker process, start to exit
+    questions.unlink()
+    return stats
+
+
+def read_seeds(folder: Path) -> list[Seed]:
+    return from_rows(Seed, store.read_parquet(Path(folder) / "seeds.parquet"))

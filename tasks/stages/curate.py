@@ -1,0 +1,120 @@
+"""The curate stage: rule verifiers, the judge and the reward model over every sample; the
+accepted set, every verdict, the per-seed pass rates and the judge's QC."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from tasks import store
+from tasks.config import FlywheelConfig
+from tasks.curate import JUDGE, curate, rule_settings
+from tasks.judge import cut_counts
+from tasks.judge_qc import qc_metrics
+from tasks.judge_run import judge_candidates
+from tasks.records import Sample, from_rows, stable_hash, to_rows
+from tasks.reward_model import RM, rm_scores
+from tasks.stages.common import (
+    completed,
+    read_seeds,
+    stage_task,
+)
+from tasks.stages.judge import judge_model_path, judge_settings
+
+
+@stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
+def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) -> Path:
+    folder = store.stage_dir(cfg.flywheel_dir, generation, "curate")
+    if completed(folder) is not None:
+        return folder
+    samples = from_rows(Sample, store.read_parquet(generate_folder / "samples.parquet"))
+    judged = (
+        _judge_samples(cfg, generation, samples, folder) if JUDGE in cfg.curation.rewards else None
+    )
+    columns = {"judge_verdict": [v.verdict for v in judged[0]]} if judged else {}
+    if RM in cfg.curation.rewards:
+        columns["rm_score"] = _rm_scores(cfg, samples)
+    h = cfg.hygiene
+    started = time.perf_counter()
+    result = curate(
+        samples,
+        cfg.curation.rewards,
+        cfg.domain,
+        cfg.curation.max_per_seed,
+        near_dup=h.near_dup,
+        shingle=h.shingle,
+        num_perm=h.num_perm,
+        columns=columns,
+        combine=cfg.judge.combine,
+        settings=rule_settings(
+            cfg.sampling.max_tokens, cfg.curation.length_buffer, cfg.curation.repetition_ngram
+        ),
+    )
+    curate_s = time.perf_counter() - started  # the pure pass only, no file I/O
+    with store.write_stage(folder, "curate") as (tmp, out):
+        store.write_parquet(to_rows(result.kept), tmp / "accepted.parquet")
+        store.write_parquet(result.rows, tmp / "verdicts.parquet")
+        store.write_parquet(
+            [
+                {"seed_id": k, "pass_rate": v, "paths": result.paths[k]}
+                for k, v in result.seed_pass_rate.items()
+            ],
+            tmp / "seed_rates.parquet",
+        )
+        n = max(len(samples), 1)
+        out.update(
+            counts=result.counts,
+            accepted=len(result.kept),
+            accept_rate=result.counts.get("accept", 0) / n,
+            seed_solve_rate=sum(v > 0 for v in result.seed_pass_rate.values())
+            / max(len(result.seed_pass_rate), 1),
+            reasoning_paths=sum(result.paths.values())
+            / max(sum(v > 0 for v in result.paths.values()), 1),
+            diversity=result.diversity,
+            hash=stable_hash(sorted(s.id for s in result.kept)),
+            seconds=curate_s,
+        )
+        if judged:
+            votes, stats = judged
+            store.write_parquet(
+                [{"sample_id": s.id, **asdict(v)} for s, v in zip(samples, votes, strict=True)],
+                tmp / "judge_votes.parquet",
+            )
+            out["judge"] = {
+                **qc_metrics(votes, result.rules),
+                **cut_counts([s.completion for s in samples], cfg.judge.candidate_chars()),
+                **_judge_stats(stats),
+            }
+    return folder
+
+
+def _rm_scores(cfg: FlywheelConfig, samples: list[Sample]) -> list[float]:
+    """The reward model's P(accept) of every sample, in one worker run (one model load)."""
+    path = cfg.curation.reward_model
+    if path is None or not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"curation.reward_model: {path} is not a reward-model folder "
+            "(`flywheel train-rm` writes <runs_dir>/<name>/reward-model)"
+        )
+    return rm_scores(str(path), [s.prompt for s in samples], [s.completion for s in samples])
+
+
+def _judge_samples(
+    cfg: FlywheelConfig, generation: int, samples: list[Sample], folder: Path
+) -> tuple[list, dict]:
+    """Every sample judged in one worker run (one engine load, one batched engine call)."""
+    questions = {
+        s.id: s.question for s in read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    }
+    model = judge_model_path(cfg, cfg.flywheel_dir / "suite")
+    settings = judge_settings(cfg, model, seed=cfg.judge.seed + generation) | {"progress": True}
+    log = folder.parent / f"{folder.name}-judge.log"
+    return judge_candidates(
+        [questions[s.seed_id] for s in samples], [s.completion for s in samples], settings, log
+    )
+
+
+def _judge_stats(stats: dict) -> dict:
+    keep = ("calls", "seconds", "engine_load_s", "candidates_per_s", "tokens_per_s")
+    return {k: float(stats[k]) for k in keep} | {"rubric_version": stats["rubric_version"]}

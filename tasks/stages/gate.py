@@ -1,0 +1,119 @@
+"""The gate stage: the configured test of challenger vs champion, its guards, and the next
+champion written last."""
+
+from __future__ import annotations
+
+from tasks import store
+from tasks.config import FlywheelConfig
+from tasks.gate import (
+    TEST_ARGS,
+    check_comparable,
+    decide_test,
+    greedy_check,
+    suite_checks,
+    with_alarms,
+    with_approval,
+    with_note,
+)
+from tasks.hygiene import collapse_checks, diversity
+from tasks.stages.common import (
+    completed,
+    stage_task,
+)
+from tasks.stages.evaluate import GREEDY_ITEMS
+
+
+def _eval_items(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    return store.read_parquet(
+        store.gen_dir(cfg.flywheel_dir, generation) / "eval" / "items.parquet"
+    )
+
+
+def _collapse_guards(cfg: FlywheelConfig, champion_gen: int, generation: int) -> dict[str, dict]:
+    """Diversity of both models' completions on the frozen suite; a configured drop is an alarm
+    that blocks promotion (a challenger that wins by collapsing onto a few outputs)."""
+    limits = cfg.hygiene.collapse_max_drop
+    if not limits:
+        return {}
+
+    def figures(g: int) -> dict[str, float]:
+        rows = store.read_parquet(
+            store.gen_dir(cfg.flywheel_dir, g) / "eval" / "completions.parquet"
+        )
+        return diversity([r["completion"] for r in rows])
+
+    checks = collapse_checks(figures(champion_gen), figures(generation), limits)
+    return {f"collapse.{k}": v for k, v in checks.items()}
+
+
+@stage_task(name="gate", task_run_name="gen-{generation:04d}/gate")
+def gate_stage(
+    cfg: FlywheelConfig,
+    generation: int,
+    champion: dict,
+    challenger: dict,
+    challenger_version: str | None,
+    approval: dict | None = None,
+) -> dict:
+    """Decide, and write the next champion. The champion moves only when this folder lands.
+    `approval` is a person's answer (`gate.approval`), asked only when the test would promote."""
+    folder = store.stage_dir(cfg.flywheel_dir, generation, "gate")
+    done = completed(folder)
+    if done is not None:
+        return done
+    d = with_approval(gate_decision(cfg, generation, champion, challenger), approval)
+    winner = challenger if d.promote else champion
+    with store.write_stage(folder, "gate") as (tmp, out):
+        store.write_json(d.to_dict(), tmp / "decision.json")
+        out.update(
+            decision=d.to_dict(),
+            champion=winner,
+            challenger_version=challenger_version,
+            approval=approval,
+        )
+    return completed(folder)
+
+
+def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challenger: dict):
+    """What the configured test says of challenger vs champion (reads their eval items).
+    Two evals sampled under different settings are refused before any test runs."""
+    g, ref = cfg.gate, champion["generation"]
+    check_comparable(
+        _eval_outputs(cfg, ref).get("params", {}),
+        _eval_outputs(cfg, generation).get("params", {}),
+        where=f"(champion gen-{ref:04d}, challenger gen-{generation:04d})",
+    )
+    d = decide_test(
+        _eval_items(cfg, ref), _eval_items(cfg, generation), **g.model_dump(include=set(TEST_ARGS))
+    )
+    alarms = _collapse_guards(cfg, ref, generation)
+    alarms |= suite_checks(
+        _eval_suites(cfg, ref),
+        _eval_suites(cfg, generation),
+        {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
+    )
+    greedy, note = greedy_check(
+        _greedy_items(cfg, ref),
+        _greedy_items(cfg, generation),
+        tolerance=g.greedy_tolerance,
+        alpha=g.alpha,
+        n_boot=g.n_boot,
+        seed=g.seed,
+    )
+    return with_note(with_alarms(d, alarms | greedy), note)
+
+
+def _eval_outputs(cfg: FlywheelConfig, generation: int) -> dict:
+    man = store.read_manifest(store.gen_dir(cfg.flywheel_dir, generation) / "eval")
+    return man.outputs if man else {}
+
+
+def _greedy_items(cfg: FlywheelConfig, generation: int) -> list[dict] | None:
+    """A generation's greedy eval items (None for an eval made without them)."""
+    path = store.gen_dir(cfg.flywheel_dir, generation) / "eval" / GREEDY_ITEMS
+    return store.read_parquet(path) if path.is_file() else None
+
+
+def _eval_suites(cfg: FlywheelConfig, generation: int) -> dict[str, dict]:
+    """The extra suites' reports of a generation's eval ({} for evals made before them)."""
+    return _eval_outputs(cfg, generation).get("suites", {})

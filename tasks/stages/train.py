@@ -1,0 +1,201 @@
+"""The train stage: the challenger, trained with the generation's recipe."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+from tasks import store
+from tasks.config import FlywheelConfig
+from tasks.curate import merge_pool, mix_replay
+from tasks.records import stable_hash
+from tasks.stages.common import (
+    completed,
+    heavy_task,
+    read_seeds,
+)
+from tasks.train import train_in_subprocess
+
+
+@heavy_task(name="train", task_run_name="gen-{generation:04d}/train")
+def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
+    """Train the challenger with this generation's recipe (`train.mode` or `train.schedule`).
+
+    `sft` trains on accepted samples; `grpo` on the generation's seeds (questions and gold
+    answers: the policy samples its own groups); `sft_then_grpo` runs GRPO from the SFT model
+    of the same generation, and keeps only the final model.
+    """
+    folder = store.stage_dir(cfg.flywheel_dir, generation, "train")
+    if completed(folder) is not None:
+        return folder
+    stage = cfg.train.stage(generation)
+    log_path = folder.parent / f"{folder.name}.log"
+    with store.write_stage(folder, "train") as (tmp, out):
+        t0 = time.perf_counter()
+        out.update(mode=stage.mode, label=stage.label)
+        model_in = base_model
+        if stage.mode == "gkd":
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            metrics = train_in_subprocess(
+                _gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
+                log_path,
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+        if stage.mode in ("sft", "sft_then_grpo"):
+            rows = _sft_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "train.parquet")
+            sft_dir = tmp / ("model" if stage.mode == "sft" else "sft-model")
+            metrics = train_in_subprocess(
+                _sft_request(cfg, generation, base_model, tmp / "train.parquet", sft_dir), log_path
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+            model_in = str(sft_dir)
+        if stage.mode in ("grpo", "sft_then_grpo"):
+            rows = _grpo_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "grpo.parquet")
+            metrics = train_in_subprocess(
+                _grpo_request(cfg, generation, model_in, tmp / "grpo.parquet", tmp / "model"),
+                log_path,
+            )
+            grpo_hash = stable_hash(sorted((r["question"], r["answer"]) for r in rows))
+            if stage.mode == "grpo":
+                out.update(metrics, train_rows=len(rows), hash=grpo_hash)
+            else:  # the SFT half named the training set; GRPO's figures go next to it
+                out.update(
+                    {k: v for k, v in metrics.items() if k.startswith("grpo.")},
+                    grpo_rows=len(rows),
+                    grpo_hash=grpo_hash,
+                    grpo_steps=metrics["steps"],
+                    grpo_seconds=metrics["seconds"],
+                    reward_history=metrics["reward_history"],
+                )
+                shutil.rmtree(tmp / "sft-model")  # the GRPO model descends from it
+        out["base_model"] = base_model
+        out["wall_s"] = time.perf_counter() - t0  # the worker processes, start to exit
+    return folder
+
+
+def _sft_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    gens = range(1, generation + 1) if cfg.train.replay else [generation]
+    pools = [
+        store.read_parquet(store.stage_dir(cfg.flywheel_dir, g, "curate") / "accepted.parquet")
+        for g in reversed(gens)
+    ]  # newest first: the newest copy of a duplicate wins
+    mixed = mix_replay(pools[0], merge_pool(pools[1:]), cfg.train.replay_share, generation)
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in mixed]
+    if not rows:
+        raise RuntimeError(
+            f"gen-{generation:04d}: no accepted samples to train on; the policy solved nothing. "
+            "Use easier seeds.levels, raise sampling.n, or check the verifier."
+        )
+    return rows
+
+
+def _sft_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    t = cfg.train
+    return {
+        "mode": "sft",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "learning_rate": t.learning_rate,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "cpu_threads": t.cpu_threads,
+        "packing": t.packing,
+        "min_lr_ratio": t.min_lr_ratio,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "progress": True,
+    }
+
+
+def _gkd_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    """SFT's optimisation settings plus the teacher and GKD's mixing knobs."""
+    k = cfg.train.gkd
+    sft = _sft_request(cfg, generation, base_model, train_file, out_dir)
+    for key in ("packing", "min_lr_ratio"):  # the GKD collator pads; no packing
+        sft.pop(key)
+    return {
+        **sft,
+        "mode": "gkd",
+        "teacher": str(k.teacher if k.teacher is not None else cfg.distill.teachers[0]),
+        "lmbda": k.lmbda,
+        "beta": k.beta,
+        "temperature": k.temperature,
+        "max_new_tokens": k.max_new_tokens,
+    }
+
+
+def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    """The generation's seeds as GRPO prompts: question, gold answer (may be null), domain."""
+    seeds = read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
+    limit = cfg.train.grpo.max_prompts
+    if limit is not None and limit < len(seeds):
+        seeds = random.Random(stable_hash("grpo-prompts", cfg.train.seed, generation)).sample(
+            seeds, limit
+        )
+    return [
+        {"seed_id": s.id, "question": s.question, "answer": s.answer, "domain": cfg.domain}
+        for s in seeds
+    ]
+
+
+def _grpo_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> dict:
+    t, g, m = cfg.train, cfg.train.grpo, cfg.model
+    return {
+        "mode": "grpo",
+        "base_model": base_model,
+        "train_file": str(train_file),
+        "out_dir": str(out_dir),
+        "rewards": t.grpo_rewards(generation),
+        "learning_rate": g.learning_rate,
+        "epochs": g.epochs,
+        "max_steps": g.max_steps,
+        "prompts_per_step": g.prompts_per_step,
+        "grad_accum": t.grad_accum,
+        "num_generations": g.num_generations,
+        "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature,
+        "epsilon": g.epsilon,
+        "beta": g.beta,
+        "loss_type": g.loss_type,
+        "num_iterations": g.num_iterations,
+        "scale_rewards": g.scale_rewards,
+        "drop_zero_signal": g.drop_zero_signal,
+        "length_buffer": g.length_buffer,
+        "ngram": g.repetition_ngram,
+        "warmup_ratio": t.warmup_ratio,
+        "scheduler": t.scheduler,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "seed": t.seed + generation,
+        "prompt_template": m.prompt_template,
+        "chat_template": m.chat_template,
+        "system_prompt": m.system_prompt,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "cpu_threads": t.cpu_threads,
+        "progress": True,
+    }
