@@ -1,0 +1,53 @@
+"""What crosses into a worker process, as frozen dataclasses, each built once from the config.
+
+A stage (or a benchmark, or a test) calls a builder here, hands the request to the worker as
+JSON (`to_json`), and the worker rebuilds it with `from_json`, which refuses a missing or an
+unknown field by name. The dataclasses declare no defaults: every value comes from the config,
+through one builder, under the name it has in the YAML.
+
+Pure: importing this module loads no worker, engine or tracking library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_json(request: Any) -> dict:
+    """The request as plain JSON values (nested requests become nested dicts)."""
+    return dataclasses.asdict(request)
+
+
+def from_json(cls: type[T], data: dict, where: str = "") -> T:
+    """Rebuild a request from `to_json`'s output; a missing or unknown field is an error naming
+    it (a request written by another version of the code never half-works)."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    missing = [n for n in names if n not in data]
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown fields {unknown}, missing fields {missing}")
+    return cls(**{n: _value(hints[n], data[n], f"{where}.{n}") for n in names})
+
+
+def _value(hint: Any, value: Any, where: str) -> Any:
+    """A field's value, rebuilding a nested request (also inside `X | None`)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if dataclasses.is_dataclass(option) and isinstance(value, dict):
+            return from_json(option, value, where)
+    return value
+
+
+# -- generation and judging ----------------------------------------------------------------------
+
+
+# -- training ------------------------------------------------------------------------------------
