@@ -7,7 +7,8 @@ prompt, so vLLM's prefix cache serves it once), parses and votes, and writes one
 candidate. The backends are `tasks.backends.BACKENDS`, the policy's own: the judge is just
 another model path (or an HTTP endpoint).
 
-`judge_candidates` is the orchestrator-side call used by curation and by the `judge` reward.
+`judge_candidates` is the orchestrator-side call (the curate stage, `bench/judge_policy_qc`); its
+votes reach the `judge` reward as the precomputed `judge_verdict` column.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Columns the rewards read when present: `answer` (gold), `domain`, `question` (th
 for the language check; else the rendered prompt), `num_tokens` or TRL's `completion_ids` (for
 length; else characters). Settings (length limit, n-gram size) are keyword arguments with
 defaults; `bound_reward` fixes them from the config and names the function after its key.
+The rewards scored by a model (`judge`, `rm`) read that model's output from a column
+(`judge_verdict`, `rm_score`) and refuse to run without it: a reward never starts a process;
+the caller runs the model once over the whole batch, in its worker.
 
 Ranges: accuracy, format, language and self-consistency lie in [0, 1]; length and repetition
 are penalties in [-1, 0] (0 = no penalty), so adding them to a task reward never makes a
@@ -112,72 +115,62 @@ def accuracy_reward(prompts: list[str], completions: list[str], **kw) -> list[fl
 
 
 def judge_verdicts(
-    completions: list[str],
-    question: list[str] | None = None,
-    prompts: list[str] | None = None,
-    judge_verdict: list[Verdict] | None = None,
-    judge: dict | None = None,
-    **_: object,
+    completions: list[str], judge_verdict: list[Verdict] | None = None, **_: object
 ) -> list[Verdict]:
-    """The generative judge's verdicts (see `tasks.judge`).
+    """The generative judge's verdicts (see `tasks.judge`), precomputed by the caller.
 
-    Precomputed votes (`judge_verdict`, as curation passes them after one batched worker run)
-    are returned as they are; otherwise `judge` (the worker's settings: model_path, rubric, k,
-    ...) runs the judge over this batch in one engine call, on `question` or else `prompts`.
+    A reward never starts a model: the stage runs the judge worker over the whole pool in one
+    batched call (`tasks.judge_run.judge_candidates`) and passes its votes as the
+    `judge_verdict` column, one per completion.
     """
-    if judge_verdict is not None:
-        if len(judge_verdict) != len(completions):
-            raise ValueError(
-                f"judge_verdict has {len(judge_verdict)} rows for {len(completions)} completions"
-            )
-        return list(judge_verdict)
-    if judge is None:
+    if judge_verdict is None:
         raise ValueError(
-            "the `judge` reward needs the judge's settings (`judge=` column) or precomputed "
-            "`judge_verdict`; in curation, list `judge` in curation.rewards and set `judge:`"
+            "the `judge` reward needs the judge's votes as the `judge_verdict` column (run "
+            "tasks.judge_run.judge_candidates first); in curation, list `judge` in "
+            "curation.rewards and set `judge:`"
         )
-    from tasks.judge_run import judge_candidates
-
-    texts = question if question is not None else prompts
-    if texts is None:
-        raise ValueError("the `judge` reward needs a `question` column or the prompts")
-    votes, _stats = judge_candidates(list(texts), list(completions), judge)
-    return [v.verdict for v in votes]
+    if len(judge_verdict) != len(completions):
+        raise ValueError(
+            f"judge_verdict has {len(judge_verdict)} rows for {len(completions)} completions"
+        )
+    return list(judge_verdict)
 
 
 def judge_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
-    return [verdict_score(v) for v in judge_verdicts(completions, prompts=prompts, **kw)]
+    return [verdict_score(v) for v in judge_verdicts(completions, **kw)]
+
+
+def _rm_score(completions: list[str], rm_score: list[float] | None) -> list[float]:
+    """The reward model's P(accept) per completion, as the caller computed it."""
+    if rm_score is None:
+        raise ValueError(
+            "the `rm` reward needs the reward model's P(accept) as the `rm_score` column (run "
+            "tasks.reward_model.rm_scores first); in curation, list `rm` in curation.rewards "
+            "and set curation.reward_model"
+        )
+    if len(rm_score) != len(completions):
+        raise ValueError(f"rm_score has {len(rm_score)} rows for {len(completions)} completions")
+    return [float(p) for p in rm_score]
 
 
 def rm_verdicts(
-    completions: list[str],
-    prompts: list[str] | None = None,
-    rm_model: str | None = None,
-    rm_score: list[float] | None = None,
-    **_: object,
+    completions: list[str], rm_score: list[float] | None = None, **_: object
 ) -> list[Verdict]:
     """The scalar reward model's verdicts: accept when P(accept) >= 0.5 (`flywheel train-rm`).
 
-    Scores come precomputed (`rm_score`) or from the model at `rm_model`, in a worker process.
+    Scores come precomputed (`rm_score`): the stage runs the model in its worker process.
     """
-    if rm_score is None:
-        if rm_model is None or prompts is None:
-            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder) and prompts")
-        from tasks.reward_model import rm_scores
-
-        rm_score = rm_scores(rm_model, list(prompts), list(completions))
-    return [Verdict("accept" if p >= 0.5 else "reject", f"rm_p={p:.2f}") for p in rm_score]
+    return [
+        Verdict("accept" if p >= 0.5 else "reject", f"rm_p={p:.2f}")
+        for p in _rm_score(completions, rm_score)
+    ]
 
 
-def rm_reward(prompts: list[str], completions: list[str], **kw) -> list[float | None]:
-    """The reward model's P(accept) itself: a graded reward for GRPO."""
-    if kw.get("rm_score") is None:
-        from tasks.reward_model import rm_scores
-
-        if kw.get("rm_model") is None:
-            raise ValueError("the `rm` reward needs `rm_model` (a train-rm folder)")
-        return list(rm_scores(kw["rm_model"], list(prompts), list(completions)))
-    return list(kw["rm_score"])
+def rm_reward(
+    prompts: list[str], completions: list[str], rm_score: list[float] | None = None, **_: object
+) -> list[float | None]:
+    """The reward model's P(accept) itself: a graded reward."""
+    return _rm_score(completions, rm_score)
 
 
 # -- language consistency ------------------------------------------------------------------------

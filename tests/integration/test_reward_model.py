@@ -13,6 +13,7 @@ from flows.cli import app
 from tasks import store
 from tasks.judge_data import fresh_candidates
 from tasks.records import Sample, to_rows
+from tasks.reward_model import rm_scores
 from tasks.rewards import REWARDS
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,8 @@ def test_train_rm_learns_from_curated_samples_and_serves_as_a_reward(tmp_path):
 
     fn, verdicts = REWARDS["rm"]
     probe = [samples[0].completion, "garbage"]
-    scores = fn(["Q: 1+2\n"] * 2, probe, rm_model=str(fw / "reward-model"))
+    prompts = ["Q: 1+2\n"] * 2
+    scores = fn(prompts, probe, rm_score=rm_scores(str(fw / "reward-model"), prompts, probe))
     assert all(0.0 <= p <= 1.0 for p in scores)
     assert [v.outcome for v in verdicts(probe, rm_score=scores)] == [
         "accept" if p >= 0.5 else "reject" for p in scores
@@ -60,7 +62,6 @@ def _curate_with_the_reward_model(tmp_path, rm_dir, samples):
     """`curation.rewards: [rm]` with `curation.reward_model`: the curate stage scores the pool
     once and every verdict is the reward model's (P >= 0.5 accepts)."""
     from tasks.config import FlywheelConfig
-    from tasks.reward_model import rm_scores
     from tasks.stages import curate_stage
 
     cfg = FlywheelConfig(

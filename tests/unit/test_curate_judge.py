@@ -45,13 +45,13 @@ def test_curate_combines_rules_and_judge(combine, outcomes):
     assert r.counts["infra_error"] == 1  # the undecided judge is never a reject
 
 
-def test_judge_reward_has_trl_signature_and_needs_settings():
+def test_judge_reward_has_trl_signature_and_needs_precomputed_votes():
     fn, verdicts = REWARDS["judge"]
     assert fn is judge_reward
     assert judge_reward(["p"] * 2, [OK, WRONG], judge_verdict=JUDGE[:2]) == [0.0, 1.0]
     with pytest.raises(ValueError, match="judge_verdict has 1 rows"):
         verdicts([OK, OK], judge_verdict=JUDGE[:1])
-    with pytest.raises(ValueError, match="needs the judge's settings"):
+    with pytest.raises(ValueError, match="needs the judge's votes as the `judge_verdict`"):
         judge_reward(["p"], [OK])
 
 

@@ -26,9 +26,12 @@ def test_agreement_with_curation_and_judge():
     assert out["judge_compared"] == 2 and out["agreement_judge"] == 0.5
 
 
-def test_rm_verdicts_threshold_and_need_a_model():
+def test_rm_verdicts_threshold_and_need_precomputed_scores():
     fn, verdicts = REWARDS["rm"]
     assert [v.outcome for v in verdicts(["a", "b"], rm_score=[0.5, 0.49])] == ["accept", "reject"]
     assert fn(["p"], ["a"], rm_score=[0.7]) == [0.7]
-    with pytest.raises(ValueError, match="rm_model"):
-        verdicts(["a"])
+    for call in (lambda: verdicts(["a"]), lambda: fn(["p"], ["a"], rm_model="runs/x/rm")):
+        with pytest.raises(ValueError, match="`rm_score` column"):
+            call()  # a reward never loads the model itself
+    with pytest.raises(ValueError, match="rm_score has 1 rows for 2 completions"):
+        verdicts(["a", "b"], rm_score=[0.5])
