@@ -255,12 +255,3 @@ def collapse_checks(
             "reason": f"{name} {way} {change:.1%} ({ref:.4f} -> {cur:.4f}), limit {limit:.0%}",
         }
     return out
-
-
-def collapse_alarms(
-    reference: dict[str, float], current: dict[str, float], max_drop: dict[str, float]
-) -> dict[str, str]:
-    """Metric -> why it alarms, for every metric that moved the bad way by more than its
-    allowed relative share (`max_drop`) against `reference`."""
-    checks = collapse_checks(reference, current, max_drop)
-    return {k: v["reason"] for k, v in checks.items() if not v["ok"]}

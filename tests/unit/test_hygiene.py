@@ -5,7 +5,7 @@ import random
 from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.hygiene import (
     SuiteIndex,
-    collapse_alarms,
+    collapse_checks,
     decontaminate,
     dedup,
     diversity,
@@ -139,7 +139,9 @@ def test_diversity_metrics_fall_when_outputs_collapse():
     assert lo["self_similarity"] > hi["self_similarity"]
     assert 0 <= lo["distinct_2"] <= 1 and hi["mean_length"] == lo["mean_length"] > 0
     assert diversity([])["mean_length"] == 0.0
-    alarms = collapse_alarms(hi, lo, {"distinct_2": 0.3, "self_similarity": 0.5})
-    assert set(alarms) == {"distinct_2", "self_similarity"}
-    assert "fell" in alarms["distinct_2"] and "rose" in alarms["self_similarity"]
-    assert collapse_alarms(hi, hi, {"distinct_2": 0.01, "answer_entropy": 0.01}) == {}
+    checks = collapse_checks(hi, lo, {"distinct_2": 0.3, "self_similarity": 0.5})
+    assert {k for k, c in checks.items() if not c["ok"]} == {"distinct_2", "self_similarity"}
+    assert "fell" in checks["distinct_2"]["reason"]
+    assert "rose" in checks["self_similarity"]["reason"]
+    steady = collapse_checks(hi, hi, {"distinct_2": 0.01, "answer_entropy": 0.01})
+    assert set(steady) == {"distinct_2", "answer_entropy"} and all(c["ok"] for c in steady.values())
