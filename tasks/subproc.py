@@ -5,7 +5,10 @@ memory is returned to the OS when it exits, and a crash (OOM, segfault, CUDA err
 and reported with the tail of its log instead of taking the flow down with it.
 
 A worker module defines `main(request: dict) -> dict` and ends with
-`if __name__ == "__main__": worker_main(main)`.
+`if __name__ == "__main__": worker_main(main)`. `run_worker` adds the process's own cost to the
+dict it returns: `wall_s` (start to exit) and `cpu_s` (user + system CPU seconds of the worker and
+of every process it reaped, e.g. vLLM's engine core). On a shared, loaded machine wall time
+measures the neighbours too; CPU seconds measure the work.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def _echo(chunk: bytes) -> None:
 
 
 def run_worker(module: str, request: dict[str, Any], log_path: Path | None = None) -> dict:
-    """Run `python -m module` on `request`; return its result dict.
+    """Run `python -m module` on `request`; return its result dict with the worker's `wall_s`
+    and `cpu_s` added (they replace any the worker set itself).
 
     The child's stdout/stderr stream through to ours (progress bars stay visible) and are kept
     in `log_path` too when given.
@@ -64,7 +68,7 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
             env.update(FORCE_COLOR="1", TTY_COMPATIBLE="1", TTY_INTERACTIVE="1")
         cmd = [sys.executable, "-m", module, str(req), str(res)]
         started = time.perf_counter()
-        tail = b""
+        tail, cpu_s = b"", 0.0
         log = open(log_path, "ab") if log_path else None
         try:
             with subprocess.Popen(
@@ -81,17 +85,30 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
                     if log:
                         log.write(chunk)
                     tail = (tail + chunk)[-8000:]
-                code = proc.wait()
+                code, cpu_s = _reap(proc)
         finally:
             if log:
                 log.close()
-            WORKER_WALL.append((module, time.perf_counter() - started))
+            wall_s = time.perf_counter() - started
+            WORKER_WALL.append((module, wall_s))
         if code != 0 or not res.is_file():
             raise WorkerError(
                 f"{module} exited with status {code}; last output:\n"
                 + tail.decode(errors="replace")[-3000:]
             )
-        return json.loads(res.read_text())
+        result = json.loads(res.read_text())
+        if not isinstance(result, dict):
+            raise WorkerError(f"{module} returned {type(result).__name__}, not a dict")
+        return {**result, "wall_s": wall_s, "cpu_s": cpu_s}
+
+
+def _reap(proc: subprocess.Popen) -> tuple[int, float]:
+    """Wait for the worker; its exit status and CPU seconds. `os.wait4` gives this one child's
+    usage (with the descendants it reaped), where RUSAGE_CHILDREN before and after would also
+    count any other worker a concurrent thread reaps meanwhile."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def worker_main(fn: Callable[[dict], dict]) -> None:

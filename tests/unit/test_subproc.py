@@ -1,0 +1,44 @@
+"""`run_worker` adds the worker process's own wall and CPU seconds to its result; a worker that
+fails, or returns something other than a dict, is a WorkerError. Real child processes, tiny."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.subproc import WorkerError, run_worker
+
+WORKER = """
+import time
+from tasks.subproc import worker_main
+
+def main(request):
+    end = time.process_time() + request["burn_s"]
+    while time.process_time() < end:  # CPU, not sleep: only this counts as cpu_s
+        pass
+    time.sleep(request["sleep_s"])
+    return request.get("result", {"ok": True, "cpu_s": -1.0})
+
+if __name__ == "__main__":
+    worker_main(main)
+"""
+
+
+@pytest.fixture
+def worker(tmp_path, monkeypatch):
+    (tmp_path / "burn_worker.py").write_text(WORKER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return "burn_worker"
+
+
+def test_cpu_seconds_count_work_not_waiting(worker):
+    out = run_worker(worker, {"burn_s": 0.6, "sleep_s": 0.6})
+    assert out["ok"] is True
+    assert 0.6 <= out["cpu_s"] < 0.6 + 1.5  # the burn, plus interpreter start-up
+    assert out["wall_s"] >= 1.2  # the sleep is wall time only
+    assert out["cpu_s"] < out["wall_s"]
+
+
+def test_a_result_that_is_not_a_dict_is_a_worker_error(worker):
+    with pytest.raises(WorkerError, match="returned list, not a dict"):
+        run_worker(worker, {"burn_s": 0, "sleep_s": 0, "result": [1, 2]})
