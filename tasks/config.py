@@ -3,7 +3,9 @@
 Prefect validates it and renders it as the run form in its UI; YAML files in `configs/` load into
 it. Every constraint lives on its field, so a bad value fails before any work starts with an
 error that names the field and the rule it broke (`load_config` adds the file name).
-Components never take this object whole: the flow hands each one the plain values it needs.
+Only the flows and the stages (`tasks/stages/`) take this object whole. Below them, workers get
+a typed request built once from it (`tasks.requests`) and pure functions get the plain values
+they need, so no other module under `tasks/` imports this one (`tests/unit/test_import_purity.py`).
 """
 
 from __future__ import annotations
@@ -580,6 +582,13 @@ class JudgeConfig(_Section):
         ge=0,
         description="Base-policy samples on training questions, labelled by the rules, that the "
         "bootstrap judge also trains on (0: synthetic corruptions only).",
+    )
+    qc_sample: int | None = Field(
+        None,
+        gt=0,
+        description="Candidates per generation judged only to measure the judge (QC), a seeded "
+        "random draw (judge.seed + generation) among those whose verdict the rules decide; the "
+        "judge always sees every candidate it decides (None: judge every candidate).",
     )
 
     def candidate_chars(self) -> int:
