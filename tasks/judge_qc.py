@@ -19,6 +19,11 @@ Where this departs from the usual "agreement with the reference":
   per-class Wilson intervals (closed form, deterministic, never outside [0, 1]; the delta method
   collapses to a zero-width interval when a class rate is 0 or 1). Kappa uses the large-sample
   delta-method variance of Fleiss, Cohen and Everitt (1969).
+- QC need not judge every candidate. Where the rules decide a verdict, the judge's vote there only
+  measures the judge, so `qc_selection` keeps every candidate the judge decides and a seeded,
+  fixed-size simple random draw of the rest (`judge.qc_sample`); the figures are computed on the
+  judged candidates only and their intervals widen with the smaller count, as they should (no
+  finite-population correction: the interval is conservative when the draw is a large share).
 - A figure that is undefined is None, never NaN or 0: no rule accepts (or none rejects) leaves the
   per-class rates and balanced accuracy undefined; kappa is undefined only when chance agreement
   is 1 (both sides constant and equal).
@@ -27,6 +32,7 @@ Where this departs from the usual "agreement with the reference":
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING
@@ -179,6 +185,22 @@ FIGURES = {  # name -> figure, in the order reports show them
     "false_accept_rate": false_accept_rate,
     "false_reject_rate": false_reject_rate,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Which candidates the judge sees
+
+
+def qc_selection(decides: list[bool], qc_sample: int | None, seed: int) -> list[int]:
+    """Indices of the candidates to judge, ascending: every one whose verdict the judge decides
+    (`decides[i]`), plus a random draw of `qc_sample` of the others, for QC only (all of them
+    when `qc_sample` is None or not smaller). The draw depends on `seed` alone, so a rerun judges
+    the same candidates."""
+    decided = [i for i, d in enumerate(decides) if d]
+    rest = [i for i, d in enumerate(decides) if not d]
+    if qc_sample is not None and qc_sample < len(rest):
+        rest = random.Random(f"judge-qc/{seed}").sample(rest, qc_sample)
+    return sorted(decided + rest)
 
 
 # ---------------------------------------------------------------------------------------------

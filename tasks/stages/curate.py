@@ -1,19 +1,23 @@
 """The curate stage: rule verifiers, the judge and the reward model over every sample; the
-accepted set, every verdict, the per-seed pass rates and the judge's QC."""
+accepted set, every verdict, the per-seed pass rates and the judge's QC.
+
+The judge sees every sample whose verdict it decides and, of the samples the rules decide, all
+or a seeded random draw of `judge.qc_sample` (`tasks.judge_qc.qc_selection`): there its vote only
+measures it, and judging 16k candidates to measure a judge costs more than the rest of curation."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks import store
 from tasks.config import FlywheelConfig
-from tasks.curate import JUDGE, curate, rule_settings
-from tasks.judge import cut_counts
-from tasks.judge_qc import qc_metrics
+from tasks.curate import ANSWER_RULE, JUDGE, curate, rule_settings, sample_verdicts
+from tasks.judge import JudgeVote, cut_counts
+from tasks.judge_qc import qc_metrics, qc_selection
 from tasks.judge_run import judge_candidates
-from tasks.records import Sample, from_rows, stable_hash, to_rows
+from tasks.records import Sample, Verdict, from_rows, stable_hash, to_rows
 from tasks.reward_model import RM, rm_scores
 from tasks.stages.common import (
     completed,
@@ -30,9 +34,9 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         return folder
     samples = from_rows(Sample, store.read_parquet(generate_folder / "samples.parquet"))
     judged = (
-        _judge_samples(cfg, generation, samples, folder) if JUDGE in cfg.curation.rewards else None
+        _judge_pass(cfg, generation, samples, folder) if JUDGE in cfg.curation.rewards else None
     )
-    columns = {"judge_verdict": [v.verdict for v in judged[0]]} if judged else {}
+    columns = {"judge_verdict": judged.verdicts(len(samples))} if judged else {}
     if RM in cfg.curation.rewards:
         columns["rm_score"] = _rm_scores(cfg, samples)
     h = cfg.hygiene
@@ -76,15 +80,19 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
             seconds=curate_s,
         )
         if judged:
-            votes, stats = judged
+            seen = [samples[i] for i in judged.picked]
             store.write_parquet(
-                [{"sample_id": s.id, **asdict(v)} for s, v in zip(samples, votes, strict=True)],
+                [{"sample_id": s.id, **asdict(v)} for s, v in zip(seen, judged.votes, strict=True)],
                 tmp / "judge_votes.parquet",
             )
             out["judge"] = {
-                **qc_metrics(votes, result.rules),
-                **cut_counts([s.completion for s in samples], cfg.judge.candidate_chars()),
-                **_judge_stats(stats),
+                **qc_metrics(judged.votes, [result.rules[i] for i in judged.picked]),
+                "qc_sample": cfg.judge.qc_sample,
+                "samples": len(samples),
+                "judged": len(judged.picked),
+                "decided": judged.decided,
+                **cut_counts([s.completion for s in seen], cfg.judge.candidate_chars()),
+                **_judge_stats(judged.stats),
             }
     return folder
 
@@ -100,10 +108,53 @@ def _rm_scores(cfg: FlywheelConfig, samples: list[Sample]) -> list[float]:
     return rm_scores(str(path), [s.prompt for s in samples], [s.completion for s in samples])
 
 
+NOT_JUDGED = Verdict("infra_error", "not_judged")
+"""The judge column of a sample the judge did not see: its verdict is the rules' (an infra_error
+would keep it out, never count against it, if a mode ever read it)."""
+
+
+@dataclass(frozen=True)
+class JudgePass:
+    """The judge over one generation: which samples it saw (indices, ascending), their votes in
+    that order, the worker's stats, and how many of them it decides (the rest are QC only)."""
+
+    picked: list[int]
+    votes: list[JudgeVote]
+    stats: dict
+    decided: int
+
+    def verdicts(self, n: int) -> list[Verdict]:
+        """One judge verdict per sample of `n`, NOT_JUDGED where the judge did not look."""
+        out = [NOT_JUDGED] * n
+        for i, v in zip(self.picked, self.votes, strict=True):
+            out[i] = v.verdict
+        return out
+
+
+def judge_decides(cfg: FlywheelConfig, samples: list[Sample]) -> list[bool]:
+    """Per sample, whether the judge's vote decides its verdict: under `rules_then_judge`, where
+    the answer check cannot apply (not listed, or no gold answer; `tasks.curate.sample_verdicts`
+    says which); under `both` and `judge_only`, everywhere."""
+    if cfg.judge.combine != "rules_then_judge" or ANSWER_RULE not in cfg.curation.rewards:
+        return [True] * len(samples)
+    return [rules is None for _, _, rules in sample_verdicts(samples, [ANSWER_RULE], cfg.domain)]
+
+
+def _judge_pass(
+    cfg: FlywheelConfig, generation: int, samples: list[Sample], folder: Path
+) -> JudgePass:
+    """The judge over the samples it decides plus the QC draw (`judge.qc_sample`, seeded by
+    `judge.seed + generation`), in one worker run."""
+    decides = judge_decides(cfg, samples)
+    picked = qc_selection(decides, cfg.judge.qc_sample, cfg.judge.seed + generation)
+    votes, stats = _judge_samples(cfg, generation, [samples[i] for i in picked], folder)
+    return JudgePass(picked, votes, stats, sum(decides[i] for i in picked))
+
+
 def _judge_samples(
     cfg: FlywheelConfig, generation: int, samples: list[Sample], folder: Path
 ) -> tuple[list, dict]:
-    """Every sample judged in one worker run (one engine load, one batched engine call)."""
+    """The given samples judged in one worker run (one engine load, one batched engine call)."""
     questions = {
         s.id: s.question for s in read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
     }
@@ -117,4 +168,5 @@ def _judge_samples(
 
 def _judge_stats(stats: dict) -> dict:
     keep = ("calls", "seconds", "engine_load_s", "candidates_per_s", "tokens_per_s")
+    keep += ("wall_s", "cpu_s")  # the worker process, start to exit (`tasks.subproc`)
     return {k: float(stats[k]) for k in keep} | {"rubric_version": stats["rubric_version"]}

@@ -120,6 +120,7 @@ def test_judge_qc_counts_candidates_cut_before_judging(
         seen.update(settings, questions=questions)
         vote = JudgeVote("accept", "judge_accept_1of1", 1, 0, 0, 1.0)
         stats = dict.fromkeys(("calls", "seconds", "engine_load_s", "tokens_per_s"), 1.0)
+        stats |= dict.fromkeys(("wall_s", "cpu_s"), 1.0)
         return [vote] * len(questions), {**stats, "candidates_per_s": 1.0, "rubric_version": "v"}
 
     monkeypatch.setattr(curate_module, "judge_candidates", judge_candidates)
