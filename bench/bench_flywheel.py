@@ -19,6 +19,7 @@ evaluated by the same eval stage on the same frozen suite.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import sys
@@ -105,6 +106,7 @@ def sft_baseline(cfg, suite_folder: Path, rows: int, epochs: float, out: Path) -
     """Plain SFT of the base model on `rows` reference solutions, evaluated like a challenger."""
     from tasks import store
     from tasks.domains import DOMAINS, make_seeds
+    from tasks.requests import sft_request
     from tasks.stages import base_model_stage, eval_stage, read_seeds
     from tasks.train import train_in_subprocess
 
@@ -126,27 +128,11 @@ def sft_baseline(cfg, suite_folder: Path, rows: int, epochs: float, out: Path) -
         train_file,
     )
     base = base_model_stage.fn(cfg, suite_folder)  # cached: the flywheel made it
-    t = cfg.train
+    # The train stage's request (generation 0: `train.seed` itself), for `epochs` passes.
+    request = sft_request(cfg, 0, base, train_file, out / "model")
     t0 = time.perf_counter()
     metrics = train_in_subprocess(
-        {
-            "mode": "sft",
-            "base_model": base,
-            "train_file": str(train_file),
-            "out_dir": str(out / "model"),
-            "learning_rate": t.learning_rate,
-            "epochs": epochs,
-            "batch_size": t.batch_size,
-            "grad_accum": t.grad_accum,
-            "warmup_ratio": t.warmup_ratio,
-            "scheduler": t.scheduler,
-            "max_length": t.max_length,
-            "bf16": t.bf16,
-            "seed": t.seed,
-            "cpu_threads": t.cpu_threads,
-            "progress": False,
-        },
-        log_path=out / "train.log",
+        dataclasses.replace(request, epochs=epochs, progress=False), log_path=out / "train.log"
     )
     train_s = time.perf_counter() - t0
     report = eval_stage.fn(cfg, out / "eval", str(out / "model"), suite_folder, "sft-baseline")

@@ -1,13 +1,14 @@
 """SFT throughput: packed sequences (V3 sample masking) against padded batches, real tokens/s.
 
 Both runs go through the real trainer (`tasks.trainers.sft.build_trainer`, TRL's `SFTTrainer`)
-in a fresh worker process each, on the same untrained model of the demo's shape, the same
-accepted-like set (arith reference solutions of levels 1-5, so lengths vary 2-3 fold), the
-same fixed number of optimizer steps and about the same real tokens per step. Padded: one
-sample per row, `batch_size` rows per step, each batch padded to its longest sample. Packed:
-TRL's best-fit-decreasing packing fills rows of up to `max_length` tokens with whole samples and
-the padding-free collator concatenates a step's rows into one sequence, so no pad token is
-computed; its rows per step are sized (`packed_rows`) to carry what a padded step carries.
+with the train stage's request (`tasks.requests.sft_request`), in a fresh worker process each,
+on the same untrained model of the demo's shape, the same accepted-like set (arith reference
+solutions of levels 1-5, so lengths vary 2-3 fold), the same fixed number of optimizer steps and
+about the same real tokens per step. Padded: one sample per row, `batch_size` rows per step,
+each batch padded to its longest sample. Packed: TRL's best-fit-decreasing packing fills rows of
+up to `max_length` tokens with whole samples and the padding-free collator concatenates a step's
+rows into one sequence, so no pad token is computed; its rows per step are sized
+(`packed_rows`) to carry what a padded step carries.
 
 Why not the same rows per step: the padding-free collator flattens the whole step into one
 sequence, and on CPU (sdpa, no varlen kernel) transformers turns the position-id resets into a
@@ -26,13 +27,14 @@ every token. The first step is a warm-up and is not timed (nor are its tokens co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import random
 import tempfile
 import time
 from pathlib import Path
 
-from tasks.config import ModelConfig, TrainConfig
+from tasks.config import FlywheelConfig, ModelConfig, TrainConfig
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -88,30 +90,15 @@ def timed_rate(step_ends: list[float], train_start: float, batch_tokens: list[in
 
 
 def main(request: dict) -> dict:
-    """Worker: build the SFT trainer (packing on or off), train `steps` steps, time them."""
-    import torch
+    """Worker: build the SFT trainer of `request["sft"]` (an `SFTRequest`, packing on or off),
+    train `request["steps"]` steps, time them."""
     from transformers import TrainerCallback
 
+    from tasks.requests import SFTRequest, from_json
     from tasks.trainers.sft import build_trainer, sample_count
 
-    torch.set_num_threads(request["cpu_threads"])
-    train = TrainConfig(**request["train"])
-    trainer = build_trainer(
-        request["model_path"],
-        request["train_file"],
-        request["out_dir"],
-        learning_rate=train.learning_rate,
-        epochs=1.0,
-        batch_size=train.batch_size,
-        grad_accum=1,
-        warmup_ratio=0.0,
-        scheduler="constant",
-        max_length=train.max_length,
-        bf16=False,
-        seed=train.seed,
-        progress=False,
-        packing=request["packing"],
-    )
+    sft = from_json(SFTRequest, request["sft"])
+    trainer = build_trainer(sft)
     trainer.args.max_steps = request["steps"]  # a fixed step count, however many rows
     batch_tokens: list[int] = []
     collate = trainer.data_collator
@@ -133,11 +120,11 @@ def main(request: dict) -> dict:
     trainer.train()
     out = timed_rate(step_ends, start, batch_tokens)
     out.update(
-        packing=request["packing"],
+        packing=sft.packing,
         samples=sample_count(trainer.train_dataset),
         rows=len(trainer.train_dataset),
-        batch_size=train.batch_size,
-        max_length=train.max_length,
+        batch_size=sft.batch_size,
+        max_length=sft.max_length,
         mean_batch_tokens=sum(batch_tokens[1 : len(step_ends)]) / (len(step_ends) - 1),
     )
     return out
@@ -146,30 +133,35 @@ def main(request: dict) -> dict:
 def measure(samples: int = 512, steps: int = 24, model: str | None = None) -> dict:
     """Padded then packed, each in a fresh worker, on one model and one training file."""
     from bench.bench_generate import untrained_default_policy
+    from tasks.requests import sft_request, to_json
     from tasks.store import write_parquet
     from tasks.subproc import run_worker
 
-    train = TrainConfig(batch_size=32, max_length=256)
+    # A constant rate from the first step, one pass at most (the step count stops it), 1 thread.
+    train = TrainConfig(
+        batch_size=32,
+        max_length=256,
+        epochs=1.0,
+        grad_accum=1,
+        warmup_ratio=0.0,
+        scheduler="constant",
+        cpu_threads=1,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
         tmp = Path(tmp)
         model_path = model or untrained_default_policy(tmp / "models")
         write_parquet(training_pairs(samples), tmp / "train.parquet")
-        base = {
-            "model_path": model_path,
-            "train_file": str(tmp / "train.parquet"),
-            "steps": steps,
-            "cpu_threads": 1,
-            "train": train.model_dump(),
-        }
-        padded = run_worker(
-            "bench.bench_packing", {**base, "packing": False, "out_dir": str(tmp / "padded")}
-        )
+
+        def run_one(train: TrainConfig, name: str) -> dict:
+            request = sft_request(
+                FlywheelConfig(train=train), 0, model_path, tmp / "train.parquet", tmp / name
+            )
+            sft = to_json(dataclasses.replace(request, progress=False))
+            return run_worker("bench.bench_packing", {"sft": sft, "steps": steps})
+
+        padded = run_one(train, "padded")
         rows = packed_rows(padded["mean_batch_tokens"], train.max_length)
-        packed_train = train.model_copy(update={"batch_size": rows}).model_dump()
-        packed = run_worker(
-            "bench.bench_packing",
-            {**base, "train": packed_train, "packing": True, "out_dir": str(tmp / "packed")},
-        )
+        packed = run_one(train.model_copy(update={"batch_size": rows, "packing": True}), "packed")
         runs = {"padded": padded, "packed": packed}
     return {
         "model": model or "untrained default policy (demo shape)",

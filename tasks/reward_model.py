@@ -4,7 +4,8 @@ in for the generative judge.
 
 It owns collecting the labelled rows from the generation folders, the training loop, scoring,
 and the worker entry (`python -m tasks.reward_model`): training and scoring run in their own
-process like every other model. Departures from the textbook RLHF reward model: labels are
+process like every other model, each from its request (`tasks.requests.RewardModelRequest`,
+`RewardModelScoreRequest`). Departures from the textbook RLHF reward model: labels are
 pointwise verdicts of the rules (and judge), not human preference pairs, so the loss is binary
 cross-entropy on one logit instead of the Bradley-Terry pair loss; infra_error samples carry no
 label and are left out. The model is made from scratch with the bootstrap's tokenizer and
@@ -23,9 +24,12 @@ from pathlib import Path
 
 from tasks import store
 from tasks.records import stable_hash
+from tasks.requests import RewardModelRequest, RewardModelScoreRequest, from_json, to_json
 from tasks.subproc import run_worker, worker_main
 
 RM = "rm"  # the reward name of the scalar reward model (`curation.reward_model` names its folder)
+SCORE_BATCH = 128  # pairs per forward pass when scoring
+REQUESTS = {cls.op: cls for cls in (RewardModelRequest, RewardModelScoreRequest)}
 
 
 def collect(flywheel_dir: Path) -> list[dict]:
@@ -78,21 +82,7 @@ def _encode(tokenizer, prompts: list[str], completions: list[str], max_len: int)
     return ids, mask
 
 
-def train_rm(
-    train_file: str,
-    out_dir: str,
-    *,
-    hidden_size: int = 128,
-    intermediate_size: int = 256,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    max_len: int = 256,
-    steps: int = 300,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
+def train_rm(request: RewardModelRequest) -> dict:
     """Train the scalar head (and the tiny body under it) with BCE; save a HF checkpoint."""
     import torch
     import torch.nn.functional as F
@@ -101,43 +91,47 @@ def train_rm(
     from tasks.bootstrap import _lr_at, build_tokenizer
     from tasks.progress import loss_bar
 
-    rows = store.read_parquet(Path(train_file))
-    if not rows or len({r["label"] for r in rows}) < 2:
-        raise ValueError(f"{train_file}: the reward model needs both accepted and rejected rows")
+    r = request
+    rows = store.read_parquet(Path(r.train_file))
+    if not rows or len({row["label"] for row in rows}) < 2:
+        raise ValueError(f"{r.train_file}: the reward model needs both accepted and rejected rows")
     started = time.time()
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+    torch.manual_seed(r.seed)
+    rng = random.Random(r.seed)
     tokenizer = build_tokenizer()
     model = LlamaForSequenceClassification(
         LlamaConfig(
             vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=intermediate_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=num_heads,
-            max_position_embeddings=max_len,
+            hidden_size=r.hidden_size,
+            intermediate_size=r.intermediate_size,
+            num_hidden_layers=r.num_layers,
+            num_attention_heads=r.num_heads,
+            num_key_value_heads=r.num_heads,
+            max_position_embeddings=r.max_len,
             num_labels=1,
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
     )
-    optim = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    optim = torch.optim.AdamW(model.parameters(), lr=r.learning_rate, weight_decay=0.01)
     # Balanced batches: the flywheel's pools are mostly rejects early on.
-    by_label = {k: [r for r in rows if r["label"] == k] for k in (0, 1)}
+    by_label = {k: [row for row in rows if row["label"] == k] for k in (0, 1)}
     losses: list[float] = []
     model.train()
-    with loss_bar("reward model", progress) as bar:
-        task = bar.add_task("train", total=steps, loss="-")
-        for step in range(steps):
-            batch = [rng.choice(by_label[i % 2]) for i in range(batch_size)]
+    with loss_bar("reward model", r.progress) as bar:
+        task = bar.add_task("train", total=r.steps, loss="-")
+        for step in range(r.steps):
+            batch = [rng.choice(by_label[i % 2]) for i in range(r.batch_size)]
             ids, mask = _encode(
-                tokenizer, [r["prompt"] for r in batch], [r["completion"] for r in batch], max_len
+                tokenizer,
+                [row["prompt"] for row in batch],
+                [row["completion"] for row in batch],
+                r.max_len,
             )
-            labels = torch.tensor([float(r["label"]) for r in batch])
+            labels = torch.tensor([float(row["label"]) for row in batch])
             for g in optim.param_groups:
-                g["lr"] = _lr_at(step, steps, learning_rate)
+                g["lr"] = _lr_at(step, r.steps, r.learning_rate)
             logits = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
             loss = F.binary_cross_entropy_with_logits(logits, labels)
             optim.zero_grad(set_to_none=True)
@@ -147,9 +141,9 @@ def train_rm(
             losses.append(loss.item())
             bar.update(task, advance=1, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
     model.eval()
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    Path(r.out_dir).mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(r.out_dir)
+    tokenizer.save_pretrained(r.out_dir)
     window = max(1, min(20, len(losses) // 10))
     return {
         "rows": len(rows),
@@ -159,40 +153,50 @@ def train_rm(
     }
 
 
-def score(model_dir: str, prompts: list[str], completions: list[str], batch_size: int = 128):
+def score(request: RewardModelScoreRequest) -> list[float]:
     """P(accept) of each (prompt, completion)."""
     import torch
     from transformers import AutoTokenizer, LlamaForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = LlamaForSequenceClassification.from_pretrained(model_dir).eval()
+    r, size = request, request.batch_size
+    tokenizer = AutoTokenizer.from_pretrained(r.model_dir)
+    model = LlamaForSequenceClassification.from_pretrained(r.model_dir).eval()
     max_len = model.config.max_position_embeddings
     out: list[float] = []
     with torch.inference_mode():
-        for i in range(0, len(prompts), batch_size):
+        for i in range(0, len(r.prompts), size):
             ids, mask = _encode(
-                tokenizer, prompts[i : i + batch_size], completions[i : i + batch_size], max_len
+                tokenizer, r.prompts[i : i + size], r.completions[i : i + size], max_len
             )
             out += torch.sigmoid(model(input_ids=ids, attention_mask=mask).logits[:, 0]).tolist()
     return out
 
 
 def main(request: dict) -> dict:
-    """Worker entry: `{"op": "train", ...train_rm args}` or `{"op": "score", model_dir,
-    prompts, completions}`."""
-    req = dict(request)
-    op = req.pop("op")
-    if op == "train":
-        return train_rm(**req)
-    if op == "score":
-        return {"scores": score(**req)}
-    raise ValueError(f"unknown reward-model op {op!r}")
+    """Worker entry: the request of `op` (`train` or `score`) rebuilt from the other keys."""
+    data = dict(request)
+    op = data.pop("op", None)
+    if op not in REQUESTS:
+        raise ValueError(f"unknown reward-model op {op!r}; known: {sorted(REQUESTS)}")
+    typed = from_json(REQUESTS[op], data)
+    if isinstance(typed, RewardModelRequest):
+        return train_rm(typed)
+    return {"scores": score(typed)}
+
+
+def _in_worker(request: RewardModelRequest | RewardModelScoreRequest) -> dict:
+    return run_worker("tasks.reward_model", {"op": request.op, **to_json(request)})
+
+
+def train_in_subprocess(request: RewardModelRequest) -> dict:
+    """Train in a worker process (memory returned, crashes contained); its figures."""
+    return _in_worker(request)
 
 
 def rm_scores(model_dir: str, prompts: list[str], completions: list[str]) -> list[float]:
     """Score in a worker process (memory returned, crashes contained)."""
-    req = {"op": "score", "model_dir": model_dir, "prompts": prompts, "completions": completions}
-    return run_worker("tasks.reward_model", req)["scores"]
+    request = RewardModelScoreRequest(model_dir, prompts, completions, SCORE_BATCH)
+    return _in_worker(request)["scores"]
 
 
 if __name__ == "__main__":

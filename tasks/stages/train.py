@@ -11,6 +11,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.curate import merge_pool, mix_replay
 from tasks.records import stable_hash
+from tasks.requests import gkd_request, grpo_request, sft_request
 from tasks.stages.common import (
     completed,
     heavy_task,
@@ -40,7 +41,7 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
             rows = _sft_rows(cfg, generation)
             store.write_parquet(rows, tmp / "train.parquet")
             metrics = train_in_subprocess(
-                _gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
+                gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
                 log_path,
             )
             out.update(
@@ -53,7 +54,7 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
             store.write_parquet(rows, tmp / "train.parquet")
             sft_dir = tmp / ("model" if stage.mode == "sft" else "sft-model")
             metrics = train_in_subprocess(
-                _sft_request(cfg, generation, base_model, tmp / "train.parquet", sft_dir), log_path
+                sft_request(cfg, generation, base_model, tmp / "train.parquet", sft_dir), log_path
             )
             out.update(
                 metrics,
@@ -65,7 +66,7 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
             rows = _grpo_rows(cfg, generation)
             store.write_parquet(rows, tmp / "grpo.parquet")
             metrics = train_in_subprocess(
-                _grpo_request(cfg, generation, model_in, tmp / "grpo.parquet", tmp / "model"),
+                grpo_request(cfg, generation, model_in, tmp / "grpo.parquet", tmp / "model"),
                 log_path,
             )
             grpo_hash = stable_hash(sorted((r["question"], r["answer"]) for r in rows))
@@ -102,51 +103,6 @@ def _sft_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
     return rows
 
 
-def _sft_request(
-    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
-) -> dict:
-    t = cfg.train
-    return {
-        "mode": "sft",
-        "base_model": base_model,
-        "train_file": str(train_file),
-        "out_dir": str(out_dir),
-        "learning_rate": t.learning_rate,
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "grad_accum": t.grad_accum,
-        "warmup_ratio": t.warmup_ratio,
-        "scheduler": t.scheduler,
-        "max_length": t.max_length,
-        "bf16": t.bf16,
-        "seed": t.seed + generation,
-        "cpu_threads": t.cpu_threads,
-        "packing": t.packing,
-        "min_lr_ratio": t.min_lr_ratio,
-        "gradient_checkpointing": t.gradient_checkpointing,
-        "progress": True,
-    }
-
-
-def _gkd_request(
-    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
-) -> dict:
-    """SFT's optimisation settings plus the teacher and GKD's mixing knobs."""
-    k = cfg.train.gkd
-    sft = _sft_request(cfg, generation, base_model, train_file, out_dir)
-    for key in ("packing", "min_lr_ratio"):  # the GKD collator pads; no packing
-        sft.pop(key)
-    return {
-        **sft,
-        "mode": "gkd",
-        "teacher": str(k.teacher if k.teacher is not None else cfg.distill.teachers[0]),
-        "lmbda": k.lmbda,
-        "beta": k.beta,
-        "temperature": k.temperature,
-        "max_new_tokens": k.max_new_tokens,
-    }
-
-
 def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
     """The generation's seeds as GRPO prompts: question, gold answer (may be null), domain."""
     seeds = read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
@@ -159,43 +115,3 @@ def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
         {"seed_id": s.id, "question": s.question, "answer": s.answer, "domain": cfg.domain}
         for s in seeds
     ]
-
-
-def _grpo_request(
-    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
-) -> dict:
-    t, g, m = cfg.train, cfg.train.grpo, cfg.model
-    return {
-        "mode": "grpo",
-        "base_model": base_model,
-        "train_file": str(train_file),
-        "out_dir": str(out_dir),
-        "rewards": t.grpo_rewards(generation),
-        "learning_rate": g.learning_rate,
-        "epochs": g.epochs,
-        "max_steps": g.max_steps,
-        "prompts_per_step": g.prompts_per_step,
-        "grad_accum": t.grad_accum,
-        "num_generations": g.num_generations,
-        "max_completion_length": g.max_completion_length,
-        "temperature": g.temperature,
-        "epsilon": g.epsilon,
-        "beta": g.beta,
-        "loss_type": g.loss_type,
-        "num_iterations": g.num_iterations,
-        "scale_rewards": g.scale_rewards,
-        "drop_zero_signal": g.drop_zero_signal,
-        "length_buffer": g.length_buffer,
-        "ngram": g.repetition_ngram,
-        "warmup_ratio": t.warmup_ratio,
-        "scheduler": t.scheduler,
-        "max_length": t.max_length,
-        "bf16": t.bf16,
-        "seed": t.seed + generation,
-        "prompt_template": m.prompt_template,
-        "chat_template": m.chat_template,
-        "system_prompt": m.system_prompt,
-        "gradient_checkpointing": t.gradient_checkpointing,
-        "cpu_threads": t.cpu_threads,
-        "progress": True,
-    }

@@ -8,11 +8,11 @@ Departures from TRL's example setup:
 
 - TRL's GKD collator wants chat `messages`; the flywheel's records are prompt / completion
   strings (the prompt already rendered for the student), so a small collator here tokenizes them
-  the way the generation stage does (`tasks.prompts.encode_prompts`: one BOS) and masks the
-  prompt out of the loss, with eos appended to every completion as in SFT.
+  as SFT does (`tasks.trainers.common.encode_pairs`: the prompt as the generator encodes it, the
+  completion then eos), pads them (no packing) and masks the prompt out of the loss.
 - Teacher and student must share a tokenizer (the same vocabulary, token for token), checked
   before any weights load; TRL only compares vocabulary sizes.
-- Guarded and saved exactly as SFT (`NonFiniteGuard`, nothing pickled).
+- Guarded, shown and saved exactly as SFT (`tasks.trainers.common`).
 """
 
 from __future__ import annotations
@@ -21,19 +21,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import datasets
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks.prompts import encode_prompts
-from tasks.trainers.sft import (
+from tasks.requests import GKDRequest
+from tasks.trainers.common import (
     NonFiniteGuard,
-    RichProgress,
-    _logging_steps,
+    encode_pairs,
     load_pairs,
+    logging_steps,
+    prepare_process,
     run_and_save,
+    scheduler_type,
     shared_args,
+    show_progress,
     train_summary,
 )
 
@@ -47,15 +48,16 @@ class PromptCompletionCollator:
     max_length: int
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        tok = self.tokenizer
-        prompts = encode_prompts(tok, [r["prompt"] for r in rows], self.max_length)
-        completions = [
-            tok(r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            for r in rows
-        ]
-        full = [(p + c)[: self.max_length] for p, c in zip(prompts, completions, strict=True)]
+        encoded = encode_pairs(
+            self.tokenizer,
+            [r["prompt"] for r in rows],
+            [r["completion"] for r in rows],
+            self.max_length,
+        )
+        prompts = [p for p, _ in encoded]
+        full = [(p + c)[: self.max_length] for p, c in encoded]
         width, pwidth = max(map(len, full)), max(map(len, prompts))
-        pad = tok.pad_token_id
+        pad = self.tokenizer.pad_token_id
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -85,75 +87,48 @@ def check_shared_tokenizer(student: Any, teacher: Any, teacher_path: str) -> Non
         )
 
 
-def train_gkd(
-    base_model: str,
-    train_file: str,
-    out_dir: str,
-    *,
-    teacher: str,
-    lmbda: float,
-    beta: float,
-    temperature: float,
-    max_new_tokens: int,
-    learning_rate: float,
-    epochs: float,
-    batch_size: int,
-    grad_accum: int,
-    warmup_ratio: float,
-    scheduler: str,
-    max_length: int,
-    bf16: bool,
-    seed: int,
-    gradient_checkpointing: bool = False,
-    cpu_threads: int | None = None,
-    progress: bool = True,
-) -> dict:
+def train_gkd(request: GKDRequest) -> dict:
     """Distil `teacher` into `base_model` on `train_file`'s pairs; save to `out_dir`."""
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
+    r = request
     start = time.perf_counter()
-    if cpu_threads is not None:
-        torch.set_num_threads(cpu_threads)  # see train_sft
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    check_shared_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher), teacher)
-    dataset = load_pairs(train_file)
-    if scheduler == "constant" and warmup_ratio > 0:
-        scheduler = "constant_with_warmup"
+    prepare_process(r.cpu_threads)
+    tokenizer = AutoTokenizer.from_pretrained(r.base_model)
+    check_shared_tokenizer(tokenizer, AutoTokenizer.from_pretrained(r.teacher), r.teacher)
+    dataset = load_pairs(r.train_file)
     config = GKDConfig(
-        output_dir=out_dir,
-        lmbda=lmbda,
-        beta=beta,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        warmup_steps=warmup_ratio,
-        lr_scheduler_type=scheduler,
-        max_length=max_length,
-        bf16=bf16,
+        output_dir=r.out_dir,
+        lmbda=r.lmbda,
+        beta=r.beta,
+        temperature=r.temperature,
+        max_new_tokens=r.max_new_tokens,
+        learning_rate=r.learning_rate,
+        num_train_epochs=r.epochs,
+        per_device_train_batch_size=r.batch_size,
+        gradient_accumulation_steps=r.grad_accum,
+        warmup_steps=r.warmup_ratio,
+        lr_scheduler_type=scheduler_type(r.scheduler, r.warmup_ratio),
+        max_length=r.max_length,
+        bf16=r.bf16,
         **shared_args(
-            seed,
-            gradient_checkpointing,
-            _logging_steps(len(dataset), batch_size, grad_accum, epochs),
+            r.seed,
+            r.gradient_checkpointing,
+            logging_steps(len(dataset), r.batch_size, r.grad_accum, r.epochs),
         ),
     )
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    teacher_model = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(r.base_model, dtype=torch.float32)
+    teacher_model = AutoModelForCausalLM.from_pretrained(r.teacher, dtype=torch.float32)
     trainer = GKDTrainer(
         model=model,
         teacher_model=teacher_model,
         args=config,
-        data_collator=PromptCompletionCollator(tokenizer, max_length),
+        data_collator=PromptCompletionCollator(tokenizer, r.max_length),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[NonFiniteGuard()],
     )
-    if progress:
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(RichProgress("gkd"))
-    result = run_and_save(trainer, out_dir)
-    return {**train_summary(trainer, result, start), "samples": len(dataset), "teacher": teacher}
+    if r.progress:
+        show_progress(trainer, "gkd")
+    result = run_and_save(trainer, r.out_dir)
+    return {**train_summary(trainer, result, start), "samples": len(dataset), "teacher": r.teacher}

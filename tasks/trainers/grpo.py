@@ -2,7 +2,7 @@
 
 This module owns the GRPO recipe: what it trains on (the seeds' questions and gold answers, not
 accepted samples: the policy samples its own groups online), which rewards score them (by name,
-with weights), how the run is guarded (the SFT recipe's `NonFiniteGuard`) and what it reports.
+with weights), how the run is guarded (`tasks.trainers.common`, as SFT) and what it reports.
 Departures from TRL's defaults, each deliberate:
 
 - Every R1-relevant knob is set explicitly from the config: KL `beta` (TRL's default is 0, R1
@@ -35,26 +35,28 @@ from typing import Any
 
 import datasets
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
+from tasks.curate import rule_settings
 from tasks.prompts import encode_prompts, render_prompts
-from tasks.rewards import bound_reward
-from tasks.trainers.sft import (
+from tasks.requests import GRPORequest
+from tasks.rewards import Reward, bound_reward
+from tasks.trainers.common import (
     NonFiniteGuard,
     NonFiniteLoss,
-    RichProgress,
     loss_history,
+    prepare_process,
     read_training_table,
     run_and_save,
+    scheduler_type,
     shared_args,
+    show_progress,
     train_summary,
 )
 
 COLUMNS = ("question", "answer")
-# Settings that some rewards take from the config (`bound_reward` passes each only to its own).
-REWARD_SETTINGS = {"length": ("length_limit", "length_buffer"), "repetition": ("ngram",)}
+LOGGING_STEPS = 1  # every step: the reward history is plotted per step
 
 # How each TRL loss type normalises, which decides how the silent rows' share is taken back out.
 # Divided by the rows of a micro-batch (a mean of per-row terms, or rows x max length): silent rows
@@ -202,106 +204,70 @@ def _mean(trainer: GRPOTrainer, key: str) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def train_grpo(
-    base_model: str,
-    train_file: str,
-    out_dir: str,
-    *,
-    rewards: dict[str, float],
-    learning_rate: float,
-    epochs: float,
-    max_steps: int | None,
-    prompts_per_step: int,
-    grad_accum: int,
-    num_generations: int,
-    max_completion_length: int,
-    temperature: float,
-    epsilon: float,
-    beta: float,
-    loss_type: str,
-    num_iterations: int,
-    scale_rewards: str,
-    drop_zero_signal: bool,
-    warmup_ratio: float,
-    scheduler: str,
-    max_length: int,
-    bf16: bool,
-    seed: int,
-    length_buffer: int = 32,
-    ngram: int = 3,
-    prompt_template: str = "Q: {question}\n",
-    chat_template: bool = False,
-    system_prompt: str | None = None,
-    gradient_checkpointing: bool = False,
-    cpu_threads: int | None = None,
-    progress: bool = True,
-    logging_steps: int = 1,
-) -> dict:
+def reward_functions(request: GRPORequest) -> list[Reward]:
+    """TRL's reward functions for the request's rewards, in its order, each given the settings it
+    takes as curation gives them (`tasks.curate.rule_settings`): the `length` reward's limit is
+    the completion budget, `repetition` counts `repetition_ngram`-grams."""
+    settings = rule_settings(
+        request.max_completion_length, request.length_buffer, request.repetition_ngram
+    )
+    return [bound_reward(name, **settings.get(name, {})) for name in request.rewards]
+
+
+def train_grpo(request: GRPORequest) -> dict:
     """GRPO from `base_model` on the seeds in `train_file`; save to `out_dir`; return metrics.
 
     `train_file` is a Parquet file with `question` and `answer` (gold, may be null) and any
     other columns the rewards read (`domain`). `rewards` maps reward names to weights. Raises
     `NonFiniteLoss` (nothing saved) when the loss or gradient norm diverges.
     """
+    r = request
     start = time.perf_counter()
-    if cpu_threads is not None:
-        torch.set_num_threads(cpu_threads)  # see train_sft: 1 thread is faster on a shared CPU
-    if not rewards:
+    if not r.rewards:
         raise ValueError("train.grpo.rewards: at least one reward is needed")
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    dataset = load_prompts(train_file, tokenizer, prompt_template, chat_template, system_prompt)
-    settings = {
-        "length_limit": max_completion_length,
-        "length_buffer": length_buffer,
-        "ngram": ngram,
-    }
-    funcs = [
-        bound_reward(name, **{k: settings[k] for k in REWARD_SETTINGS.get(name, ())})
-        for name in rewards
-    ]
-    if scheduler == "constant" and warmup_ratio > 0:
-        scheduler = "constant_with_warmup"
+    prepare_process(r.cpu_threads)
+    tokenizer = AutoTokenizer.from_pretrained(r.base_model)
+    dataset = load_prompts(
+        r.train_file, tokenizer, r.prompt_template, r.chat_template, r.system_prompt
+    )
     config = GRPOConfig(
-        output_dir=out_dir,
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        per_device_train_batch_size=prompts_per_step * num_generations,
-        gradient_accumulation_steps=grad_accum,
-        num_generations=num_generations,
-        max_completion_length=max_completion_length,
-        temperature=temperature,
+        output_dir=r.out_dir,
+        learning_rate=r.learning_rate,
+        num_train_epochs=r.epochs,
+        max_steps=r.max_steps if r.max_steps is not None else -1,
+        per_device_train_batch_size=r.prompts_per_step * r.num_generations,
+        gradient_accumulation_steps=r.grad_accum,
+        num_generations=r.num_generations,
+        max_completion_length=r.max_completion_length,
+        temperature=r.temperature,
         top_p=1.0,
         top_k=0,
-        epsilon=epsilon,
-        beta=beta,
-        loss_type=loss_type,
-        num_iterations=num_iterations,
-        scale_rewards=scale_rewards,
-        reward_weights=list(rewards.values()),
-        warmup_steps=warmup_ratio,
-        lr_scheduler_type=scheduler,
-        bf16=bf16,
+        epsilon=r.epsilon,
+        beta=r.beta,
+        loss_type=r.loss_type,
+        num_iterations=r.num_iterations,
+        scale_rewards=r.scale_rewards,
+        reward_weights=list(r.rewards.values()),
+        warmup_steps=r.warmup_ratio,
+        lr_scheduler_type=scheduler_type(r.scheduler, r.warmup_ratio),
+        bf16=r.bf16,
         log_completions=False,
-        **shared_args(seed, gradient_checkpointing, logging_steps),
+        **shared_args(r.seed, r.gradient_checkpointing, LOGGING_STEPS),
     )
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(r.base_model, dtype=torch.float32)
     trainer = SignalOnlyGRPOTrainer(
         model=model,
-        reward_funcs=funcs,
+        reward_funcs=reward_functions(r),
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[NonFiniteGuard()],
-        drop_zero_signal=drop_zero_signal,
-        max_length=max_length,
+        drop_zero_signal=r.drop_zero_signal,
+        max_length=r.max_length,
     )
-    if progress:
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(RichProgress("grpo"))
-    result = run_and_save(trainer, out_dir)
+    if r.progress:
+        show_progress(trainer, "grpo")
+    result = run_and_save(trainer, r.out_dir)
     reward_history = loss_history(trainer, "reward")
     return {
         **train_summary(trainer, result, start),
@@ -319,5 +285,5 @@ def train_grpo(
         "grpo.truncated_ratio": _mean(trainer, "completions/clipped_ratio"),
         "grpo.clip_ratio": _mean(trainer, "clip_ratio/region_mean"),
         "grpo.kl": _mean(trainer, "kl"),
-        **{f"grpo.reward.{name}": _mean(trainer, f"rewards/{name}/mean") for name in rewards},
+        **{f"grpo.reward.{name}": _mean(trainer, f"rewards/{name}/mean") for name in r.rewards},
     }

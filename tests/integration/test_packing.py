@@ -7,6 +7,7 @@ without the position resets differs, so the check can fail.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -14,13 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tasks.config import FlywheelConfig
 from tasks.domains import arith
+from tasks.requests import SFTRequest, sft_request
 from tasks.store import write_parquet
 from tasks.trainers.sft import build_trainer, train_sft
 
 pytestmark = pytest.mark.slow
 
-HPARAMS = dict(
+TRAIN = dict(
     learning_rate=3e-3,
     epochs=3.0,
     batch_size=2,
@@ -31,6 +34,12 @@ HPARAMS = dict(
     bf16=False,
     seed=0,
 )
+
+
+def request(model: str, train_file: Path, out_dir: Path, **train) -> SFTRequest:
+    """The train stage's SFT request under `train: TRAIN | train` (generation 0)."""
+    built = sft_request(FlywheelConfig(train=TRAIN | train), 0, model, train_file, out_dir)
+    return dataclasses.replace(built, progress=False)
 
 
 @pytest.fixture
@@ -55,7 +64,7 @@ def token_losses(model, input_ids, labels, **inputs) -> torch.Tensor:
 
 
 def test_packed_loss_equals_each_samples_loss_alone(tiny_model, pairs, tmp_path):
-    trainer = build_trainer(tiny_model, str(pairs), str(tmp_path / "out"), **HPARAMS, packing=True)
+    trainer = build_trainer(request(tiny_model, pairs, tmp_path / "out", packing=True))
     model = trainer.model.eval()
     rows = [trainer.train_dataset[i] for i in range(2)]
     assert all(len(r["seq_lengths"]) >= 2 for r in rows), "rows must hold several samples"
@@ -90,23 +99,12 @@ def test_packed_loss_equals_each_samples_loss_alone(tiny_model, pairs, tmp_path)
 def test_packed_sft_trains_with_cosine_to_a_floor(tiny_model, pairs, tmp_path):
     out = tmp_path / "model"
     metrics = train_sft(
-        tiny_model,
-        str(pairs),
-        str(out),
-        **HPARAMS,
-        packing=True,
-        min_lr_ratio=0.2,
-        progress=False,
-        cpu_threads=1,
+        request(tiny_model, pairs, out, packing=True, min_lr_ratio=0.2, cpu_threads=1)
     )
     assert metrics["samples"] == 40 and metrics["rows"] < 40  # packed
     assert metrics["train_loss_last"] < 0.8 * metrics["train_loss_first"]
     assert (out / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="min_lr_ratio needs the cosine"):
         build_trainer(
-            tiny_model,
-            str(pairs),
-            str(tmp_path / "x"),
-            **{**HPARAMS, "scheduler": "linear"},
-            min_lr_ratio=0.2,
+            request(tiny_model, pairs, tmp_path / "x", scheduler="linear", min_lr_ratio=0.2)
         )

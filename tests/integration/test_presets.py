@@ -5,6 +5,7 @@ gradient checkpointing, packing, cosine floor, chat-template prompts), for a few
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from tasks.config import load_config
 from tasks.domains import DOMAINS
-from tasks.stages.train import _grpo_request, _sft_request
+from tasks.requests import grpo_request, sft_request
 from tasks.store import write_parquet
 from tasks.train import train_in_subprocess
 
@@ -71,8 +72,10 @@ def test_sft_preset_path(chat_model, tmp_path):
         for s in _seeds(24)
     ]
     write_parquet(rows, tmp_path / "train.parquet")
-    request = _sft_request(cfg, 1, chat_model, tmp_path / "train.parquet", tmp_path / "model")
-    request.update(batch_size=2, grad_accum=1, epochs=1.0, cpu_threads=1)  # toy size, same path
+    request = sft_request(cfg, 1, chat_model, tmp_path / "train.parquet", tmp_path / "model")
+    assert request.packing and request.min_lr_ratio == 0.2 and request.gradient_checkpointing
+    # Toy size, same path.
+    request = dataclasses.replace(request, batch_size=2, grad_accum=1, epochs=1.0, cpu_threads=1)
     metrics = train_in_subprocess(request)
     assert metrics["samples"] == 24 and metrics["rows"] < 24  # packed
     assert metrics["steps"] > 0 and (tmp_path / "model" / "model.safetensors").is_file()
@@ -85,10 +88,16 @@ def test_grpo_preset_path(chat_model, tmp_path):
         [{"question": s.question, "answer": s.answer, "domain": "math"} for s in _seeds(8)],
         tmp_path / "seeds.parquet",
     )
-    request = _grpo_request(cfg, 1, chat_model, tmp_path / "seeds.parquet", tmp_path / "model")
-    assert request["system_prompt"] and request["chat_template"]
-    request.update(max_steps=2, grad_accum=1, max_completion_length=32, length_buffer=8)
-    request.update(cpu_threads=1)
+    request = grpo_request(cfg, 1, chat_model, tmp_path / "seeds.parquet", tmp_path / "model")
+    assert request.system_prompt and request.chat_template
+    request = dataclasses.replace(
+        request,
+        max_steps=2,
+        grad_accum=1,
+        max_completion_length=32,
+        length_buffer=8,
+        cpu_threads=1,
+    )
     metrics = train_in_subprocess(request)
     assert metrics["steps"] == 2 and metrics["samples"] == 8
     assert set(metrics) >= {f"grpo.reward.{r}" for r in cfg.train.grpo.rewards}

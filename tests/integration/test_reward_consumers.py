@@ -10,6 +10,7 @@ loads, naming the field.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from tasks.config import ConfigError, FlywheelConfig, load_config
 from tasks.curate import rule_settings, sample_verdicts
 from tasks.domains import DOMAINS, make_seeds
 from tasks.records import Sample, Verdict
-from tasks.rewards import REWARDS, bound_reward
+from tasks.requests import grpo_request
+from tasks.rewards import REWARDS
 
 CONFIGS = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
 
@@ -104,24 +106,13 @@ def _grpo_reward_sets(cfg: FlywheelConfig) -> dict[str, dict[str, float]]:
 def test_grpo_builds_every_reward_of_every_config(path, tmp_path):
     """The reward functions the GRPO worker makes from the train request, called with the
     columns TRL passes (prompts, completions, completion_ids, the dataset's other columns)."""
-    from tasks.stages.train import _grpo_request
-    from tasks.trainers.grpo import REWARD_SETTINGS
+    from tasks.trainers.grpo import reward_functions
 
     cfg = load_config(path)
     samples = _tiny_pool(cfg.domain)
     for where, rewards in _grpo_reward_sets(cfg).items():
-        req = _grpo_request(cfg, 1, "base", tmp_path / "t.parquet", tmp_path / "out") | {
-            "rewards": rewards
-        }
-        settings = {
-            "length_limit": req["max_completion_length"],
-            "length_buffer": req["length_buffer"],
-            "ngram": req["ngram"],
-        }
-        funcs = [
-            bound_reward(name, **{k: settings[k] for k in REWARD_SETTINGS.get(name, ())})
-            for name in req["rewards"]
-        ]
+        req = grpo_request(cfg, 1, "base", tmp_path / "t.parquet", tmp_path / "out")
+        funcs = reward_functions(dataclasses.replace(req, rewards=rewards))
         columns = {
             "completion_ids": [[0] * s.num_tokens for s in samples],
             "question": [s.prompt[3:-1] for s in samples],

@@ -3,6 +3,7 @@ the student's distribution moves towards the teacher's on the training pairs."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -12,18 +13,17 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tasks.bootstrap import bootstrap
+from tasks.config import FlywheelConfig
 from tasks.domains import arith
+from tasks.requests import GKDRequest, gkd_request
 from tasks.store import write_parquet
 from tasks.train import train_in_subprocess
 from tasks.trainers.gkd import PromptCompletionCollator, train_gkd
 
 pytestmark = pytest.mark.slow
 
-HPARAMS = dict(
-    lmbda=0.5,
-    beta=0.5,
-    temperature=0.9,
-    max_new_tokens=32,
+TRAIN = dict(
+    gkd=dict(lmbda=0.5, beta=0.5, temperature=0.9, max_new_tokens=32),
     learning_rate=3e-3,
     epochs=3.0,
     batch_size=16,
@@ -34,6 +34,13 @@ HPARAMS = dict(
     bf16=False,
     seed=0,
 )
+
+
+def request(model: str, teacher: str, train_file: Path, out_dir: Path, **changes) -> GKDRequest:
+    """The train stage's GKD request under `train: TRAIN` and this teacher (generation 0)."""
+    train = TRAIN | {"gkd": TRAIN["gkd"] | {"teacher": teacher}}
+    built = gkd_request(FlywheelConfig(train=train), 0, model, train_file, out_dir)
+    return dataclasses.replace(built, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +102,7 @@ def test_gkd_moves_the_student_towards_the_teacher(tiny_model, teacher, pairs, t
     rows = pq.read_table(pairs).to_pylist()[:32]
     before = kl_to_teacher(tiny_model, teacher, rows)
     out = tmp_path / "model"
-    metrics = train_in_subprocess(
-        dict(
-            mode="gkd",
-            base_model=tiny_model,
-            train_file=str(pairs),
-            out_dir=str(out),
-            teacher=teacher,
-            cpu_threads=1,
-            **HPARAMS,
-        )
-    )
+    metrics = train_in_subprocess(request(tiny_model, teacher, pairs, out, cpu_threads=1))
     after = kl_to_teacher(str(out), teacher, rows)
     assert metrics["steps"] == 12 and metrics["teacher"] == teacher
     # Measured: KL(teacher || student) 3.81 -> 2.44 nats per completion token in 12 steps.
@@ -134,4 +131,4 @@ def test_teacher_with_another_tokenizer_is_refused(tiny_model, pairs, tmp_path):
     tok.add_tokens(["<extra>"])
     tok.save_pretrained(other)
     with pytest.raises(ValueError, match="does not share the student's tokenizer"):
-        train_gkd(tiny_model, str(pairs), str(tmp_path / "out"), teacher=str(other), **HPARAMS)
+        train_gkd(request(tiny_model, str(other), pairs, tmp_path / "out"))

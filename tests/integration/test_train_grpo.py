@@ -7,6 +7,7 @@ writes the format ~96 % of the time, which gives GRPO groups with signal.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -17,38 +18,48 @@ from transformers import AutoModelForCausalLM
 
 from tasks.backends import generate_hf
 from tasks.bootstrap import bootstrap
+from tasks.config import FlywheelConfig
 from tasks.domains import DOMAINS
+from tasks.requests import GRPORequest, grpo_request
 from tasks.rewards import REWARDS
 from tasks.store import write_parquet
 from tasks.train import train_in_subprocess
+from tasks.trainers.common import NonFiniteLoss
 from tasks.trainers.grpo import train_grpo
-from tasks.trainers.sft import NonFiniteLoss
 
 pytestmark = pytest.mark.slow
 
 WEIGHTS = {"accuracy": 1.0, "format": 0.5}
-HPARAMS = dict(
-    rewards=WEIGHTS,
-    learning_rate=2e-4,
-    epochs=1.0,
-    max_steps=100,
-    prompts_per_step=4,
+TRAIN = dict(
+    grpo=dict(
+        rewards=WEIGHTS,
+        learning_rate=2e-4,
+        epochs=1.0,
+        max_steps=100,
+        prompts_per_step=4,
+        num_generations=8,
+        max_completion_length=40,
+        temperature=1.0,
+        epsilon=0.2,
+        beta=0.001,
+        loss_type="grpo",
+        num_iterations=1,
+        scale_rewards="group",
+        drop_zero_signal=True,
+    ),
     grad_accum=1,
-    num_generations=8,
-    max_completion_length=40,
-    temperature=1.0,
-    epsilon=0.2,
-    beta=0.001,
-    loss_type="grpo",
-    num_iterations=1,
-    scale_rewards="group",
-    drop_zero_signal=True,
     warmup_ratio=0.0,
     scheduler="constant",
     max_length=128,
     bf16=False,
     seed=0,
 )
+
+
+def request(model: str, train_file: Path, out_dir: Path, **changes) -> GRPORequest:
+    """The train stage's GRPO request under `train: TRAIN` (generation 0: the seed as set)."""
+    built = grpo_request(FlywheelConfig(train=TRAIN), 0, model, train_file, out_dir)
+    return dataclasses.replace(built, **changes)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,15 +137,7 @@ def test_grpo_steps_change_the_policy_and_raise_its_reward(policy, seeds, tmp_pa
     before = mean_reward(policy, items)
     out = tmp_path / "model"
     metrics = train_in_subprocess(
-        dict(
-            mode="grpo",
-            base_model=policy,
-            train_file=str(path),
-            out_dir=str(out),
-            cpu_threads=1,
-            **HPARAMS,
-        ),
-        log_path=tmp_path / "train.log",
+        request(policy, path, out, cpu_threads=1), log_path=tmp_path / "train.log"
     )
     after = mean_reward(str(out), items)
     print("weighted reward before/after:", before, after)
@@ -175,9 +178,7 @@ def test_nan_weights_stop_grpo_and_save_nothing(policy, seeds, tmp_path):
 
     out = tmp_path / "model"
     with pytest.raises(NonFiniteLoss, match="non-finite"):
-        train_grpo(
-            str(corrupt), str(seeds[0]), str(out), **{**HPARAMS, "max_steps": 2}, progress=False
-        )
+        train_grpo(request(str(corrupt), seeds[0], out, max_steps=2, progress=False))
     assert not out.exists() or not list(out.iterdir())
 
 
@@ -185,4 +186,4 @@ def test_missing_gold_column_is_named(policy, tmp_path):
     path = tmp_path / "bad.parquet"
     write_parquet([{"question": "1+2"}], path)
     with pytest.raises(ValueError, match="missing column.*answer"):
-        train_grpo(policy, str(path), str(tmp_path / "out"), **HPARAMS, progress=False)
+        train_grpo(request(policy, path, tmp_path / "out", progress=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from pathlib import Path
@@ -12,11 +13,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tasks.config import FlywheelConfig
 from tasks.domains import arith
+from tasks.requests import SFTRequest, sft_request, to_json
 from tasks.store import read_parquet, write_parquet
 from tasks.subproc import WorkerError
 from tasks.train import main, train_in_subprocess
-from tasks.trainers.sft import NonFiniteLoss, build_trainer, train_sft
+from tasks.trainers.common import NonFiniteLoss
+from tasks.trainers.sft import build_trainer, train_sft
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +38,7 @@ def sft_file(tmp_path: Path) -> Path:
     return path
 
 
-HPARAMS = dict(
+TRAIN = dict(
     learning_rate=3e-3,
     epochs=5.0,
     batch_size=32,
@@ -47,20 +51,18 @@ HPARAMS = dict(
 )
 
 
+def request(model: str, train_file: Path, out_dir: Path, **changes) -> SFTRequest:
+    """The train stage's SFT request under `train: TRAIN` (generation 0: the seed as set)."""
+    built = sft_request(FlywheelConfig(train=TRAIN), 0, model, train_file, out_dir)
+    return dataclasses.replace(built, **changes)
+
+
 def test_sft_in_subprocess_lowers_loss_and_saves_a_loadable_model(
     tiny_model: str, sft_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "model"
     log = tmp_path / "train.log"
-    request = dict(
-        mode="sft",
-        base_model=tiny_model,
-        train_file=str(sft_file),
-        out_dir=str(out),
-        cpu_threads=1,
-        **HPARAMS,
-    )
-    metrics = train_in_subprocess(request, log_path=log)
+    metrics = train_in_subprocess(request(tiny_model, sft_file, out, cpu_threads=1), log_path=log)
 
     assert metrics["samples"] == 200
     assert metrics["steps"] == 35  # ceil(200 / 32) = 7 steps per epoch, 5 epochs
@@ -91,7 +93,7 @@ def test_sft_in_subprocess_lowers_loss_and_saves_a_loadable_model(
 def test_labels_cover_completion_and_eos_only(
     tiny_model: str, sft_file: Path, tmp_path: Path
 ) -> None:
-    trainer = build_trainer(tiny_model, str(sft_file), str(tmp_path / "out"), **HPARAMS)
+    trainer = build_trainer(request(tiny_model, sft_file, tmp_path / "out"))
     tok = trainer.processing_class
     rows = 8
     examples = [
@@ -118,16 +120,9 @@ def test_diverging_run_fails_in_worker_and_saves_nothing(
     tiny_model: str, sft_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "model"
-    request = dict(
-        mode="sft",
-        base_model=tiny_model,
-        train_file=str(sft_file),
-        out_dir=str(out),
-        cpu_threads=1,
-        **{**HPARAMS, "learning_rate": 1e30, "epochs": 1.0},
-    )
+    diverging = request(tiny_model, sft_file, out, cpu_threads=1, learning_rate=1e30, epochs=1.0)
     with pytest.raises(WorkerError, match="NonFiniteLoss: non-finite loss"):
-        train_in_subprocess(request)
+        train_in_subprocess(diverging)
     assert not out.exists() or not list(out.iterdir())
 
 
@@ -143,7 +138,7 @@ def test_nan_weights_stop_on_first_loss(tiny_model: str, sft_file: Path, tmp_pat
 
     out = tmp_path / "model"
     with pytest.raises(NonFiniteLoss, match=r"\(loss=nan\) at step 1/"):
-        train_sft(str(corrupt), str(sft_file), str(out), **HPARAMS, progress=False)
+        train_sft(request(str(corrupt), sft_file, out, progress=False))
     assert not out.exists() or not list(out.iterdir())
 
 
@@ -155,16 +150,10 @@ def test_empty_or_missing_train_file_is_named(
     if rows is not None:
         schema = pa.schema([("prompt", pa.string()), ("completion", pa.string())])
         write_parquet(rows, path, schema=schema)
-    request = dict(
-        mode="sft",
-        base_model=tiny_model,
-        train_file=str(path),
-        out_dir=str(tmp_path / "out"),
-        **HPARAMS,
-    )
+    wire = {"mode": "sft", **to_json(request(tiny_model, path, tmp_path / "out"))}
     error, words = (FileNotFoundError, "no such") if rows is None else (ValueError, "no rows")
     with pytest.raises(error, match=re.escape(str(path)) + ".*" + words):
-        main(request)
+        main(wire)
 
 
 def test_unknown_mode_is_rejected() -> None:

@@ -9,11 +9,14 @@ on two. The training file's prompt is rendered as the generation stage renders i
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from tasks.config import FlywheelConfig
 from tasks.prompts import encode_prompts, render_prompts
+from tasks.requests import sft_request
 from tasks.store import write_parquet
 from tasks.trainers.sft import build_trainer
 
@@ -28,7 +31,7 @@ THINK_STRIPPING = (
 )
 QUESTION = "2+3"
 COMPLETION = "<think>2+3=5. Check: 5-3=2.</think><answer>5</answer>"
-HPARAMS = dict(
+TRAIN = dict(
     learning_rate=1e-3,
     epochs=1.0,
     batch_size=2,
@@ -38,7 +41,6 @@ HPARAMS = dict(
     max_length=128,
     bf16=False,
     seed=0,
-    progress=False,
 )
 
 
@@ -63,7 +65,8 @@ def test_sft_tokens_keep_the_think_block_and_one_bos(chat_tokenizer, tiny_model,
     path = tmp_path / "train.parquet"
     write_parquet([{"prompt": prompt, "completion": COMPLETION}] * 2, path)
 
-    trainer = build_trainer(tiny_model, str(path), str(tmp_path / "out"), **HPARAMS)
+    request = sft_request(FlywheelConfig(train=TRAIN), 0, tiny_model, path, tmp_path / "out")
+    trainer = build_trainer(dataclasses.replace(request, progress=False))
     row = trainer.train_dataset[0]
     ids, labels = row["input_ids"], row["labels"]
     bos, eos = chat_tokenizer.bos_token_id, chat_tokenizer.eos_token_id
