@@ -166,10 +166,11 @@ def status(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -
     from tasks.tracking import default_tracking_uri
 
     if not cfg.tracking.enabled:
-        from flows.flywheel import generation_row
+        from tasks.outputs import load_flywheel
+        from tasks.projections import generation_row
 
-        gens = sorted(cfg.flywheel_dir.glob("gen-0*"))
-        print_table([generation_row(g) for g in gens if g.name != "gen-0000"], cfg.name)
+        gens = load_flywheel(cfg.flywheel_dir)
+        print_table([generation_row(g) for g in gens if g.number > 0], cfg.name)
         return
     import mlflow
 
@@ -223,9 +224,10 @@ def compare(
 ) -> None:
     """The generations side by side: one column per generation, one row per metric."""
     from tasks.lineage import comparison
+    from tasks.outputs import load_flywheel
 
     cfg = _load(config, set_)
-    columns, rows = comparison(cfg.flywheel_dir)
+    columns, rows = comparison(load_flywheel(cfg.flywheel_dir))
     if metric:
         rows = [r for r in rows if any(r[0].startswith(m) for m in metric)]
     if not columns or not rows:
@@ -247,9 +249,7 @@ def lineage(
     set_: SetOpt = None,
 ) -> None:
     """Print what produced a challenger: seeds → samples → accepted → training → eval → gate."""
-    import json
-
-    from flows.flywheel import LINEAGE_FILE
+    from tasks.lineage import LINEAGE_FILE
 
     cfg = _load(config, set_)
     records = [
@@ -276,53 +276,14 @@ def train_rm(
     """Train the scalar reward model on the flywheel's curated samples; report its agreement
     with the curation verdicts and with the judge on held-out samples."""
     cfg = _load(config, set_)
-    from tasks import store
-    from tasks.reward_model import collect, rm_scores, split
-    from tasks.subproc import run_worker
+    from tasks.train_rm import NotEnoughSamples, train_reward_model
 
-    rows = collect(cfg.flywheel_dir)
-    train, held = split(rows, holdout)
-    if not train or not held:
-        err.print(f"[red]{cfg.flywheel_dir}: not enough curated samples to train on[/red]")
-        raise typer.Exit(1)
-    out = cfg.flywheel_dir / "reward-model"
-    train_file = cfg.flywheel_dir / "reward-model-train.parquet"
-    store.write_parquet(train, train_file)
-    stats = run_worker(
-        "tasks.reward_model",
-        {"op": "train", "train_file": str(train_file), "out_dir": str(out), "steps": steps},
-    )
-    scores = rm_scores(str(out), [r["prompt"] for r in held], [r["completion"] for r in held])
-    report = {"train_rows": len(train), "held_out": len(held), **stats}
-    report.update(rm_agreement(held, scores, _judge_votes(cfg.flywheel_dir)))
-    store.write_json(report, out / "report.json")
+    try:
+        report = train_reward_model(cfg.flywheel_dir, steps, holdout)
+    except NotEnoughSamples as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
     console.print_json(json.dumps(report))
-
-
-def _judge_votes(flywheel_dir: Path) -> dict[str, str]:
-    from tasks import store
-
-    votes = {}
-    for f in sorted(flywheel_dir.glob("gen-0*/curate/judge_votes.parquet")):
-        votes.update({r["sample_id"]: r["outcome"] for r in store.read_parquet(f)})
-    return votes
-
-
-def rm_agreement(held: list[dict], scores: list[float], judge: dict[str, str]) -> dict:
-    """Agreement of the reward model (P >= 0.5) with the curation labels and with the judge."""
-    pred = [p >= 0.5 for p in scores]
-    out = {
-        "agreement_curation": sum(p == bool(r["label"]) for p, r in zip(pred, held, strict=True))
-        / len(held)
-    }
-    pairs = [
-        (p, judge[r["sample_id"]] == "accept")
-        for p, r in zip(pred, held, strict=True)
-        if judge.get(r["sample_id"]) in ("accept", "reject")
-    ]
-    out["judge_compared"] = len(pairs)
-    out["agreement_judge"] = sum(a == b for a, b in pairs) / len(pairs) if pairs else None
-    return out
 
 
 def main() -> None:  # pragma: no cover

@@ -4,47 +4,21 @@
 registers it with a Prefect server for workers of a `process` work pool to pick up (the team
 set-up: see README). Both pass the whole resolved config as the deployment's parameter with
 `advance=1`, so every scheduled run continues the same flywheel from its champion, and both
-cap the deployment at one active run (later ones wait: ENQUEUE).
-
-`one_run_at_a_time` is the guard that holds across deployments, CLI runs and schedules alike:
-an exclusive lock on a file in the flywheel's folder. The kernel drops it the moment its
-process dies, SIGKILL and OOM included, so a killed run never blocks the resume. (A Prefect
-global concurrency limit would be the other choice; its slots leak on a local ephemeral API,
-which runs no lease repossessor, so a killed run would block its flywheel for good.)
+cap the deployment at one active run (later ones wait: ENQUEUE). The guard that also holds
+across CLI runs is the flow's own run lock (flows/run_lock.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
+from flows.flywheel import flywheel
 from tasks.config import FlywheelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/flywheel.py:flywheel"
-LOCK_FILE = ".run.lock"
-
-
-@contextlib.contextmanager
-def one_run_at_a_time(flywheel_dir: Path, log: logging.Logger | None = None) -> Iterator[None]:
-    """Hold the flywheel's run lock, waiting while another run of the same flywheel holds it."""
-    flywheel_dir = Path(flywheel_dir)
-    flywheel_dir.mkdir(parents=True, exist_ok=True)
-    with open(flywheel_dir / LOCK_FILE, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if log:
-                log.warning("another run of %s is active; waiting for it", flywheel_dir.name)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _deployment_args(cfg: FlywheelConfig, cron: str | None, interval: float | None) -> dict:
@@ -63,8 +37,6 @@ def _deployment_args(cfg: FlywheelConfig, cron: str | None, interval: float | No
 
 def serve(cfg: FlywheelConfig, cron: str | None = None, interval: float | None = None) -> None:
     """Create the deployment and run its schedule on this machine until interrupted."""
-    from flows.flywheel import flywheel
-
     flywheel.serve(name=cfg.name, global_limit=1, **_deployment_args(cfg, cron, interval))
 
 

@@ -2,62 +2,69 @@
 
 The record chains what produced the challenger: seed-set hash → generator model → sampling
 params → candidate (generated) set hash → accepted set hash → training set and config →
-challenger model and registry version → eval report → gate decision. It is read back from the
-stage manifests only, so it is the same whether the generation ran in one go or was resumed.
-Pure apart from reading manifests.
+challenger model and registry version → eval report → gate decision. It is a projection of the
+generation's loaded stage outputs (`tasks.outputs.load_generation`) only, so it is the same
+whether the generation ran in one go or was resumed. Pure: the caller loads the generation.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tasks import store
 from tasks.judge_qc import judge_figures
+from tasks.outputs import Generation
+
+LINEAGE_FILE = "lineage.json"
+"""The record's file in its generation folder (`flywheel lineage` reads them back)."""
 
 TRAIN_KEYS = ("train_rows", "steps", "train_loss_first", "train_loss_last", "seconds", "hash")
 
 
-def generation_lineage(gen_folder: Path, train_config: dict) -> dict:
+def generation_lineage(gen: Generation, train_config: dict) -> dict:
     """The lineage of one completed generation (every stage through the gate)."""
-
-    def outputs(stage: str) -> dict:
-        man = store.read_manifest(Path(gen_folder) / stage)
-        if man is None:
-            raise FileNotFoundError(f"{Path(gen_folder) / stage}: stage has not completed")
-        return man.outputs
-
-    seeds, gen, cur, tr, ev, gate = (
-        outputs(s) for s in ("seeds", "generate", "curate", "train", "eval", "gate")
-    )
+    gen.require("seeds", "generate", "curate", "train", "eval", "gate")
+    seeds, out, cur, tr, gate = gen.seeds, gen.generate, gen.curate, gen.train, gen.gate
     return {
-        "generation": int(Path(gen_folder).name.split("-")[1]),
-        "seeds": {"hash": seeds["hash"], "count": seeds["count"], "origins": seeds["origins"]},
-        "generator_model": gen["model"],
-        "sampling": gen["params"],
-        "candidates": {"hash": gen["hash"], "samples": gen["samples"]},
+        "generation": gen.number,
+        "seeds": {"hash": seeds.hash, "count": seeds.count, "origins": seeds.origins},
+        "generator_model": out.model,
+        "sampling": out.params,
+        "candidates": {"hash": out.hash, "samples": out.samples},
         # Which (model, prompt template) produced how many candidates: policy and teachers.
         "sources": [
             {"model": r["model"], "template": r["template"], "samples": r["rows"]}
-            for r in gen.get("sources", [])
+            for r in out.sources
         ],
-        "accepted": {"hash": cur["hash"], "samples": cur["accepted"], "counts": cur["counts"]},
+        "accepted": {"hash": cur.hash, "samples": cur.accepted, "counts": cur.counts},
         "training": {
-            "mode": tr.get("mode", "sft"),
-            "base_model": tr["base_model"],
+            "mode": tr.mode,
+            "base_model": tr.base_model,
             "config": train_config,
-            **{k: tr.get(k) for k in TRAIN_KEYS},
+            **{k: getattr(tr, k) for k in TRAIN_KEYS},
         },
         "challenger": {
-            "model": str(Path(gen_folder) / "train" / "model"),
-            "version": gate.get("challenger_version"),
+            "model": str(gen.folder / "train" / "model"),
+            "version": gate.challenger_version,
         },
-        "eval": ev["report"],
-        "gate": gate["decision"],
+        "eval": gen.eval.report,
+        "gate": gate.decision.to_dict(),
         "champion_after": {
-            "model": gate["champion"]["model"],
-            "version": gate["champion"].get("version"),
-            "generation": gate["champion"].get("generation"),
+            "model": gate.champion.model,
+            "version": gate.champion.version,
+            "generation": gate.champion.generation,
         },
+    }
+
+
+def lineage_tags(lineage: dict) -> dict[str, str]:
+    """The record's headline as tags on the challenger's registered model version."""
+    return {
+        "lineage.seeds_hash": lineage["seeds"]["hash"],
+        "lineage.generator_model": lineage["generator_model"],
+        "lineage.candidates_hash": lineage["candidates"]["hash"],
+        "lineage.accepted_hash": lineage["accepted"]["hash"],
+        "lineage.train_hash": str(lineage["training"]["hash"]),
+        "lineage.eval_pass_at_1": f"{lineage['eval']['pass@1']:.4f}",
+        "lineage.gate": "promoted" if lineage["gate"]["promote"] else "rejected",
+        "lineage.gate_reason": lineage["gate"]["reason"][:500],
     }
 
 
@@ -99,41 +106,33 @@ def generation_markdown(lineage: dict, accepted: list[dict], rejected: list[dict
     return "\n".join(lines)
 
 
-def comparison(flywheel_dir: Path) -> tuple[list[str], list[tuple[str, list[object]]]]:
+def comparison(gens: list[Generation]) -> tuple[list[str], list[tuple[str, list[object]]]]:
     """Every generation side by side: column names (`gen-0000` = base model, …) and one row per
-    metric, read from the eval, curate, train and gate manifests. Generations that have not
+    metric, from the eval, seeds, curate, train and gate outputs. Generations that have not
     finished their eval are left out."""
-    folders = [
-        d
-        for d in sorted(Path(flywheel_dir).glob("gen-[0-9]*"))
-        if store.read_manifest(d / "eval") is not None
-    ]
-
-    def outputs(gdir: Path, stage: str) -> dict:
-        man = store.read_manifest(gdir / stage)
-        return man.outputs if man else {}
-
     columns, cells = [], []
-    for d in folders:
-        columns.append(d.name)
-        ev, cur = outputs(d, "eval")["report"], outputs(d, "curate")
-        tr, gate = outputs(d, "train"), outputs(d, "gate").get("decision", {})
+    for gen in gens:
+        if gen.eval is None:
+            continue
+        columns.append(gen.folder.name)
+        seeds, cur, tr, gate = gen.seeds, gen.curate, gen.train, gen.gate
+        d = gate.decision if gate else None
         cells.append(
             {
-                **{k: v for k, v in ev.items() if k != "items"},
+                **{k: v for k, v in gen.eval.report.items() if k != "items"},
+                **{f"suite.{name}.pass@1": r["pass@1"] for name, r in gen.eval.suites.items()},
+                "seeds.difficulty": seeds.difficulty if seeds else None,
+                "curate.accept_rate": cur.accept_rate if cur else None,
+                "curate.accepted": cur.accepted if cur else None,
                 **{
-                    f"suite.{name}.pass@1": r["pass@1"]
-                    for name, r in outputs(d, "eval").get("suites", {}).items()
+                    f"judge.{k}": f.value
+                    for k, f in judge_figures(cur.judge if cur else None).items()
                 },
-                "seeds.difficulty": outputs(d, "seeds").get("difficulty"),
-                "curate.accept_rate": cur.get("accept_rate"),
-                "curate.accepted": cur.get("accepted"),
-                **{f"judge.{k}": f.value for k, f in judge_figures(cur.get("judge")).items()},
-                "train.rows": tr.get("train_rows"),
-                "train.loss_last": tr.get("train_loss_last"),
-                "gate.delta": gate.get("delta"),
-                "gate.ci_low": gate.get("ci_low"),
-                "gate": None if not gate else ("promoted" if gate["promote"] else "rejected"),
+                "train.rows": tr.train_rows if tr else None,
+                "train.loss_last": tr.train_loss_last if tr else None,
+                "gate.delta": d.delta if d else None,
+                "gate.ci_low": d.ci_low if d else None,
+                "gate": None if d is None else ("promoted" if d.promote else "rejected"),
             }
         )
     names: list[str] = []

@@ -6,14 +6,21 @@ the judge against the rule verifier when curation uses the judge (balanced accur
 kappa with their 95 % intervals, plain agreement beside them, and dotted lines where a constant
 judge would sit), and the mean difficulty of the seed set (the curriculum). Promoted challengers
 are filled markers, rejected ones hollow; a panel with nothing to show says so.
+`trajectory_point` projects one loaded generation (tasks/outputs.py) onto its points.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
+
+from tasks.judge_qc import judge_figures
+
+if TYPE_CHECKING:
+    from tasks.outputs import Generation
 
 matplotlib.use("Agg")  # no display on servers and workers
 import matplotlib.pyplot as plt  # noqa: E402
@@ -38,6 +45,38 @@ JUDGE_SERIES: list[Series] = [
 """The judge panel. Balanced accuracy and kappa are drawn over agreement, because agreement alone
 rewards a judge that copies the majority class (a constant judge agrees as often as the rules'
 majority)."""
+
+TRAJECTORY_FILE = "trajectory.png"
+"""The plot's file in the flywheel folder, redrawn after every generation."""
+
+
+def trajectory_point(gen: Generation, items: list[dict]) -> dict:
+    """One generation's point: its eval (`items`: the per-item scores of `items.parquet`, for
+    the pass@1 interval), curation, judge, seeds and gate (None where a stage has not landed,
+    as for generation 0, the base model)."""
+    pass1, ci = pass1_interval(items)
+    rep, cur = gen.eval.report, gen.curate
+    return {
+        "generation": gen.number,
+        "pass1": pass1,
+        "pass1_ci": ci,
+        "mean_tokens": rep["mean_tokens"],
+        "format_rate": rep["format_rate"],
+        "accept_rate": cur.accept_rate if cur else None,
+        **judge_points(cur.judge if cur else None),
+        "seed_difficulty": gen.seeds.difficulty if gen.seeds else None,
+        "promoted": gen.gate.decision.promote if gen.gate else None,
+    }
+
+
+def judge_points(qc: dict | None) -> dict:
+    """The judge panel's values and intervals for one generation (None without a judge)."""
+    figures = judge_figures(qc)
+    out = {}
+    for key, _, _ in JUDGE_SERIES:
+        est = figures[key.removeprefix("judge_")]
+        out[key], out[f"{key}_ci"] = est.value, (est.low, est.high)
+    return out
 
 
 def trajectory_png(points: list[dict], path: Path) -> Path:

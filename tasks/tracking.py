@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from tasks.projections import flatten
+
 PARENT_ID_FILE = "mlflow_parent_run.json"
 CHILD_ID_FILE = "mlflow_run_id"
 
@@ -26,18 +28,6 @@ def default_tracking_uri(runs_dir: Path) -> str:
     return (
         os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(runs_dir).resolve()}/mlflow.db"
     )
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as one level with dotted keys: MLflow params and metrics are flat names."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 class NullTracker:

@@ -7,6 +7,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.gate import (
     TEST_ARGS,
+    GateDecision,
     check_comparable,
     decide_test,
     greedy_check,
@@ -16,10 +17,8 @@ from tasks.gate import (
     with_note,
 )
 from tasks.hygiene import collapse_checks, diversity
-from tasks.stages.common import (
-    completed,
-    stage_task,
-)
+from tasks.outputs import Champion, EvalOutputs, GateOutputs, gate_outputs, load_generation
+from tasks.stages.common import completed, stage_task
 from tasks.stages.evaluate import GREEDY_ITEMS
 
 
@@ -50,37 +49,41 @@ def _collapse_guards(cfg: FlywheelConfig, champion_gen: int, generation: int) ->
 def gate_stage(
     cfg: FlywheelConfig,
     generation: int,
-    champion: dict,
-    challenger: dict,
-    challenger_version: str | None,
+    champion: Champion,
+    challenger: Champion,
     approval: dict | None = None,
-) -> dict:
-    """Decide, and write the next champion. The champion moves only when this folder lands.
-    `approval` is a person's answer (`gate.approval`), asked only when the test would promote."""
+    decision: GateDecision | None = None,
+) -> GateOutputs:
+    """Write the decision and the next champion. The champion moves only when this folder
+    lands. `decision` is the test's verdict when the flow already ran it (to ask for approval);
+    without one the test runs here, so it runs once per generation either way. `approval` is
+    a person's answer (`gate.approval`), asked only when the test would promote."""
     folder = store.stage_dir(cfg.flywheel_dir, generation, "gate")
     done = completed(folder)
     if done is not None:
-        return done
-    d = with_approval(gate_decision(cfg, generation, champion, challenger), approval)
+        return gate_outputs(done, str(folder))
+    tested = decision if decision is not None else gate_decision(cfg, champion, challenger)
+    d = with_approval(tested, approval)
     winner = challenger if d.promote else champion
     with store.write_stage(folder, "gate") as (tmp, out):
         store.write_json(d.to_dict(), tmp / "decision.json")
         out.update(
             decision=d.to_dict(),
-            champion=winner,
-            challenger_version=challenger_version,
+            champion=winner.to_dict(),
+            challenger_version=challenger.version,
             approval=approval,
         )
-    return completed(folder)
+    return gate_outputs(completed(folder), str(folder))
 
 
-def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challenger: dict):
+def gate_decision(cfg: FlywheelConfig, champion: Champion, challenger: Champion) -> GateDecision:
     """What the configured test says of challenger vs champion (reads their eval items).
     Two evals sampled under different settings are refused before any test runs."""
-    g, ref = cfg.gate, champion["generation"]
+    g, ref, generation = cfg.gate, champion.generation, challenger.generation
+    ref_eval, eval_ = _eval_outputs(cfg, ref), _eval_outputs(cfg, generation)
     check_comparable(
-        _eval_outputs(cfg, ref).get("params", {}),
-        _eval_outputs(cfg, generation).get("params", {}),
+        ref_eval.params,
+        eval_.params,
         where=f"(champion gen-{ref:04d}, challenger gen-{generation:04d})",
     )
     d = decide_test(
@@ -88,8 +91,8 @@ def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challeng
     )
     alarms = _collapse_guards(cfg, ref, generation)
     alarms |= suite_checks(
-        _eval_suites(cfg, ref),
-        _eval_suites(cfg, generation),
+        ref_eval.suites,
+        eval_.suites,
         {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
     )
     greedy, note = greedy_check(
@@ -103,17 +106,12 @@ def gate_decision(cfg: FlywheelConfig, generation: int, champion: dict, challeng
     return with_note(with_alarms(d, alarms | greedy), note)
 
 
-def _eval_outputs(cfg: FlywheelConfig, generation: int) -> dict:
-    man = store.read_manifest(store.gen_dir(cfg.flywheel_dir, generation) / "eval")
-    return man.outputs if man else {}
+def _eval_outputs(cfg: FlywheelConfig, generation: int) -> EvalOutputs:
+    gen = load_generation(store.gen_dir(cfg.flywheel_dir, generation))
+    return gen.require("eval").eval
 
 
 def _greedy_items(cfg: FlywheelConfig, generation: int) -> list[dict] | None:
     """A generation's greedy eval items (None for an eval made without them)."""
     path = store.gen_dir(cfg.flywheel_dir, generation) / "eval" / GREEDY_ITEMS
     return store.read_parquet(path) if path.is_file() else None
-
-
-def _eval_suites(cfg: FlywheelConfig, generation: int) -> dict[str, dict]:
-    """The extra suites' reports of a generation's eval ({} for evals made before them)."""
-    return _eval_outputs(cfg, generation).get("suites", {})

@@ -7,6 +7,7 @@ import pytest
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.gate import GREEDY
+from tasks.outputs import Champion
 from tasks.stages import GREEDY_ITEMS, eval_stage, gate_decision, suite_stage
 
 pytestmark = pytest.mark.slow
@@ -49,10 +50,7 @@ def test_eval_records_greedy_pass1_per_item_and_the_gate_pairs_it(tmp_path, tiny
     assert [r["completion"] for r in again] == [r["completion"] for r in greedy]
 
     d = gate_decision(
-        cfg,
-        1,
-        {"generation": 0, "report": reports[0], "model": tiny_model, "version": None},
-        {"generation": 1, "report": reports[1], "model": tiny_model, "version": None},
+        cfg, Champion(tiny_model, reports[0], 0, None), Champion(tiny_model, reports[1], 1, None)
     )
     assert d.guards[GREEDY]["ok"] and d.guards[GREEDY]["regression"] == 0
     assert not d.promote and d.notes == ()

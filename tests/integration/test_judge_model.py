@@ -85,9 +85,9 @@ def test_adversarial_false_accepts_no_worse_than_clean_wrong_answers(judged):
 def test_curate_stage_runs_the_judge_and_records_its_qc(judged, tmp_path):
     """The curate stage with `judge` among its rewards: one judge worker over every sample,
     rules decide where they apply, the QC figures land in the manifest and the MLflow metrics."""
-    from flows.flywheel import judge_metrics
     from tasks import store
     from tasks.config import FlywheelConfig
+    from tasks.projections import judge_metrics
     from tasks.records import Sample, Seed, to_rows
     from tasks.stages import curate_stage
 
@@ -120,5 +120,5 @@ def test_curate_stage_runs_the_judge_and_records_its_qc(judged, tmp_path):
     # rules_then_judge: every sample has a gold answer, so the rules alone decided
     assert out["accepted"] == sum(c.accept for c in cands)
     assert len(store.read_parquet(folder / "judge_votes.parquet")) == 60
-    metrics = judge_metrics(out)
+    metrics = judge_metrics(out["judge"])
     assert metrics["judge.agreement"] == qc["agreement"] and "judge.mean_margin" in metrics

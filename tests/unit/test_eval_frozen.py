@@ -9,6 +9,7 @@ import pytest
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.gate import GREEDY, check_comparable
+from tasks.outputs import Champion
 from tasks.stages import GREEDY_ITEMS, gate_decision, suite_stage
 
 PARAMS = {"n": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 96, "seed": 1234}
@@ -89,8 +90,10 @@ def _eval(cfg, generation, correct, params=PARAMS, greedy=None):
         store.write_parquet(rows(correct, params["n"]), tmp / "items.parquet")
         if greedy is not None:
             store.write_parquet(rows(greedy, 1), tmp / GREEDY_ITEMS)
-        out.update(report={"pass@1": float(np.mean(correct)) / params["n"]}, params=params)
-    return {"generation": generation, "report": {}, "model": "m", "version": None}
+        out.update(
+            report={"pass@1": float(np.mean(correct)) / params["n"]}, model="m", params=params
+        )
+    return Champion("m", {}, generation)
 
 
 ITEMS = 256
@@ -105,7 +108,7 @@ def test_gate_refuses_evals_sampled_under_different_settings(tmp_path):
     champ = _eval(cfg, 0, CHAMP)
     chall = _eval(cfg, 1, BETTER, params={**PARAMS, "temperature": 0.7})
     with pytest.raises(ValueError, match=r"eval_settings_mismatch \(champion gen-0000") as e:
-        gate_decision(cfg, 1, champ, chall)
+        gate_decision(cfg, champ, chall)
     assert "eval.temperature: champion 1.0, challenger 0.7" in str(e.value)
 
 
@@ -113,7 +116,7 @@ def test_gate_blocks_sampled_gain_with_greedy_loss(tmp_path):
     cfg = _cfg(tmp_path)
     champ = _eval(cfg, 0, CHAMP, greedy=GREEDY_BASE)
     chall = _eval(cfg, 1, BETTER, greedy=GREEDY_WORSE)
-    d = gate_decision(cfg, 1, champ, chall)
+    d = gate_decision(cfg, champ, chall)
     assert d.ci_low > 0  # the paired test alone promotes
     assert (d.promote, d.rule) == (False, f"guard:{GREEDY}")
     assert f"{GREEDY} fell +0.1250" in d.reason and d.notes == ()
@@ -123,10 +126,10 @@ def test_gate_promotes_when_greedy_holds_and_notes_a_skipped_guard(tmp_path):
     cfg = _cfg(tmp_path)
     champ = _eval(cfg, 0, CHAMP, greedy=GREEDY_BASE)
     chall = _eval(cfg, 1, BETTER, greedy=GREEDY_BASE)
-    d = gate_decision(cfg, 1, champ, chall)
+    d = gate_decision(cfg, champ, chall)
     assert (d.promote, d.rule) == (True, "promote") and d.guards[GREEDY]["ok"]
     old = _eval(cfg, 2, BETTER)  # an eval recorded before greedy results existed
-    d = gate_decision(cfg, 2, champ, old)
+    d = gate_decision(cfg, champ, old)
     assert (d.promote, d.rule) == (True, "promote") and GREEDY not in d.guards
     assert d.notes and "challenger eval has no greedy results" in d.notes[0]
 
@@ -135,6 +138,6 @@ def test_margin_test_runs_on_the_same_items(tmp_path):
     cfg = FlywheelConfig(**{**_cfg(tmp_path).model_dump(), "gate": {"test": "margin"}})
     champ = _eval(cfg, 0, CHAMP, greedy=GREEDY_BASE)
     chall = _eval(cfg, 1, BETTER, greedy=GREEDY_BASE)
-    d = gate_decision(cfg, 1, champ, chall)
+    d = gate_decision(cfg, champ, chall)
     assert (d.promote, d.rule, d.ci_low) == (True, "promote", None)
     assert d.delta == pytest.approx((BETTER - CHAMP).mean() / 8)

@@ -36,6 +36,7 @@ WORKERS = (
     "tasks.subproc",
     "tasks.tracking",
     "tasks.plots",
+    "tasks.train_rm",
     "flows",
 )
 
@@ -47,12 +48,9 @@ DECISIONS = [
     "tasks.hygiene",
     "tasks.judge",
     "tasks.rewards",
-    pytest.param(
-        "tasks.lineage",
-        marks=pytest.mark.xfail(
-            strict=True, reason="tasks.lineage reads manifests through tasks.store (pyarrow)"
-        ),
-    ),
+    "tasks.lineage",
+    "tasks.outputs",
+    "tasks.projections",
     "tasks.records",
     "tasks.domains",
     "tasks.prompts",

@@ -225,18 +225,18 @@ def test_judge_figures_read_old_manifests():
 
 
 def test_mlflow_metrics_flatten_the_figures_and_their_bounds():
-    from flows.flywheel import judge_columns, judge_metrics
+    from tasks.projections import judge_columns, judge_metrics
 
     qc = {**qc_metrics(*judged(RARE)), "rubric_version": "arith_v3", "cut": {"share": 0.25}}
-    m = judge_metrics({"judge": qc})
+    m = judge_metrics(qc)
     assert m["judge.balanced_accuracy"] == pytest.approx(0.8)
     assert m["judge.kappa"] == pytest.approx(27 / 77)
     for name in FIGURES:
         assert m[f"judge.{name}.low"] <= m[f"judge.{name}"] <= m[f"judge.{name}.high"]
     assert m["judge.cut.share"] == 0.25 and "judge.rubric_version" not in m
-    undefined = judge_metrics({"judge": {**qc_metrics([], []), "agreement_old": float("nan")}})
+    undefined = judge_metrics({**qc_metrics([], []), "agreement_old": float("nan")})
     assert "judge.kappa" not in undefined and "judge.agreement_old" not in undefined
-    assert judge_metrics({}) == {}
+    assert judge_metrics(None) == {}
     assert judge_columns(qc) == {
         "judge agree": pytest.approx(0.8),
         "judge bal.acc": pytest.approx(0.8),
@@ -271,6 +271,6 @@ def test_summary_table_keeps_judge_columns_aligned_when_only_some_rows_have_them
 
 
 def judge_columns_of(c: Confusion) -> dict:
-    from flows.flywheel import judge_columns
+    from tasks.projections import judge_columns
 
     return judge_columns(qc_metrics(*judged(c)))

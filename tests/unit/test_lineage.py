@@ -36,21 +36,37 @@ def _stage(gdir, stage, **outputs):
         out.update(outputs)
 
 
+DECISION = {
+    "promote": True,
+    "metric": "pass@1",
+    "champion": 0.1,
+    "challenger": 0.3,
+    "delta": 0.2,
+    "margin": 0.0,
+    "reason": "better",
+}
+CURATE = {"counts": {"accept": 4}, "seed_solve_rate": 0.5, "hash": "h"}
+
+
 def test_comparison_puts_generations_side_by_side_and_skips_unfinished(tmp_path):
     from tasks.lineage import comparison
+    from tasks.outputs import load_flywheel
 
     fw = tmp_path / "fw"
-    _stage(fw / "gen-0000", "eval", report={"pass@1": 0.1, "items": 8.0})
+    evaluated = {"model": "m", "params": {}}
+    _stage(fw / "gen-0000", "eval", report={"pass@1": 0.1, "items": 8.0}, **evaluated)
     g1 = fw / "gen-0001"
-    _stage(g1, "eval", report={"pass@1": 0.3, "items": 8.0})
-    _stage(g1, "curate", accept_rate=0.5, accepted=4)
-    _stage(g1, "gate", decision={"promote": True, "delta": 0.2})
-    _stage(fw / "gen-0002", "curate", accept_rate=0.6, accepted=5)  # eval not finished
+    _stage(g1, "eval", report={"pass@1": 0.3, "items": 8.0}, **evaluated)
+    _stage(g1, "curate", accept_rate=0.5, accepted=4, **CURATE)
+    champion = {"model": "m", "report": {}, "generation": 0, "version": None}
+    _stage(g1, "gate", decision=DECISION, champion=champion, challenger_version="1")
+    _stage(fw / "gen-0002", "curate", accept_rate=0.6, accepted=5, **CURATE)  # eval unfinished
 
-    columns, rows = comparison(fw)
+    columns, rows = comparison(load_flywheel(fw))
     assert columns == ["gen-0000", "gen-0001"]
     table = dict(rows)
     assert table["pass@1"] == [0.1, 0.3]
     assert table["curate.accept_rate"] == [None, 0.5]
     assert table["gate"] == [None, "promoted"]
+    assert table["gate.delta"] == [None, 0.2]
     assert "items" not in table and "train.rows" not in table  # nothing recorded: no row

@@ -2,8 +2,9 @@ from pathlib import Path
 
 from flows.flywheel import _policy
 from tasks.config import FlywheelConfig
+from tasks.outputs import Champion
 
-CHAMPION = {"model": "/models/champion"}
+CHAMPION = Champion("/models/champion", {"pass@1": 0.1}, 0)
 
 
 def test_champion_by_default_previous_generation_when_staged(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cli import rm_agreement
 from tasks.reward_model import split
 from tasks.rewards import REWARDS
+from tasks.train_rm import rm_agreement
 
 
 def test_split_is_deterministic_and_disjoint():

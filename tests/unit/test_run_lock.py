@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 
-from flows.deployments import one_run_at_a_time
+from flows.run_lock import one_run_at_a_time
 
 
 def test_second_run_waits_for_the_first_and_other_flywheels_do_not(tmp_path):
