@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,8 @@ from rich.table import Table
 
 from tasks.config import ConfigError, FlywheelConfig, load_config
 from tasks.seeds import SeedFileError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 app = typer.Typer(
     add_completion=False,
@@ -101,6 +104,44 @@ def run(
         err.print("Completed stages are kept; fix the cause and run the same command to resume.")
         raise typer.Exit(1) from None
     print_table(rows, f"flywheel {cfg.name}")
+    from tasks.plots import TRAJECTORY_FILE
+
+    plot = cfg.flywheel_dir / TRAJECTORY_FILE
+    if plot.is_file():
+        console.print(f"trajectory: {plot}")
+    for line in ui_commands(cfg):
+        console.print(line, highlight=False, markup=False)
+
+
+def ui_commands(cfg: FlywheelConfig) -> list[str]:
+    """How to open the Prefect and MLflow UIs on this flywheel's results: `make ui` where it
+    serves exactly them (the repository's runs/ folder, local Prefect and MLflow stores), else
+    the commands that do, or the servers' addresses when the run went to remote ones."""
+    from tasks.tracking import default_tracking_uri
+
+    bin_dir = Path(sys.executable).parent
+    if bin_dir.is_relative_to(Path.cwd()):
+        bin_dir = bin_dir.relative_to(Path.cwd())
+    prefect_api = os.environ.get("PREFECT_API_URL")
+    mlflow_uri = default_tracking_uri(cfg.runs_dir) if cfg.tracking.enabled else None
+    local = not prefect_api and not os.environ.get("MLFLOW_TRACKING_URI")
+    if local and cfg.runs_dir.resolve() == ROOT / "runs":
+        mlflow_ui = ", MLflow http://127.0.0.1:5000" if mlflow_uri else ""
+        return [f"UIs: make ui  (Prefect http://127.0.0.1:4200{mlflow_ui})"]
+    lines = [
+        f"Prefect UI: {prefect_api.removesuffix('/api')}"
+        if prefect_api
+        else f"Prefect UI: {bin_dir / 'prefect'} server start  (http://127.0.0.1:4200)"
+    ]
+    if mlflow_uri and mlflow_uri.startswith("http"):
+        lines.append(f"MLflow UI: {mlflow_uri}")
+    elif mlflow_uri:
+        artifacts = cfg.runs_dir.resolve() / "mlartifacts"
+        lines.append(
+            f"MLflow UI: {bin_dir / 'mlflow'} ui --backend-store-uri {mlflow_uri} "
+            f"--default-artifact-root {artifacts} --port 5000  (http://127.0.0.1:5000)"
+        )
+    return lines
 
 
 CronOpt = Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')]
