@@ -18,10 +18,12 @@ import argparse
 import random
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from tasks.config import BootstrapConfig
+from tasks.config import BootstrapConfig, FlywheelConfig
 from tasks.generate import generate_in_subprocess
+from tasks.requests import generate_request, sampling_spec
 from tasks.store import write_parquet
 
 
@@ -51,27 +53,24 @@ def measure(
             for i in range(prompts)
         ]
         write_parquet(questions, tmp / "questions.parquet")
-        base = {
-            "model_path": model_path,
-            "questions_file": str(tmp / "questions.parquet"),
-            "n": n,
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "max_tokens": max_tokens,
-            "seed": 0,
-            "dtype": "float32",
-            "gpu_memory_utilization": 0.3,
-            "max_model_len": 256,
-            "hf_batch_size": hf_batch_size,
-            "warmup": True,
-        }
+        # The default config's engine and sampling at this size; each run changes the backend.
+        cfg = FlywheelConfig(
+            engine={"max_model_len": 256, "hf_batch_size": hf_batch_size},
+            sampling={"n": n, "temperature": 1.0, "top_p": 1.0, "max_tokens": max_tokens},
+        )
+        base = generate_request(
+            cfg, model_path, sampling_spec(cfg, 0), tmp / "questions.parquet", tmp / "out"
+        )
+        base = replace(base, progress=False, warmup=True)
         results = {}
         for name in runs:
             t0 = time.perf_counter()
-            res = generate_in_subprocess(
-                {**base, **RUNS[name], "out_file": str(tmp / f"{name}.parquet")},
-                log_path=tmp / f"{name}.log",
+            request = replace(
+                base,
+                engine=replace(base.engine, **RUNS[name]),
+                out_file=str(tmp / f"{name}.parquet"),
             )
+            res = generate_in_subprocess(request, log_path=tmp / f"{name}.log")
             res["process_s"] = time.perf_counter() - t0
             results[name] = res
     return {

@@ -2,13 +2,14 @@
 
 Both ways run in ONE worker process on ONE vLLM engine (loaded once, warmed up), on the same
 judge model and the same candidates, rendered exactly as `tasks.judge_run` renders them (the
-rubric prefix, the per-candidate nonce, the capped candidate) with the judge's default settings
-(`JudgeConfig`: k votes, temperature, max tokens). The batched way is what `tasks.judge_run`
-does: every prompt in a single `generate`, so the scheduler decodes them together and the
-prefix cache serves the shared rubric once. The per-sample way sends one prompt per call, as a
-naive judge loop would. The warm-up caches the rubric prefix, so the cache serves both ways
-alike; with the terse `arith_v1` rubric (its shared prefix is a few characters, the question
-comes early) nearly all of the gain is the batching itself, not the prefix cache.
+rubric prefix, the per-candidate nonce, the capped candidate) with the default config's judge
+settings (`tasks.requests.judge_settings`: engine, k votes, temperature, max tokens). The
+batched way is what `tasks.judge_run` does: every prompt in a single `generate`, so the
+scheduler decodes them together and the prefix cache serves the shared rubric once. The
+per-sample way sends one prompt per call, as a naive judge loop would. The warm-up caches the rubric
+prefix, so the cache serves both ways alike; with the terse `arith_v1` rubric (its shared prefix
+is a few characters, the question comes early) nearly all of the gain is the batching itself,
+not the prefix cache.
 
 The model is an untrained judge of the embedded judge's shape (`bootstrap_judge` with 0 steps):
 speed depends on the shape, not the weights (building the trained one costs its 400 pretraining
@@ -25,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.config import JudgeConfig
+from tasks.config import FlywheelConfig, JudgeConfig
+from tasks.requests import JudgeSettings, from_json, judge_settings, to_json
 
 
-def make_prompts(count: int, judge: JudgeConfig, seed: int = 0) -> list[str]:
+def make_prompts(count: int, judge: JudgeSettings, seed: int = 0) -> list[str]:
     """`count` judge prompts over arith candidates (reference solutions and their faults)."""
     from bench.bench_curate import make_samples
     from tasks.judge import load_rubric, render
@@ -41,8 +43,8 @@ def make_prompts(count: int, judge: JudgeConfig, seed: int = 0) -> list[str]:
             rubric,
             s.prompt.removeprefix("Q: ").strip(),
             s.completion,
-            nonce_for(judge.seed, i, s.completion),
-            judge.candidate_chars(),
+            nonce_for(judge.sampling.seed, i, s.completion),
+            judge.max_candidate_chars,
         )
         for i, s in enumerate(samples)
     ]
@@ -52,25 +54,17 @@ def main(request: dict) -> dict:
     """Worker: load the engine once, warm up, then time per-sample calls and one batched call."""
     from transformers import AutoTokenizer
 
-    from tasks.backends import draws_per_prompt, vllm_completions, vllm_engine, vllm_params
+    from tasks.backends import vllm_completions, vllm_engine, vllm_params
     from tasks.prompts import encode_prompts
 
-    judge = JudgeConfig(**request["judge"])
+    judge = from_json(JudgeSettings, request["judge"])
     prompts = make_prompts(request["candidates"], judge)
-    tokenizer = AutoTokenizer.from_pretrained(request["model_path"])
-    ids = encode_prompts(tokenizer, prompts, judge.max_model_len)
+    tokenizer = AutoTokenizer.from_pretrained(judge.model_path)
+    ids = encode_prompts(tokenizer, prompts, judge.engine.max_model_len)
     t0 = time.perf_counter()
-    llm = vllm_engine(
-        request["model_path"],
-        dtype="float32",
-        gpu_memory_utilization=request.get("gpu_memory_utilization", 0.3),
-        max_model_len=judge.max_model_len,
-        enforce_eager=True,
-        seed=judge.seed,
-    )
+    llm = vllm_engine(judge.model_path, judge.engine, judge.sampling.seed)
     load_s = time.perf_counter() - t0
-    draws = draws_per_prompt(judge.k, judge.temperature)
-    params = vllm_params(prompts, draws, judge.temperature, 1.0, judge.max_tokens, judge.seed)
+    params = vllm_params(prompts, judge.sampling)
     inputs = [{"prompt_token_ids": x} for x in ids]
     # Warm-up: a few prompts batched and one alone (first-call kernel set-up for both shapes).
     llm.generate(inputs[:4], params[:4], use_tqdm=False)
@@ -86,7 +80,7 @@ def main(request: dict) -> dict:
 
     runs = {}
     for name, outputs, seconds in (("per_sample", single, t2 - t1), ("batched", batched, t3 - t2)):
-        comps = vllm_completions(outputs, judge.k, draws)
+        comps = vllm_completions(outputs, judge.sampling)
         tokens = sum(c.num_tokens for cs in comps for c in cs)
         runs[name] = {
             "calls": len(prompts) if name == "per_sample" else 1,
@@ -103,8 +97,8 @@ def main(request: dict) -> dict:
         del r["texts"]
     return {
         "candidates": len(prompts),
-        "k": judge.k,
-        "max_tokens": judge.max_tokens,
+        "k": judge.sampling.n,
+        "max_tokens": judge.sampling.max_tokens,
         "prompt_tokens_mean": sum(map(len, ids)) / len(ids),
         "engine_load_s": load_s,
         "same_votes_share": same / len(prompts),
@@ -132,13 +126,11 @@ def untrained_judge(root: Path, judge: JudgeConfig) -> str:
 def measure(candidates: int = 64, model: str | None = None) -> dict:
     from tasks.subproc import run_worker
 
-    judge = JudgeConfig()
+    cfg = FlywheelConfig()
     with tempfile.TemporaryDirectory(prefix="bench-judge-") as tmp:
-        model_path = model or untrained_judge(Path(tmp), judge)
-        m = run_worker(
-            "bench.bench_judge",
-            {"model_path": model_path, "candidates": candidates, "judge": judge.model_dump()},
-        )
+        model_path = model or untrained_judge(Path(tmp), cfg.judge)
+        judge = judge_settings(cfg, model_path, cfg.judge.seed, progress=False)
+        m = run_worker("bench.bench_judge", {"candidates": candidates, "judge": to_json(judge)})
     m["model"] = model or "untrained judge, embedded judge's shape (bootstrap_judge, 0 steps)"
     return m
 

@@ -38,11 +38,11 @@ TARGET_BALANCED_ACCURACY = 0.75
 def held_out(cfg: FlywheelConfig, suite_folder: Path, policy: str, size: int) -> list:
     """`size` rule-labelled base-policy candidates on questions the judge never trained on as
     policy samples (nor the suite's)."""
-    from tasks.judge_bootstrap import PolicySampling, bootstrap_judge, sample_policy
+    from tasks.judge_bootstrap import bootstrap_judge, sample_policy
     from tasks.judge_data import policy_candidates, training_seeds
-    from tasks.stages import judge_request, read_seeds
+    from tasks.requests import policy_sampling
+    from tasks.stages import read_seeds
 
-    request = judge_request(cfg, suite_folder, policy)
     suite = {s.question for s in read_seeds(suite_folder)}
     # The stage leaves the judge's max_difficulty at `bootstrap_judge`'s default.
     levels = list(
@@ -65,8 +65,8 @@ def held_out(cfg: FlywheelConfig, suite_folder: Path, policy: str, size: int) ->
         suite | judge_seen,
         cfg.domain,
     )
-    sampling = PolicySampling(**request["policy_sampling"])
-    completions = sample_policy(policy, seeds, sampling, seed=12345, progress=False)
+    # Sampled as the judge's own policy samples are (`tasks.requests.policy_sampling`).
+    completions = sample_policy(policy, seeds, policy_sampling(cfg), seed=12345, progress=False)
     return policy_candidates(seeds, completions, cfg.domain)
 
 
@@ -81,9 +81,9 @@ def measure_judge(cfg: FlywheelConfig, judge_path: str, cands: list) -> dict:
         kappa,
     )
     from tasks.judge_run import judge_candidates
-    from tasks.stages import judge_settings
+    from tasks.requests import judge_settings
 
-    settings = judge_settings(cfg, judge_path, seed=cfg.judge.seed)
+    settings = judge_settings(cfg, judge_path, seed=cfg.judge.seed, progress=False)
     votes, stats = judge_candidates(
         [c.question for c in cands], [c.completion for c in cands], settings
     )

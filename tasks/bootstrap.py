@@ -18,11 +18,12 @@ synthetic batches, no dataset to materialise. The checkpoint folder is written a
 stage (`tasks.store.write_stage`); a folder whose manifest exists is returned without work.
 
 Run in its own process: `python -m tasks.bootstrap request.json result.json` (see
-`tasks.subproc`).
+`tasks.subproc`), on a `tasks.requests.BootstrapRequest` built from the config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -38,6 +39,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 from tasks.domains import DOMAINS, eval_suite
 from tasks.progress import loss_bar
 from tasks.records import stable_hash
+from tasks.requests import BootstrapRequest, JudgeBootstrapRequest, from_json
 from tasks.store import read_manifest, write_json, write_stage
 from tasks.subproc import worker_main
 
@@ -287,19 +289,16 @@ def bootstrap(
     return folder
 
 
-def worker_args(request: dict) -> dict:
-    """A bootstrap worker's JSON request as keyword arguments (paths and sets travel as
-    strings and lists)."""
-    args = dict(request)
-    args["out_root"] = Path(args["out_root"])
-    if args.get("exclude") is not None:
-        args["exclude"] = set(args["exclude"])
-    return args
+def request_args(request: BootstrapRequest | JudgeBootstrapRequest) -> dict[str, Any]:
+    """A bootstrap request as its function's keyword arguments, field for field (the folder and
+    the excluded questions travel as a string and a list)."""
+    args = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    return args | {"out_root": Path(request.out_root), "exclude": set(request.exclude)}
 
 
 def main(request: dict) -> dict:
-    """Worker entry: `bootstrap(**request)` in its own process."""
-    return {"path": str(bootstrap(**worker_args(request)))}
+    """Worker entry: `bootstrap` on a `BootstrapRequest`, in its own process."""
+    return {"path": str(bootstrap(**request_args(from_json(BootstrapRequest, request))))}
 
 
 if __name__ == "__main__":

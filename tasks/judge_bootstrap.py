@@ -25,7 +25,8 @@ stream are exactly those of the synthetic-only judge.
 Its quality is measured, not assumed: `tests/integration/test_judge_model.py` runs it through
 the vLLM CPU engine on held-out questions and reports its agreement with the rules.
 
-Run in its own process: `python -m tasks.judge_bootstrap request.json result.json`.
+Run in its own process: `python -m tasks.judge_bootstrap request.json result.json`, on a
+`tasks.requests.JudgeBootstrapRequest` built from the config.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import json
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -45,8 +46,8 @@ from tasks.bootstrap import (
     build_tokenizer,
     new_llama,
     pretrain,
+    request_args,
     save_checkpoint,
-    worker_args,
 )
 from tasks.domains import DOMAINS, eval_suite
 from tasks.judge import load_rubric, make_nonce, render, verdict_line
@@ -60,6 +61,13 @@ from tasks.judge_data import (
     training_seeds,
 )
 from tasks.records import Seed, stable_hash
+from tasks.requests import (
+    EngineSpec,
+    JudgeBootstrapRequest,
+    PolicySampling,
+    SamplingSpec,
+    from_json,
+)
 from tasks.store import read_manifest
 from tasks.subproc import worker_main
 
@@ -73,22 +81,6 @@ VERDICT_WEIGHT = 8.0
 # Share of each training batch drawn from the policy's own samples when there are any: the
 # synthetic half keeps every corruption class and the notes' copy skill in view.
 POLICY_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class PolicySampling:
-    """How the base policy is sampled for the judge's training pool: the flywheel's own
-    generation settings (`sampling`, `model`, `engine`), so the pool is what curation sees."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 96
-    prompt_template: str = "Q: {question}\n"
-    chat_template: bool = False
-    system_prompt: str | None = None
-    max_model_len: int = 256
-    dtype: str = "float32"
-    hf_batch_size: int = 256
 
 
 def _judge_batch(
@@ -177,20 +169,24 @@ def sample_policy(
         sampling.chat_template,
         sampling.system_prompt,
     )
-    out = generate_hf(
-        policy,
-        prompts,
+    engine = EngineSpec(
+        backend="hf",
+        dtype=sampling.dtype,
+        gpu_memory_utilization=0.0,  # vLLM's; unused by HF generate
+        max_model_len=sampling.max_model_len,
+        hf_batch_size=sampling.hf_batch_size,
+        enforce_eager=True,  # vLLM's; unused by HF generate
+        base_url=None,
+        api_key_env=None,
+    )
+    one = SamplingSpec(
         n=1,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         max_tokens=sampling.max_tokens,
         seed=seed,
-        dtype=sampling.dtype,
-        gpu_memory_utilization=0.0,
-        max_model_len=sampling.max_model_len,
-        hf_batch_size=sampling.hf_batch_size,
-        progress=progress,
     )
+    out = generate_hf(policy, prompts, engine, one, progress=progress)
     return [c[0].text for c in out]
 
 
@@ -251,15 +247,16 @@ def bootstrap_judge(
     exclude: Iterable[str] | None = None,
     policy: str | None = None,
     policy_samples: int = 0,
-    policy_sampling: dict | None = None,
+    policy_sampling: PolicySampling | None = None,
     progress: bool = True,
 ) -> Path:
     """Make (or find cached) the tiny judge; return its Hugging Face checkpoint folder.
 
     `exclude`: questions training must never show (default: the frozen eval suite's), so the
     judge is measured on questions it has not seen. `policy_samples` > 0: that many samples of
-    the checkpoint `policy`, drawn with `policy_sampling` (`PolicySampling`'s fields), join the
-    training mix; 0 is the synthetic-only recipe.
+    the checkpoint `policy`, drawn with `policy_sampling`, join the training mix; 0 is the
+    synthetic-only recipe. The flow calls it through its worker on a `JudgeBootstrapRequest`,
+    which sets every argument; the defaults here are the embedded judge's shape.
     """
     rb = load_rubric(rubric)
     dom = DOMAINS[domain]
@@ -288,16 +285,17 @@ def bootstrap_judge(
         "verdict_weight": VERDICT_WEIGHT,
         "notes": NOTES_VERSION,
     }
-    sampling = PolicySampling(**(policy_sampling or {}))
     if policy_samples < 0:
         raise ValueError(f"policy_samples must be >= 0, got {policy_samples}")
     if policy_samples:
         if policy is None:
             raise ValueError("policy_samples > 0 needs the policy checkpoint (`policy`)")
+        if policy_sampling is None:
+            raise ValueError("policy_samples > 0 needs the policy's sampling (`policy_sampling`)")
         recipe |= {
             "policy": policy_fingerprint(policy),
             "policy_samples": policy_samples,
-            "policy_sampling": asdict(sampling),
+            "policy_sampling": asdict(policy_sampling),
             "policy_share": POLICY_SHARE,
         }
     folder = judge_dir(out_root, recipe)
@@ -309,11 +307,11 @@ def bootstrap_judge(
     tokenizer = build_tokenizer()
     pool: list[Candidate] = []
     if policy_samples:
-        assert policy is not None
+        assert policy is not None and policy_sampling is not None
         sampled = policy_pool(
             policy,
             policy_samples,
-            sampling,
+            policy_sampling,
             levels=levels,
             excluded=excluded,
             domain=domain,
@@ -360,8 +358,9 @@ def bootstrap_judge(
 
 
 def main(request: dict) -> dict:
-    """Worker entry: `bootstrap_judge(**request)` in its own process."""
-    return {"path": str(bootstrap_judge(**worker_args(request)))}
+    """Worker entry: `bootstrap_judge` on a `JudgeBootstrapRequest`, in its own process."""
+    req = from_json(JudgeBootstrapRequest, request)
+    return {"path": str(bootstrap_judge(**request_args(req)))}
 
 
 if __name__ == "__main__":

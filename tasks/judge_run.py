@@ -4,8 +4,10 @@ The worker (`python -m tasks.judge_run`, via `judge_in_subprocess`) reads a cand
 (question, completion), renders every judge prompt with its own nonce, asks the generation
 backend for k samples of each prompt in a single call (the rubric prefix is shared by every
 prompt, so vLLM's prefix cache serves it once), parses and votes, and writes one row per
-candidate. The backends are `tasks.backends.BACKENDS`, the policy's own: the judge is just
-another model path (or an HTTP endpoint).
+candidate. Its request is a `tasks.requests.JudgeRequest`: the judge's settings
+(`tasks.requests.judge_settings`) and the two files. The backends are
+`tasks.backends.BACKENDS`, the policy's own: the judge is just another model path (or an HTTP
+endpoint) with its own engine and sampling specs.
 
 `judge_candidates` is the orchestrator-side call (the curate stage, `bench/judge_policy_qc`); its
 votes reach the `judge` reward as the precomputed `judge_verdict` column.
@@ -17,17 +19,17 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.backends import BACKENDS
-from tasks.generate import run_backend
 from tasks.judge import JudgeVote, load_rubric, parse_verdict, render, vote
 from tasks.judge import make_nonce as _make_nonce
 from tasks.records import stable_hash
+from tasks.requests import JudgeRequest, JudgeSettings, from_json, to_json
 from tasks.store import write_parquet
 from tasks.subproc import run_worker, worker_main
 
@@ -44,30 +46,6 @@ VOTES_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class JudgeRequest:
-    """What the judge worker needs; built from JSON, so a wrong key fails loudly."""
-
-    model_path: str
-    candidates_file: str  # Parquet: question, completion
-    out_file: str  # Parquet: one VOTES_SCHEMA row per candidate, in order
-    rubric: str = "arith_v1"
-    backend: str = "vllm"
-    k: int = 3
-    temperature: float = 0.3
-    top_p: float = 1.0
-    max_tokens: int = 96
-    max_candidate_chars: int = 160
-    max_error_share: float = 0.5
-    seed: int = 0
-    dtype: str = "float32"
-    gpu_memory_utilization: float = 0.3
-    max_model_len: int = 384
-    hf_batch_size: int = 256
-    enforce_eager: bool = True
-    progress: bool = False
-
-
 def nonce_for(seed: int, index: int, completion: str) -> str:
     """A per-prompt nonce: unpredictable from the candidate alone, reproducible for a run."""
     return _make_nonce(random.Random(stable_hash("judge-nonce", seed, index, completion)))
@@ -76,27 +54,31 @@ def nonce_for(seed: int, index: int, completion: str) -> str:
 def main(request: dict) -> dict:
     """Worker entry: render, generate k verdicts per candidate, parse, vote, write."""
     start = time.perf_counter()
-    req = JudgeRequest(**request)
-    if req.backend not in BACKENDS:
-        raise ValueError(f"judge.backend: unknown {req.backend!r}; known: {sorted(BACKENDS)}")
-    rubric = load_rubric(req.rubric)
+    req = from_json(JudgeRequest, request)
+    j = req.judge
+    backend = BACKENDS.get(j.engine.backend)
+    if backend is None:
+        raise ValueError(f"judge.backend: unknown {j.engine.backend!r}; known: {sorted(BACKENDS)}")
+    rubric = load_rubric(j.rubric)
     rows = pq.read_table(req.candidates_file, columns=["question", "completion"]).to_pylist()
     prompts = [
         render(
             rubric,
             r["question"],
             r["completion"],
-            nonce_for(req.seed, i, r["completion"]),
-            req.max_candidate_chars,
+            nonce_for(j.sampling.seed, i, r["completion"]),
+            j.max_candidate_chars,
         )
         for i, r in enumerate(rows)
     ]
     timings: dict[str, float] = {}
-    outputs = run_backend(req, prompts, req.k, timings)
+    outputs = backend(
+        j.model_path, prompts, j.engine, j.sampling, timings=timings, progress=j.progress
+    )
     out_rows = []
     for samples in outputs:
         v = vote(
-            [parse_verdict(c.text, rubric, c.finish_reason) for c in samples], req.max_error_share
+            [parse_verdict(c.text, rubric, c.finish_reason) for c in samples], j.max_error_share
         )
         out_rows.append({**asdict(v), "outputs": json.dumps([c.text for c in samples])})
     Path(req.out_file).parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +87,7 @@ def main(request: dict) -> dict:
     gen_s = max(timings.get("generate_s", 0.0), 1e-9)
     return {
         "candidates": len(rows),
-        "calls": len(rows) * req.k,
+        "calls": len(rows) * j.sampling.n,
         "rubric_version": rubric.version,
         "tokens": tokens,
         "seconds": time.perf_counter() - start,
@@ -116,21 +98,18 @@ def main(request: dict) -> dict:
     }
 
 
-def judge_in_subprocess(request: dict, log_path: Path | None = None) -> dict:
+def judge_in_subprocess(request: JudgeRequest, log_path: Path | None = None) -> dict:
     """Run the judge worker in its own process (memory returned, crashes contained)."""
-    return run_worker("tasks.judge_run", request, log_path)
+    return run_worker("tasks.judge_run", to_json(request), log_path)
 
 
 def judge_candidates(
     questions: list[str],
     completions: list[str],
-    settings: dict,
+    judge: JudgeSettings,
     log_path: Path | None = None,
 ) -> tuple[list[JudgeVote], dict]:
-    """Judge every (question, completion) in one worker run; votes in order, and its stats.
-
-    `settings` holds the `JudgeRequest` fields other than the files (model_path, rubric, k, ...).
-    """
+    """Judge every (question, completion) in one worker run; votes in order, and its stats."""
     if len(questions) != len(completions):
         raise ValueError(f"{len(questions)} questions for {len(completions)} completions")
     with tempfile.TemporaryDirectory(prefix="flywheel-judge-") as tmp:
@@ -139,9 +118,7 @@ def judge_candidates(
             [{"question": q, "completion": c} for q, c in zip(questions, completions, strict=True)],
             cand,
         )
-        stats = judge_in_subprocess(
-            {**settings, "candidates_file": str(cand), "out_file": str(out)}, log_path
-        )
+        stats = judge_in_subprocess(JudgeRequest(judge, str(cand), str(out)), log_path)
         rows = pq.read_table(out).to_pylist()
     votes = [JudgeVote(**{k: v for k, v in r.items() if k != "outputs"}) for r in rows]
     return votes, stats

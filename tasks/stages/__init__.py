@@ -21,7 +21,7 @@ from tasks.stages.curate import curate_stage
 from tasks.stages.evaluate import GREEDY_ITEMS, eval_stage
 from tasks.stages.gate import gate_decision, gate_stage
 from tasks.stages.generate import generate_stage
-from tasks.stages.judge import judge_model_path, judge_model_stage, judge_request, judge_settings
+from tasks.stages.judge import judge_model_path, judge_model_stage, judge_request
 from tasks.stages.seeds import check_seed_inputs, load_seed_file, seeds_stage
 from tasks.stages.setup import base_model_stage, check_frozen_eval, eval_settings, suite_stage
 from tasks.stages.train import train_stage
@@ -40,7 +40,6 @@ __all__ = [
     "judge_model_path",
     "judge_model_stage",
     "judge_request",
-    "judge_settings",
     "load_seed_file",
     "read_seeds",
     "seeds_stage",

@@ -13,6 +13,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.generate import generate_in_subprocess
 from tasks.records import Seed, from_rows
+from tasks.requests import EngineSpec, PromptSpec, SamplingSpec, generate_request
 from tasks.subproc import WorkerError
 
 
@@ -42,49 +43,35 @@ def completed(folder: Path) -> dict | None:
     return None if man is None else man.outputs
 
 
-def engine_args(cfg: FlywheelConfig) -> dict:
-    e, m = cfg.engine, cfg.model
-    return {
-        "backend": e.backend,
-        "dtype": e.dtype,
-        "gpu_memory_utilization": e.gpu_memory_utilization,
-        "max_model_len": e.max_model_len,
-        "hf_batch_size": e.hf_batch_size,
-        "enforce_eager": e.enforce_eager,
-        "prompt_template": m.prompt_template,
-        "chat_template": m.chat_template,
-        "system_prompt": m.system_prompt,
-        "progress": True,
-    }
-
-
 def sample_seeds(
     cfg: FlywheelConfig,
     model_path: str,
     seeds: list[Seed],
-    params: dict,
+    sampling: SamplingSpec,
     tmp: Path,
     folder: Path,
+    *,
+    engine: EngineSpec | None = None,
+    prompt: PromptSpec | None = None,
     template: str = "plain",
     student_model: str | None = None,
-    source: dict | None = None,
 ) -> dict:
-    """Run the generation worker over `seeds`; it leaves `raw.parquet` in `tmp`.
-
-    `source` overrides the request's model fields (a served teacher's backend and endpoint).
-    """
+    """Run the generation worker over `seeds` (`tasks.requests.generate_request`: the policy's
+    engine and prompt format unless `engine` or `prompt` is given); it leaves `raw.parquet` in
+    `tmp`."""
     questions = tmp / "questions.parquet"
     store.write_parquet([{"seed_id": s.id, "question": s.question} for s in seeds], questions)
-    request = {
-        **engine_args(cfg),
-        **params,
-        "template": template,
-        "student_model": student_model,
-        "model_path": model_path,
-        **(source or {}),
-        "questions_file": str(questions),
-        "out_file": str(tmp / "raw.parquet"),
-    }
+    request = generate_request(
+        cfg,
+        model_path,
+        sampling,
+        questions,
+        tmp / "raw.parquet",
+        engine=engine,
+        prompt=prompt,
+        template=template,
+        student_model=student_model,
+    )
     t0 = time.perf_counter()
     stats = generate_in_subprocess(request, log_path=tmp.parent / f"{folder.name}.log")
     stats["wall_s"] = time.perf_counter() - t0  # the whole worker process, start to exit

@@ -18,13 +18,14 @@ from tasks.judge import JudgeVote, cut_counts
 from tasks.judge_qc import qc_metrics, qc_selection
 from tasks.judge_run import judge_candidates
 from tasks.records import Sample, Verdict, from_rows, stable_hash, to_rows
+from tasks.requests import judge_settings
 from tasks.reward_model import RM, rm_scores
 from tasks.stages.common import (
     completed,
     read_seeds,
     stage_task,
 )
-from tasks.stages.judge import judge_model_path, judge_settings
+from tasks.stages.judge import judge_model_path
 
 
 @stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
@@ -159,7 +160,7 @@ def _judge_samples(
         s.id: s.question for s in read_seeds(store.stage_dir(cfg.flywheel_dir, generation, "seeds"))
     }
     model = judge_model_path(cfg, cfg.flywheel_dir / "suite")
-    settings = judge_settings(cfg, model, seed=cfg.judge.seed + generation) | {"progress": True}
+    settings = judge_settings(cfg, model, seed=cfg.judge.seed + generation)
     log = folder.parent / f"{folder.name}-judge.log"
     return judge_candidates(
         [questions[s.seed_id] for s in samples], [s.completion for s in samples], settings, log

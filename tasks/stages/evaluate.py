@@ -12,6 +12,7 @@ from tasks.gate import (
 )
 from tasks.metrics import ItemResult, report, score_item
 from tasks.records import Seed, to_rows
+from tasks.requests import eval_sampling, greedy_sampling, to_json
 from tasks.stages.common import (
     completed,
     heavy_task,
@@ -31,27 +32,19 @@ def eval_stage(
         return done["report"]
     suite = read_seeds(suite_folder)
     e = cfg.eval
-    params = {
-        "n": e.k,
-        "temperature": e.temperature,
-        "top_p": 1.0,
-        "max_tokens": e.max_tokens,
-        "seed": e.seed,
-    }
+    sampling = eval_sampling(cfg)
     with store.write_stage(folder, "eval") as (tmp, out):
         t0 = time.time()
-        stats = sample_seeds(cfg, model_path, suite, params, tmp, folder)
+        stats = sample_seeds(cfg, model_path, suite, sampling, tmp, folder)
         parts = _scored(cfg, suite, tmp / "raw.parquet", tmp / "completions.parquet")
         main = parts.pop(None)
         store.write_parquet(to_rows(main), tmp / "items.parquet")  # the main suite's items
         rep = report(main, e.k)
         suites = {name: report(group, e.k) for name, group in sorted(parts.items())}
         if e.greedy:  # the same worker at T=0, one sample per item; scored per item to pair
-            greedy_params = {**params, "n": 1, "temperature": 0.0}
-            out["greedy_params"] = greedy_params
-            out["greedy_generate"] = sample_seeds(
-                cfg, model_path, suite, greedy_params, tmp, folder
-            )
+            once = greedy_sampling(cfg)
+            out["greedy_params"] = to_json(once)
+            out["greedy_generate"] = sample_seeds(cfg, model_path, suite, once, tmp, folder)
             greedy = _scored(cfg, suite, tmp / "raw.parquet", tmp / "greedy_completions.parquet")
             greedy_main = greedy.pop(None)
             store.write_parquet(to_rows(greedy_main), tmp / GREEDY_ITEMS)
@@ -62,7 +55,7 @@ def eval_stage(
             report=rep,
             suites=suites,
             model=model_path,
-            params=params,
+            params=to_json(sampling),
             generate=stats,
             seconds=time.time() - t0,
         )

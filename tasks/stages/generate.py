@@ -8,6 +8,7 @@ from pathlib import Path
 from tasks import store
 from tasks.config import FlywheelConfig, ServedTeacher, teacher_label
 from tasks.records import Sample, stable_hash, to_rows
+from tasks.requests import EngineSpec, engine_spec, sampling_spec, served_engine, to_json
 from tasks.stages.common import (
     completed,
     heavy_task,
@@ -24,14 +25,8 @@ def generate_stage(
     if completed(folder) is not None:
         return folder
     seeds = read_seeds(seeds_folder)
-    sp = cfg.sampling
-    params = {
-        "n": sp.n,
-        "temperature": sp.temperature,
-        "top_p": sp.top_p,
-        "max_tokens": sp.max_tokens,
-        "seed": sp.seed + generation,
-    }
+    sampling = sampling_spec(cfg, generation)
+    params = to_json(sampling)  # what sample ids hash and the manifest records
     d = cfg.distill
     generators = _generators(cfg, model_path)
     by_id = {s.id: s for s in seeds}
@@ -39,18 +34,18 @@ def generate_stage(
         samples, runs = [], []
         # Every generator (the policy, then each teacher) samples every seed under every
         # template; the pool is curated as one, and each sample records its model and template.
-        for generator, source in generators:
+        for generator, path, engine in generators:
             for template in d.templates:
                 stats = sample_seeds(
                     cfg,
-                    generator,
+                    path,
                     seeds,
-                    params,
+                    sampling,
                     tmp,
                     folder,
-                    template,
+                    engine=engine,
+                    template=template,
                     student_model=model_path,
-                    source=source,
                 )
                 # Plain policy samples keep the ids they always had; other sources differ by
                 # model (already in the id) and by template.
@@ -94,22 +89,22 @@ def generate_stage(
     return folder
 
 
-def _generators(cfg: FlywheelConfig, model_path: str) -> list[tuple[str, dict | None]]:
-    """(what samples record as their model, worker-request overrides) per generator: the
-    policy, then each teacher; a local teacher must be a checkpoint folder."""
+def _generators(cfg: FlywheelConfig, model_path: str) -> list[tuple[str, str, EngineSpec]]:
+    """(what samples record as their model, the worker's model path, its engine) per
+    generator: the policy, then each teacher; a local teacher must be a checkpoint folder, a
+    served one is its name on its endpoint."""
     d = cfg.distill
-    out: list[tuple[str, dict | None]] = [(model_path, None)] if d.include_policy else []
+    engine = engine_spec(cfg)
+    out = [(model_path, model_path, engine)] if d.include_policy else []
     for i, teacher in enumerate(d.teachers):
         if isinstance(teacher, ServedTeacher):
-            served = {"backend": teacher.backend, "model_path": teacher.model}
-            served |= {"base_url": teacher.base_url, "api_key_env": teacher.api_key_env}
-            out.append((teacher_label(teacher), served))
+            out.append((teacher_label(teacher), teacher.model, served_engine(cfg, teacher)))
             continue
         if not (Path(teacher) / "config.json").is_file():
             raise FileNotFoundError(
                 f"distill.teachers[{i}]: {teacher} is not a Hugging Face checkpoint folder"
             )
-        out.append((teacher_label(teacher), None))
+        out.append((teacher_label(teacher), str(teacher), engine))
     return out
 
 

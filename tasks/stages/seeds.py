@@ -13,6 +13,7 @@ from tasks.config import FlywheelConfig
 from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.hygiene import SuiteIndex, decontaminate, dedup, exact_key
 from tasks.records import Seed, stable_hash, to_rows
+from tasks.requests import problem_prompt, problem_sampling
 from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
 from tasks.seeds import evolve, model_prompts, problem_text, quotas
 from tasks.stages.common import (
@@ -64,17 +65,10 @@ def _model_problems(
 ) -> tuple[dict[str, list[Seed]], list[dict], dict]:
     """Rewrites and proposals from the policy, one engine load; only problems the domain can
     answer come back as seeds. Also returns every candidate row and the sampling stats."""
-    s, sp = cfg.seeds, cfg.sampling
-    params = {
-        "n": s.model_samples,
-        "temperature": sp.temperature,
-        "top_p": sp.top_p,
-        "max_tokens": sp.max_tokens,
-        "seed": sp.seed + generation,
-        "prompt_template": "{question}",  # the seeds templates are the whole prompt
-    }
+    s = cfg.seeds
     asks = [Seed(f"{p.kind}-{i}", p.prompt, None) for i, p in enumerate(prompts)]
-    stats = sample_seeds(cfg, model_path, asks, params, tmp, folder)
+    sampling = problem_sampling(cfg, generation)
+    stats = sample_seeds(cfg, model_path, asks, sampling, tmp, folder, prompt=problem_prompt(cfg))
     kinds = {a.id: p.kind for a, p in zip(asks, prompts, strict=True)}
     read = DOMAINS[cfg.domain].read_problem
     out: dict[str, list[Seed]] = {"rewrites": [], "proposed": []}

@@ -10,6 +10,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.records import stable_hash, to_rows
+from tasks.requests import bootstrap_request, to_json
 from tasks.stages.common import (
     completed,
     read_seeds,
@@ -92,22 +93,5 @@ def base_model_stage(cfg: FlywheelConfig, suite_folder: Path) -> str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model.base: {path} is not a Hugging Face checkpoint folder")
         return str(path)
-    b = cfg.bootstrap
-    request = dict(
-        out_root=str(cfg.runs_dir / "models"),
-        hidden_size=b.hidden_size,
-        intermediate_size=b.intermediate_size,
-        num_layers=b.num_layers,
-        num_heads=b.num_heads,
-        max_position=b.max_position,
-        pretrain_steps=b.pretrain_steps,
-        batch_size=b.batch_size,
-        learning_rate=b.learning_rate,
-        max_difficulty=b.max_difficulty,
-        seed=b.seed,
-        label_smoothing=b.label_smoothing,
-        prompt_template=cfg.model.prompt_template,
-        domain=cfg.domain,
-        exclude=sorted(s.question for s in read_seeds(suite_folder)),
-    )
-    return run_worker("tasks.bootstrap", request)["path"]
+    request = bootstrap_request(cfg, [s.question for s in read_seeds(suite_folder)])
+    return run_worker("tasks.bootstrap", to_json(request))["path"]

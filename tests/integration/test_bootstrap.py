@@ -1,11 +1,14 @@
 """A tiny bootstrap end to end: trains, saves a loadable checkpoint, and is cached by recipe."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from tasks.bootstrap import bootstrap, main
+from tasks.config import FlywheelConfig
+from tasks.requests import bootstrap_request, to_json
 from tasks.store import read_manifest
 
 pytestmark = pytest.mark.slow
@@ -58,7 +61,13 @@ def test_bootstrap_trains_saves_and_caches(tmp_path):
 
 
 def test_worker_entry_returns_path(tmp_path):
-    request = {**TINY, "out_root": str(tmp_path), "exclude": sorted(TINY["exclude"])}
+    """The stage's request (`bootstrap_request`) at this tiny size, through the worker entry."""
+    built = bootstrap_request(FlywheelConfig(runs_dir=tmp_path), sorted(TINY["exclude"]))
+    shape = {k: v for k, v in TINY.items() if k != "exclude"}
+    request = to_json(replace(built, **shape))
     first = main(request)
     assert read_manifest(first["path"]) is not None
     assert main(request) == first
+    assert first["path"].startswith(str(tmp_path / "models"))
+    with pytest.raises(ValueError, match=r"BootstrapRequest: unknown fields \['hidden_sise'\]"):
+        main({**request, "hidden_sise": 64})

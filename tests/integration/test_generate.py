@@ -4,6 +4,7 @@ accounting and seeding, not answers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,23 +12,19 @@ import pytest
 
 from tasks import generate
 from tasks.backends import generate_hf
+from tasks.config import FlywheelConfig
 from tasks.generate import SAMPLES_SCHEMA, generate_in_subprocess
+from tasks.requests import engine_spec, generate_request, sampling_spec, to_json
 from tasks.store import write_parquet
 
 pytestmark = pytest.mark.slow
 
-ARGS = dict(
-    n=4,
-    temperature=1.0,
-    top_p=1.0,
-    max_tokens=24,
-    seed=0,
-    dtype="float32",
-    gpu_memory_utilization=0.3,
-    max_model_len=128,
-    hf_batch_size=3,
-    progress=False,
+# Four samples of at most 24 tokens, three prompts per HF batch (two batches), 128-token context.
+CFG = FlywheelConfig(
+    engine={"backend": "hf", "max_model_len": 128, "hf_batch_size": 3},
+    sampling={"n": 4, "max_tokens": 24},
 )
+ENGINE, SAMPLING = engine_spec(CFG), sampling_spec(CFG, 0)
 PROMPTS = [f"Q: {a}+{b}=?\n" for a, b in [(1, 2), (13, 4), (7, 7), (2, 0), (5, 11)]]
 
 
@@ -55,27 +52,27 @@ def test_hf_samples_are_counted_and_reproducible(tiny_model, monkeypatch):
         lambda *a, **k: loads.append(a) or real(*a, **k),
     )
     timings: dict[str, float] = {}
-    first = generate_hf(tiny_model, PROMPTS, timings=timings, **ARGS)
+    first = generate_hf(tiny_model, PROMPTS, ENGINE, SAMPLING, timings=timings)
     assert len(loads) == 1  # one model load for two batches
     assert timings["engine_load_s"] > 0 and timings["generate_s"] > 0
-    check_completions(first, ARGS["n"], ARGS["max_tokens"])
+    check_completions(first, SAMPLING.n, SAMPLING.max_tokens)
     reasons = {c.finish_reason for s in first for c in s}
     assert reasons == {"stop", "length"}  # this seed exercises both ways of ending
     assert len({c.text for s in first for c in s}) > len(PROMPTS)  # samples differ
 
-    assert generate_hf(tiny_model, PROMPTS, **ARGS) == first
-    assert generate_hf(tiny_model, PROMPTS, **{**ARGS, "seed": 1}) != first
+    assert generate_hf(tiny_model, PROMPTS, ENGINE, SAMPLING) == first
+    assert generate_hf(tiny_model, PROMPTS, ENGINE, replace(SAMPLING, seed=1)) != first
 
 
 def test_hf_greedy_copies_one_sample(tiny_model):
-    results = generate_hf(tiny_model, PROMPTS, **{**ARGS, "temperature": 0.0})
-    check_completions(results, ARGS["n"], ARGS["max_tokens"])
+    results = generate_hf(tiny_model, PROMPTS, ENGINE, replace(SAMPLING, temperature=0.0))
+    check_completions(results, SAMPLING.n, SAMPLING.max_tokens)
     assert all(len(set(samples)) == 1 for samples in results)
 
 
 def test_hf_respects_max_model_len(tiny_model):
     # Prompts are 9-10 tokens with BOS; 12 leaves 2-3 tokens whatever max_tokens says.
-    results = generate_hf(tiny_model, PROMPTS, **{**ARGS, "max_model_len": 12})
+    results = generate_hf(tiny_model, PROMPTS, replace(ENGINE, max_model_len=12), SAMPLING)
     for prompt, samples in zip(PROMPTS, results, strict=True):
         room = 12 - (len(prompt) + 1)
         assert all(c.num_tokens <= room for c in samples)
@@ -86,30 +83,25 @@ def test_worker_hf_writes_samples_file(tiny_model, tmp_path):
     questions = tmp_path / "questions.parquet"
     write_parquet([{"seed_id": f"s{i}", "question": f"{i}+1"} for i in range(3)], questions)
     out = tmp_path / "raw.parquet"
-    request = dict(
-        ARGS,
-        model_path=tiny_model,
-        questions_file=str(questions),
-        out_file=str(out),
-        backend="hf",
-        prompt_template="Q: {question}\n",
-        chat_template=False,
-        system_prompt=None,
+    request = to_json(
+        replace(generate_request(CFG, tiny_model, SAMPLING, questions, out), progress=False)
     )
     result = generate.main(request)
     table = pq.read_table(out)
     assert table.schema.equals(SAMPLES_SCHEMA)
     rows = table.to_pylist()
-    assert result["rows"] == len(rows) == 3 * ARGS["n"]
+    assert result["rows"] == len(rows) == 3 * SAMPLING.n
     assert result["tokens"] == sum(r["num_tokens"] for r in rows)
     assert result["tokens_per_s"] > 0
     assert [(r["seed_id"], r["sample_index"]) for r in rows] == [
-        (f"s{i}", k) for i in range(3) for k in range(ARGS["n"])
+        (f"s{i}", k) for i in range(3) for k in range(SAMPLING.n)
     ]
     assert rows[0]["prompt"] == "Q: 0+1\n"
 
-    with pytest.raises(TypeError, match="tempreature"):
-        generate.main({**request, "tempreature": 1.0})  # a misspelt key fails loudly
+    # A misspelt key fails loudly, before any work, naming where it sits.
+    misspelt = {**request, "sampling": {**request["sampling"], "tempreature": 1.0}}
+    with pytest.raises(ValueError, match=r"GenerateRequest.sampling: unknown .*'tempreature'"):
+        generate.main(misspelt)
 
 
 def test_vllm_engine_through_worker(tiny_model, tmp_path):
@@ -123,18 +115,15 @@ def test_vllm_engine_through_worker(tiny_model, tmp_path):
     qfile, out, log = tmp_path / "q.parquet", tmp_path / "raw.parquet", tmp_path / "gen.log"
     write_parquet(seeds, qfile)
     n = 8
-    result = generate_in_subprocess(
-        dict(
-            ARGS,
-            n=n,
-            max_tokens=32,
-            model_path=tiny_model,
-            questions_file=str(qfile),
-            out_file=str(out),
-            backend="vllm",
-        ),
-        log_path=log,
+    request = generate_request(
+        CFG,
+        tiny_model,
+        replace(SAMPLING, n=n, max_tokens=32),
+        qfile,
+        out,
+        engine=replace(ENGINE, backend="vllm"),
     )
+    result = generate_in_subprocess(replace(request, progress=False), log_path=log)
     table = pq.read_table(out)
     assert table.schema.equals(SAMPLES_SCHEMA)
     rows = table.to_pylist()

@@ -21,8 +21,10 @@ from collections import Counter
 
 import pytest
 
+from tasks.config import FlywheelConfig
 from tasks.judge_data import ATTACKS, adversarial_set, labelled_set
 from tasks.judge_run import judge_candidates
+from tasks.requests import judge_settings
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +41,10 @@ def judged(judge_model, judge_suite):
     wrong = [c for c in labelled if not c.accept][:WRONG_FOR_ATTACKS]
     attacks = adversarial_set(rng, wrong)
     everything = labelled + attacks
+    # The default config's judge (the embedded one: vLLM, k=3, T=0.3, its 160-char cut).
+    judge = judge_settings(FlywheelConfig(), str(judge_model), seed=0, progress=False)
     votes, stats = judge_candidates(
-        [c.question for c in everything],
-        [c.completion for c in everything],
-        {"model_path": str(judge_model), "backend": "vllm", "k": 3, "temperature": 0.3, "seed": 0},
+        [c.question for c in everything], [c.completion for c in everything], judge
     )
     n = len(labelled)
     return labelled, votes[:n], wrong, attacks, votes[n:], {**stats, "model": str(judge_model)}

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config import FlywheelConfig
 from tasks.judge_run import judge_candidates
+from tasks.requests import judge_settings
 from tests.http_reply import reply
 
 pytestmark = pytest.mark.slow
@@ -166,7 +168,20 @@ def test_real_server_votes_and_misbehaving_prompts_end_as_infra_error(proxy, tmp
     votes, stats = judge_candidates(
         [q for q, _ in everything],
         [c for _, c in everything],
-        {"model_path": SERVED_NAME, "backend": "openai", "k": 3, "temperature": 1.0, "seed": 0},
+        judge_settings(
+            FlywheelConfig(
+                judge={
+                    "model": SERVED_NAME,
+                    "backend": "openai",
+                    "k": 3,
+                    "temperature": 1.0,
+                    "max_candidate_chars": 160,
+                }
+            ),
+            SERVED_NAME,
+            seed=0,
+            progress=False,
+        ),
         log,
     )
     assert stats["candidates"] == len(everything) and stats["calls"] == 3 * len(everything)
@@ -186,7 +201,6 @@ def test_real_server_votes_and_misbehaving_prompts_end_as_infra_error(proxy, tmp
 def test_curate_stage_goes_on_and_counts_nothing_as_rejected(proxy, tmp_path):
     """The curate stage with the judge on the HTTP backend deciding alone (`judge_only`)."""
     from tasks import store
-    from tasks.config import FlywheelConfig
     from tasks.records import Sample, Seed, to_rows
     from tasks.stages import curate_stage
 

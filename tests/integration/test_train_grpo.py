@@ -20,7 +20,7 @@ from tasks.backends import generate_hf
 from tasks.bootstrap import bootstrap
 from tasks.config import FlywheelConfig
 from tasks.domains import DOMAINS
-from tasks.requests import GRPORequest, grpo_request
+from tasks.requests import GRPORequest, engine_spec, grpo_request, sampling_spec
 from tasks.rewards import REWARDS
 from tasks.store import write_parquet
 from tasks.train import train_in_subprocess
@@ -110,20 +110,11 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
 def mean_reward(model: str, items: list) -> dict[str, float]:
     """Weighted reward of 8 samples per training prompt, with a fixed sampling seed."""
     prompts = [f"Q: {s.question}\n" for s in items]
-    out = generate_hf(
-        model,
-        prompts,
-        n=8,
-        temperature=1.0,
-        top_p=1.0,
-        max_tokens=40,
-        seed=123,
-        dtype="float32",
-        gpu_memory_utilization=0.3,
-        max_model_len=128,
-        hf_batch_size=64,
-        progress=False,
+    cfg = FlywheelConfig(
+        engine={"max_model_len": 128, "hf_batch_size": 64},
+        sampling={"n": 8, "max_tokens": 40, "seed": 123},
     )
+    out = generate_hf(model, prompts, engine_spec(cfg), sampling_spec(cfg, 0))
     completions = [c.text for cs in out for c in cs]
     answers = [s.answer for s in items for _ in range(8)]
     scores = {name: REWARDS[name][0](prompts, completions, answer=answers) for name in WEIGHTS}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bench import bench_judge, bench_packing, run_all
-from tasks.config import JudgeConfig
+from tasks.config import FlywheelConfig, JudgeConfig
+from tasks.requests import judge_settings
 
 
 def test_training_pairs_mix_levels_so_lengths_vary():
@@ -44,7 +45,7 @@ def test_timed_rate_skips_the_warmup_step_and_the_extra_batch():
 def test_judge_prompts_share_the_rubric_prefix_and_differ_by_nonce():
     from tasks.judge import load_rubric
 
-    prompts = bench_judge.make_prompts(8, JudgeConfig())
+    prompts = bench_judge.make_prompts(8, judge_settings(FlywheelConfig(), "m", seed=0))
     assert len(prompts) == len(set(prompts)) == 8
     head = load_rubric(JudgeConfig().rubric).template.split("{question}")[0]
     assert head and os.path.commonprefix(prompts).startswith(head)

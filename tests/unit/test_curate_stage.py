@@ -13,6 +13,7 @@ from tasks.config import ConfigError, FlywheelConfig, load_config
 from tasks.curate import curate, rule_settings
 from tasks.judge import JudgeVote
 from tasks.records import Sample, Seed, to_rows
+from tasks.requests import to_json
 from tasks.stages import curate as curate_module
 
 OK = "<think>1+2=3</think><answer>3</answer>"
@@ -117,7 +118,7 @@ def test_judge_qc_counts_candidates_cut_before_judging(
     seen = {}
 
     def judge_candidates(questions, completions, settings, log=None):  # the worker, stood in for
-        seen.update(settings, questions=questions)
+        seen.update(to_json(settings), questions=questions)
         vote = JudgeVote("accept", "judge_accept_1of1", 1, 0, 0, 1.0)
         stats = dict.fromkeys(("calls", "seconds", "engine_load_s", "tokens_per_s"), 1.0)
         stats |= dict.fromkeys(("wall_s", "cpu_s"), 1.0)

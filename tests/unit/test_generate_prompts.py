@@ -74,20 +74,10 @@ def test_vllm_backend_without_vllm_says_what_to_do(monkeypatch):
     import sys
 
     from tasks.backends import BACKENDS
+    from tasks.config import FlywheelConfig
+    from tasks.requests import engine_spec, sampling_spec
 
+    cfg = FlywheelConfig(sampling={"n": 1, "max_tokens": 4})
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(RuntimeError, match="engine.backend: hf"):
-        BACKENDS["vllm"](
-            "no-such-model",
-            ["Q: 1\n"],
-            n=1,
-            temperature=1.0,
-            top_p=1.0,
-            max_tokens=4,
-            seed=0,
-            dtype="float32",
-            gpu_memory_utilization=0.3,
-            max_model_len=32,
-            hf_batch_size=1,
-            progress=False,
-        )
+        BACKENDS["vllm"]("no-such-model", ["Q: 1\n"], engine_spec(cfg), sampling_spec(cfg, 0))

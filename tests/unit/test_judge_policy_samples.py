@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tasks.config import FlywheelConfig
 from tasks.domains import DOMAINS, eval_suite
 from tasks.judge_data import (
     Candidate,
@@ -20,6 +22,7 @@ from tasks.judge_data import (
     policy_candidates,
     training_seeds,
 )
+from tasks.requests import policy_sampling
 
 ARITH = DOMAINS["arith"]
 
@@ -75,6 +78,7 @@ def test_balanced_draw_with_one_class_or_none():
 
 # -- the bootstrap: recipe and batches -----------------------------------------------------------
 SMALL = dict(hidden_size=32, intermediate_size=64, num_heads=2, steps=0, batch_size=8)
+SAMPLING = policy_sampling(FlywheelConfig())  # the default flywheel's generation settings
 MARK = "zzz"  # a policy completion no synthetic candidate contains
 
 
@@ -117,26 +121,24 @@ def test_cache_key_names_policy_samples_and_the_policy(bootstrap, tmp_path):
     p1, p2 = _fake_policy(tmp_path, "p1"), _fake_policy(tmp_path, "p2", size=101)
     root = tmp_path / "models"
     plain = jb.bootstrap_judge(root, exclude=(), progress=False, **SMALL)
-    folders = {
-        "plain": plain,
-        "p1-4": jb.bootstrap_judge(
-            root, exclude=(), policy=p1, policy_samples=4, progress=False, **SMALL
-        ),
-        "p1-8": jb.bootstrap_judge(
-            root, exclude=(), policy=p1, policy_samples=8, progress=False, **SMALL
-        ),
-        "p2-8": jb.bootstrap_judge(
-            root, exclude=(), policy=p2, policy_samples=8, progress=False, **SMALL
-        ),
-        "p1-8-cold": jb.bootstrap_judge(
+
+    def build(policy, samples, sampling=SAMPLING):
+        return jb.bootstrap_judge(
             root,
             exclude=(),
-            policy=p1,
-            policy_samples=8,
-            policy_sampling={"temperature": 0.5},
+            policy=policy,
+            policy_samples=samples,
+            policy_sampling=sampling,
             progress=False,
             **SMALL,
-        ),
+        )
+
+    folders = {
+        "plain": plain,
+        "p1-4": build(p1, 4),
+        "p1-8": build(p1, 8),
+        "p2-8": build(p2, 8),
+        "p1-8-cold": build(p1, 8, replace(SAMPLING, temperature=0.5)),
     }
     assert len(set(folders.values())) == len(folders)
     # a policy given with 0 samples changes nothing: the synthetic-only recipe exactly
@@ -146,13 +148,29 @@ def test_cache_key_names_policy_samples_and_the_policy(bootstrap, tmp_path):
     with_policy = json.loads((folders["p1-8"] / "recipe.json").read_text())
     assert with_policy["policy_samples"] == 8
     assert with_policy["policy"] == jb.policy_fingerprint(p1)
-    assert with_policy["policy_sampling"]["temperature"] == 1.0
+    # The sampling settings in the cache key: these names and values, so a cached judge of the
+    # default flywheel stays found.
+    assert with_policy["policy_sampling"] == {
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_tokens": 96,
+        "prompt_template": "Q: {question}\n",
+        "chat_template": False,
+        "system_prompt": None,
+        "max_model_len": 256,
+        "dtype": "float32",
+        "hf_batch_size": 256,
+    }
 
 
 def test_policy_samples_without_a_policy_is_an_error(bootstrap, tmp_path):
     jb, _ = bootstrap
-    with pytest.raises(ValueError, match="policy"):
+    with pytest.raises(ValueError, match="policy checkpoint"):
         jb.bootstrap_judge(tmp_path, exclude=(), policy_samples=4, progress=False, **SMALL)
+    with pytest.raises(ValueError, match="policy_sampling"):
+        jb.bootstrap_judge(
+            tmp_path, exclude=(), policy="/p", policy_samples=4, progress=False, **SMALL
+        )
 
 
 def _documents(batch, tokenizer) -> list[str]:
@@ -170,6 +188,7 @@ def test_batches_mix_policy_samples_balanced(bootstrap, tmp_path):
         exclude=(),
         policy=policy,
         policy_samples=200,
+        policy_sampling=SAMPLING,
         progress=False,
         **{**SMALL, "batch_size": 400},
     )
@@ -211,24 +230,22 @@ def _suite(tmp_path: Path) -> Path:
 
 
 def test_judge_request_carries_the_flywheel_sampling_only_with_policy_samples(tmp_path):
-    from tasks.config import FlywheelConfig
-    from tasks.judge_bootstrap import PolicySampling
     from tasks.stages import judge_request
 
     suite = _suite(tmp_path)
-    off = FlywheelConfig(judge={"policy_samples": 0})
-    assert not [k for k in judge_request(off, suite, "/some/policy") if k.startswith("policy")]
+    off = judge_request(FlywheelConfig(judge={"policy_samples": 0}), suite, "/some/policy")
+    assert (off.policy, off.policy_samples, off.policy_sampling) == (None, 0, None)
     on = FlywheelConfig(
         judge={"policy_samples": 64},
         sampling={"temperature": 0.7, "max_tokens": 50},
         model={"prompt_template": "Question: {question}\n"},
     )
     req = judge_request(on, suite, "/some/policy")
-    assert req["policy"] == "/some/policy" and req["policy_samples"] == 64
-    sampling = PolicySampling(**req["policy_sampling"])  # every key is a known field
-    assert (sampling.temperature, sampling.max_tokens) == (0.7, 50)
+    assert req.policy == "/some/policy" and req.policy_samples == 64
+    sampling = req.policy_sampling
+    assert sampling is not None and (sampling.temperature, sampling.max_tokens) == (0.7, 50)
     assert sampling.prompt_template == "Question: {question}\n"
-    assert len(req["exclude"]) == 8
+    assert len(req.exclude) == 8
     with pytest.raises(ValueError, match="policy_samples"):
         judge_request(on, suite, None)
 

@@ -9,26 +9,19 @@ import json
 import random
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tasks.backends import BACKENDS, HttpSettings, backoff_delay, generate_openai
+from tasks.config import FlywheelConfig
 from tasks.judge import Rubric, parse_verdict, vote
+from tasks.requests import engine_spec, sampling_spec
 from tests.http_reply import reply
 
-ARGS = dict(
-    n=2,
-    temperature=1.0,
-    top_p=1.0,
-    max_tokens=8,
-    seed=0,
-    dtype="auto",
-    gpu_memory_utilization=0.3,
-    max_model_len=64,
-    hf_batch_size=4,
-    progress=False,
-)
+CFG = FlywheelConfig(sampling={"n": 2, "max_tokens": 8})
+ENGINE, SAMPLING = replace(engine_spec(CFG), backend="openai"), sampling_spec(CFG, 0)
 
 
 class Server:
@@ -108,7 +101,9 @@ def test_transient_failures_heal_and_permanent_ones_end_as_errors(server, monkey
     monkeypatch.setenv("FLYWHEEL_TEST_KEY", "sk-secret-value")
     prompts = ["ok 1", "flaky 1", "garbage 1", "hang 1", "ok 2", "ok 3", "ok 4", "ok 5"]
     timings: dict[str, float] = {}
-    out = generate_openai("judge", prompts, timings=timings, settings=settings(server), **ARGS)
+    out = generate_openai(
+        "judge", prompts, ENGINE, SAMPLING, timings=timings, settings=settings(server)
+    )
     assert [len(x) for x in out] == [2] * len(prompts)
     by = dict(zip(prompts, out, strict=True))
     assert all(c.text == "VERDICT: accept" and c.num_tokens == 5 for c in by["flaky 1"])
@@ -131,7 +126,7 @@ def test_transient_failures_heal_and_permanent_ones_end_as_errors(server, monkey
 
 def test_no_key_sends_no_header(server, monkeypatch):
     monkeypatch.delenv("FLYWHEEL_TEST_KEY", raising=False)
-    generate_openai("judge", ["ok"], settings=settings(server), **ARGS)
+    generate_openai("judge", ["ok"], ENGINE, SAMPLING, settings=settings(server))
     assert server.keys == {""}
 
 

@@ -8,15 +8,23 @@ the stage records the teacher's name on its samples.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.backends import http_settings
 from tasks.config import ConfigError, FlywheelConfig, ServedTeacher, load_config, teacher_label
-from tasks.generate import GenerateRequest, http_settings
 from tasks.generate import main as generate_worker
+from tasks.requests import (
+    engine_spec,
+    generate_request,
+    sampling_spec,
+    served_engine,
+    to_json,
+)
 from tests.conftest import build_tiny_tokenizer
 from tests.unit.test_openai_backend import Server
 
@@ -99,11 +107,12 @@ def test_generators_carry_each_served_teacher_endpoint(tmp_path):
     local.mkdir()
     (local / "config.json").write_text("{}")
     cfg = FlywheelConfig(distill={"teachers": [str(local), {**SERVED, "api_key_env": "K"}]})
-    served = {"backend": "openai", "model_path": "m", "base_url": SERVED["base_url"]}
+    engine = engine_spec(cfg)
+    served = replace(engine, backend="openai", base_url=SERVED["base_url"], api_key_env="K")
     assert _generators(cfg, "/policy") == [
-        ("/policy", None),
-        (str(local), None),
-        ("big", {**served, "api_key_env": "K"}),
+        ("/policy", "/policy", engine),
+        (str(local), str(local), engine),
+        ("big", "m", served),
     ]
     missing = FlywheelConfig(distill={"teachers": [SERVED, "/nope"]})
     with pytest.raises(FileNotFoundError, match=r"distill.teachers\[1\]: /nope"):
@@ -113,12 +122,11 @@ def test_generators_carry_each_served_teacher_endpoint(tmp_path):
 def test_http_settings_take_the_entry_endpoint_and_key_variable(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://env:1/v1")
     monkeypatch.setenv("FLYWHEEL_HTTP_RETRIES", "0")
-    req = GenerateRequest(
-        "m", "q", "o", backend="openai", base_url="http://t:2/v1/", api_key_env="T_KEY"
-    )
-    s = http_settings(req)
+    cfg = FlywheelConfig()
+    teacher = ServedTeacher(**{**SERVED, "base_url": "http://t:2/v1/", "api_key_env": "T_KEY"})
+    s = http_settings(served_engine(cfg, teacher))
     assert (s.base_url, s.api_key_env, s.retries) == ("http://t:2/v1", "T_KEY", 0)
-    s = http_settings(GenerateRequest("m", "q", "o", backend="openai"))
+    s = http_settings(replace(engine_spec(cfg), backend="openai"))  # a served judge
     assert (s.base_url, s.api_key_env) == ("http://env:1/v1", "OPENAI_API_KEY")
 
 
@@ -139,20 +147,22 @@ def test_worker_samples_a_served_teacher_without_its_tokenizer(server, tmp_path,
     monkeypatch.setenv("TEACHER_KEY", "sk-teacher")
     monkeypatch.setenv("FLYWHEEL_HTTP_RETRIES", "0")
     out = tmp_path / "raw.parquet"
-    stats = generate_worker(
-        {
-            "model_path": "served-name-not-a-folder",
-            "backend": "openai",
-            "base_url": server.url,
-            "api_key_env": "TEACHER_KEY",
-            "questions_file": str(questions),
-            "out_file": str(out),
-            "n": 2,
-            "prompt_template": "{question}\n",
-            "student_model": str(student),
-            "warmup": True,  # a local-engine knob: ignored by the served backend
-        }
+    cfg = FlywheelConfig(sampling={"n": 2}, model={"prompt_template": "{question}\n"})
+    name = "served-name-not-a-folder"
+    teacher = ServedTeacher(
+        name="t", backend="openai", base_url=server.url, model=name, api_key_env="TEACHER_KEY"
     )
+    request = generate_request(
+        cfg,
+        teacher.model,
+        sampling_spec(cfg, 0),
+        questions,
+        out,
+        engine=served_engine(cfg, teacher),
+        student_model=str(student),
+    )
+    # `warmup` is a local-engine knob: ignored by the served backend.
+    stats = generate_worker(to_json(replace(request, progress=False, warmup=True)))
     rows = pq.read_table(out).to_pylist()
     assert stats["rows"] == 4 == len(rows)
     by = {(r["seed_id"], r["sample_index"]): r for r in rows}
@@ -165,6 +175,8 @@ def test_worker_samples_a_served_teacher_without_its_tokenizer(server, tmp_path,
 def test_worker_refuses_a_chat_template_for_a_served_teacher(tmp_path):
     from tasks.generate import prompt_tokenizers
 
-    req = GenerateRequest("m", "q", "o", backend="openai", chat_template=True)
+    cfg = FlywheelConfig(model={"chat_template": True})
+    engine = served_engine(cfg, ServedTeacher(**SERVED))
+    req = generate_request(cfg, "m", sampling_spec(cfg, 0), tmp_path / "q", "o", engine=engine)
     with pytest.raises(ValueError, match="m: a served model .* chat_template must be false"):
         prompt_tokenizers(req)
