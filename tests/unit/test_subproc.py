@@ -8,13 +8,26 @@ import pytest
 from tasks.subproc import WorkerError, run_worker
 
 WORKER = """
+import os
 import time
 from tasks.subproc import worker_main
 
-def main(request):
-    end = time.process_time() + request["burn_s"]
-    while time.process_time() < end:  # CPU, not sleep: only this counts as cpu_s
+
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
         pass
+
+
+def orphan(seconds):  # a grandchild whose parent exits at once, as vLLM's inner worker can
+    if os.fork() == 0:
+        if os.fork() == 0:
+            burn(seconds)
+        os._exit(0)
+
+def main(request):
+    orphan(request.get("orphan_s", 0))
+    burn(request["burn_s"])  # CPU, not sleep: only this counts as cpu_s
     time.sleep(request["sleep_s"])
     return request.get("result", {"ok": True, "cpu_s": -1.0})
 
@@ -42,3 +55,8 @@ def test_cpu_seconds_count_work_not_waiting(worker):
 def test_a_result_that_is_not_a_dict_is_a_worker_error(worker):
     with pytest.raises(WorkerError, match="returned list, not a dict"):
         run_worker(worker, {"burn_s": 0, "sleep_s": 0, "result": [1, 2]})
+
+
+def test_an_orphaned_descendant_is_counted(worker):
+    out = run_worker(worker, {"burn_s": 0, "sleep_s": 0, "orphan_s": 1.0})
+    assert out["cpu_s"] >= 1.0
