@@ -25,12 +25,16 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 demo: $(STAMP)
 	$(BIN)/flywheel run $(CONFIG)
 
+# Two xdist workers (one per core): tests/conftest.py names the groups of tests one worker runs
+# whole (those sharing a costly fixture) and queues the longest work first.
+XDIST := -n 2 --dist loadgroup
+
 test: $(STAMP)
 	$(BIN)/ruff check flows tasks tests bench
-	$(BIN)/python -m pytest -ra --durations=15
+	$(BIN)/python -m pytest $(XDIST) -ra --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -ra -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -ra -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks tests bench

@@ -1,20 +1,104 @@
-"""Shared fixtures: a tiny random Llama and its character-level tokenizer, made on the spot.
+"""Shared fixtures: a tiny random Llama and its character-level tokenizer, made on the spot;
+the folder every xdist worker of a session shares, and how the suite is spread over workers.
 
 The model is untrained (random weights), so it babbles: tests that need it check plumbing
 (shapes, counts, finish reasons, reproducibility), never answer quality. It is small enough to
 build in well under a second and shaped so vLLM's CPU attention accepts it (head size 64).
+
+`make test` runs the suite on two xdist workers with `--dist loadgroup`. Anything costly that
+several tests need is built once per session, whichever worker asks first, under a file lock in
+`shared_dir` (`built_once`): a second worker waits on the lock, then reads what the first made.
+A module whose tests share a module-scoped fixture (an engine, a server, a trained model) runs
+whole on one worker (`xdist_group` names the groups from the test ids' paths, so no test file
+declares one); the heaviest groups are queued first so the two workers end close together.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 # Prefect's test harness and ephemeral servers would try to send telemetry (no network here).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# A local run's ephemeral Prefect server starts in a few seconds on an idle core, but the suite
+# runs on every core at once: its 20 s default would fail runs that are only slow to start.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# One xdist worker per core: each (and the workers it spawns) computes on one thread. Two torch
+# threads per process on a core another process keeps busy spin-wait, several times slower.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Test files that share one costly session fixture: one group, so one worker builds it while the
+# other goes on with the rest (instead of waiting on its lock). Every other file under
+# integration/ is its own group (its module-scoped fixtures are made once); unit and e2e tests
+# are spread one by one (they share only session fixtures, each cheap or built once).
+SHARED_GROUPS = {
+    "tests/integration/test_judge_model.py": "judge",
+    "tests/integration/test_judge_server.py": "judge",
+    "tests/integration/test_openai_teacher.py": "judge",
+}
+# The order work is handed out, longest first (measured serially on 2 cores), so that neither
+# worker is left with a long unit at the end: the judge group, then the end-to-end runs, then
+# the rest of integration/, then unit/.
+FIRST = ("judge", "tests/e2e/", "tests/integration/", "tests/unit/")
+
+
+def xdist_group(nodeid: str) -> str:
+    """The unit of work one xdist worker runs whole: a shared group, an integration file, or
+    else the test alone."""
+    path = nodeid.split("::", 1)[0]
+    if path in SHARED_GROUPS:
+        return SHARED_GROUPS[path]
+    return path if path.startswith("tests/integration/") else nodeid
+
+
+def _rank(nodeid: str) -> int:
+    group = xdist_group(nodeid)
+    return next((i for i, p in enumerate(FIRST) if group.startswith(p)), len(FIRST))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Queue the longest work first (a stable sort: tests keep their order within a file)."""
+    items.sort(key=lambda item: _rank(item.nodeid))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` with the groups of `xdist_group`, handed out in collection order.
+
+    xdist's own loadgroup reads `xdist_group` marks into the node ids, which pytest 9's node ids
+    no longer allow (every test would be its own group); this scheduler names the groups from
+    the ids' paths instead, so no test file declares one.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    config.option.loadscopereorder = False  # keep the longest-first order of the collection
+    return GroupScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each pytest process (each xdist worker) gets its own Prefect home before Prefect is
+    imported: two workers never share a local database, profile or result store."""
+    config.prefect_home = tempfile.mkdtemp(prefix="flywheel-test-prefect-")
+    os.environ["PREFECT_HOME"] = config.prefect_home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(getattr(config, "prefect_home", ""), ignore_errors=True)
 
 
 def build_tiny_tokenizer() -> Any:
@@ -52,9 +136,40 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Path of a freshly built tiny random Llama checkpoint (model + tokenizer)."""
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this session shared by all its xdist workers (each worker's basetemp is a
+    `popen-gwN` folder inside the session's); without xdist, the session's basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@contextmanager
+def locked(folder: Path, name: str) -> Iterator[None]:
+    """Hold the session-wide lock `name` in `folder` (one holder across all workers)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / f".{name}.lock"):
+        yield
+
+
+def built_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """`folder`, made by `build(folder)` by the first worker to get here; the others wait on the
+    lock and find it done (a `.done` mark written last, so a crashed build is redone)."""
+    done = folder.parent / f".{folder.name}.done"
+    with locked(folder.parent, folder.name):
+        if not done.exists():
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(shared_dir: Path) -> str:
+    """Path of a freshly built tiny random Llama checkpoint (model + tokenizer), built once per
+    session for all workers."""
+    return str(built_once(shared_dir / "tiny-model", build_tiny_model))
 
 
 @pytest.fixture(scope="session")

@@ -1,3 +1,11 @@
+"""The end-to-end tests' runs folder, CLI environment and `flywheel` runner.
+
+The tests spread over the xdist workers. Each worker has its own runs folder (its own MLflow
+database and Prefect home), whose `models/` links to one folder for the whole session: the tiny
+config's base model is made there once, under a file lock, before any run needs it, so no two
+runs ever write the same model folder.
+"""
+
 import os
 import subprocess
 import sys
@@ -5,14 +13,34 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import built_once
+
 ROOT = Path(__file__).parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
 
 
+def _make_base_model(models: Path) -> None:
+    """The tiny config's suite and base model, made the way `flywheel run` makes them (its
+    stages), in a runs folder whose `models/` is `models`."""
+    from tasks.config import load_config
+    from tasks.stages import base_model_stage, suite_stage
+
+    runs = models.parent / "e2e-warm"
+    runs.mkdir(exist_ok=True)
+    models.mkdir(exist_ok=True)
+    if not (runs / "models").is_symlink():
+        (runs / "models").symlink_to(models)
+    cfg = load_config(TINY, runs_dir=str(runs), name="warm")
+    base_model_stage.fn(cfg, suite_stage.fn(cfg))
+
+
 @pytest.fixture(scope="session")
-def runs_dir(tmp_path_factory) -> Path:
-    """One runs folder for the session, so the tiny base model is made once."""
-    return tmp_path_factory.mktemp("runs")
+def runs_dir(tmp_path_factory, shared_dir) -> Path:
+    """This worker's runs folder; the tiny base model in it is made once per session."""
+    models = built_once(shared_dir / "e2e-models", _make_base_model)
+    runs = tmp_path_factory.mktemp("runs")
+    (runs / "models").symlink_to(models)
+    return runs
 
 
 @pytest.fixture(scope="session")
