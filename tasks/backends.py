@@ -19,6 +19,7 @@ where vLLM is absent, and importing this module loads neither.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import time
@@ -86,8 +87,32 @@ def generate_vllm(
     return vllm_completions(outputs, sampling)
 
 
+# The vLLM engine this process keeps, by (model, engine spec, seed): at most one.
+_ENGINES: dict[tuple[str, EngineSpec, int], Any] = {}
+
+
 def vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
-    """The `vllm.LLM` every vLLM caller here uses (the generate backend, the judge benchmark)."""
+    """The `vllm.LLM` every vLLM caller here uses (the generate backend, the judge benchmark).
+    The last one made is kept: a worker's second pass over the same model (the eval's greedy
+    pass) reuses it instead of starting another engine (~20 s on CPU). Every request carries
+    its own per-prompt seeds, so what a pass samples does not depend on the passes before it."""
+    key = (model_path, engine, seed)
+    if key not in _ENGINES:
+        release_engines()
+        _ENGINES[key] = _new_vllm_engine(model_path, engine, seed)
+    return _ENGINES[key]
+
+
+def release_engines() -> None:
+    """Shut the kept vLLM engine down and wait for its engine-core process to exit, as a
+    worker does before it returns (its reaper then finds nothing left to wait for)."""
+    while _ENGINES:
+        _, llm = _ENGINES.popitem()
+        llm.llm_engine.engine_core.shutdown()
+    gc.collect()
+
+
+def _new_vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
     from vllm import LLM
 
     return LLM(

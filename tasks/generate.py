@@ -17,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.backends import BACKENDS
+from tasks.backends import BACKENDS, release_engines
 from tasks.prompts import apply_template, render_prompts
-from tasks.requests import GenerateRequest, from_json, to_json
+from tasks.requests import GenerateRequest, SamplingSpec, from_json, to_json
 from tasks.store import write_parquet
 from tasks.subproc import run_worker, worker_main
 
@@ -83,12 +83,33 @@ def main(request: dict) -> dict:
     train_prompts = render_prompts(
         student, texts, p.prompt_template, p.chat_template, p.system_prompt
     )
+
+    def one(sampling: SamplingSpec, out_file: str) -> dict:
+        return _sample_pass(backend, req, prompts, train_prompts, questions, sampling, out_file)
+
+    stats = one(req.sampling, req.out_file)
+    if req.also:  # further passes reuse the loaded engine (`tasks.backends.vllm_engine`)
+        stats["also"] = [one(x.sampling, x.out_file) for x in req.also]
+    release_engines()
+    return {**stats, "seconds": time.perf_counter() - start}
+
+
+def _sample_pass(
+    backend: Any,
+    req: GenerateRequest,
+    prompts: list[str],
+    train_prompts: list[str],
+    questions: list[dict],
+    sampling: SamplingSpec,
+    out_file: str,
+) -> dict:
+    """One sampling of every prompt into `out_file`; its counts and timings."""
     timings: dict[str, float] = {}
     completions = backend(
         req.model_path,
         prompts,
         req.engine,
-        req.sampling,
+        sampling,
         timings=timings,
         warmup=req.warmup,
         progress=req.progress,
@@ -108,12 +129,11 @@ def main(request: dict) -> dict:
         )
         for k, c in enumerate(samples)
     ]
-    Path(req.out_file).parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(rows, Path(req.out_file), schema=SAMPLES_SCHEMA)
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(rows, Path(out_file), schema=SAMPLES_SCHEMA)
     tokens = sum(r["num_tokens"] for r in rows)
     return {
         "rows": len(rows),
-        "seconds": time.perf_counter() - start,
         "tokens": tokens,
         "tokens_per_s": tokens / max(timings["generate_s"], 1e-9),
         "engine_load_s": timings["engine_load_s"],

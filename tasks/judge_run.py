@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.backends import BACKENDS
+from tasks.backends import BACKENDS, release_engines
 from tasks.judge import JudgeVote, load_rubric, parse_verdict, render, vote
 from tasks.judge import make_nonce as _make_nonce
 from tasks.records import stable_hash
@@ -75,6 +75,7 @@ def main(request: dict) -> dict:
     outputs = backend(
         j.model_path, prompts, j.engine, j.sampling, timings=timings, progress=j.progress
     )
+    release_engines()
     out_rows = []
     for samples in outputs:
         v = vote(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -43,6 +44,9 @@ def from_json(cls: type[T], data: dict, where: str = "") -> T:
 
 def _value(hint: Any, value: Any, where: str) -> Any:
     """A field's value, rebuilding a nested request (also inside `X | None`)."""
+    if typing.get_origin(hint) is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [_value(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for option in options:
         if dataclasses.is_dataclass(option) and isinstance(value, dict):
@@ -94,12 +98,22 @@ class PromptSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class GeneratePass:
+    """One more sampling of the same questions on the engine already loaded (the eval's greedy
+    pass beside its k samples: one engine start instead of two), into its own file."""
+
+    sampling: SamplingSpec
+    out_file: str
+
+
+@dataclasses.dataclass(frozen=True)
 class GenerateRequest:
     """One generate worker run (`tasks.generate`): `model_path` (a served model's name on its
     server) samples every question of `questions_file` into `out_file`. `template` (a
     `tasks.prompts.TEMPLATES` name) is applied to the prompt this model sees; `student_model`'s
     tokenizer renders the plain `train_prompt` (None: this model's). `warmup` runs one untimed
-    short call first (benchmarks)."""
+    short call first (benchmarks). `also`: further passes on the same engine, each into its
+    own file."""
 
     model_path: str
     engine: EngineSpec
@@ -109,6 +123,7 @@ class GenerateRequest:
     student_model: str | None
     questions_file: str
     out_file: str
+    also: list[GeneratePass]
     progress: bool
     warmup: bool
 
@@ -281,9 +296,11 @@ def generate_request(
     prompt: PromptSpec | None = None,
     template: str = "plain",
     student_model: str | None = None,
+    also: Sequence[tuple[SamplingSpec, Path]] = (),
 ) -> GenerateRequest:
     """A generate worker run of `model_path` on the policy's engine and prompt format unless
-    `engine` (a served teacher's) or `prompt` (the seeds stage's) is given."""
+    `engine` (a served teacher's) or `prompt` (the seeds stage's) is given; `also`: (sampling,
+    file) of each further pass on the same engine."""
     return GenerateRequest(
         model_path=str(model_path),
         engine=engine or engine_spec(cfg),
@@ -293,6 +310,7 @@ def generate_request(
         student_model=student_model,
         questions_file=str(questions_file),
         out_file=str(out_file),
+        also=[GeneratePass(sampling=s, out_file=str(f)) for s, f in also],
         progress=True,
         warmup=False,
     )

@@ -126,9 +126,29 @@ def _adopt_orphans() -> None:
         pass
 
 
+def _children() -> list[int]:
+    """This process's live children (Linux; none known elsewhere)."""
+    pids: list[int] = []
+    for f in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        try:
+            pids += [int(x) for x in f.read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def _waits_for_us(pid: int) -> bool:
+    """A child that exits only after this process does: multiprocessing's resource tracker."""
+    try:
+        return b"multiprocessing.resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
 def _reap_descendants(grace_s: float = REAP_GRACE_S) -> None:
     """Reap every child (adopted orphans included) that exits within `grace_s`, so the worker's
-    exit status carries their CPU time; one still running then is left as before."""
+    exit status carries their CPU time. Waiting ends as soon as only children that outlive us
+    by design are left (the resource tracker); one still running at the deadline is left."""
     deadline = time.monotonic() + grace_s
     while True:
         try:
@@ -136,7 +156,7 @@ def _reap_descendants(grace_s: float = REAP_GRACE_S) -> None:
         except ChildProcessError:  # no children left
             return
         if pid == 0:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or all(_waits_for_us(c) for c in _children()):
                 return
             time.sleep(0.05)
 

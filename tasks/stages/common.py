@@ -4,6 +4,7 @@ call, the seeds reader."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
@@ -55,10 +56,11 @@ def sample_seeds(
     prompt: PromptSpec | None = None,
     template: str = "plain",
     student_model: str | None = None,
+    also: Sequence[tuple[SamplingSpec, Path]] = (),
 ) -> dict:
     """Run the generation worker over `seeds` (`tasks.requests.generate_request`: the policy's
     engine and prompt format unless `engine` or `prompt` is given); it leaves `raw.parquet` in
-    `tmp`."""
+    `tmp`, and each further pass of `also` (sampling, file) on the same engine in its file."""
     questions = tmp / "questions.parquet"
     store.write_parquet([{"seed_id": s.id, "question": s.question} for s in seeds], questions)
     request = generate_request(
@@ -71,6 +73,7 @@ def sample_seeds(
         prompt=prompt,
         template=template,
         student_model=student_model,
+        also=also,
     )
     t0 = time.perf_counter()
     stats = generate_in_subprocess(request, log_path=tmp.parent / f"{folder.name}.log")

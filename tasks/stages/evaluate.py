@@ -35,17 +35,21 @@ def eval_stage(
     sampling = eval_sampling(cfg)
     with store.write_stage(folder, "eval") as (tmp, out):
         t0 = time.time()
-        stats = sample_seeds(cfg, model_path, suite, sampling, tmp, folder)
+        # The greedy pass (T=0, one sample per item) runs on the same engine, after the k samples.
+        greedy_raw = tmp / "greedy_raw.parquet"
+        once = greedy_sampling(cfg)
+        also = [(once, greedy_raw)] if e.greedy else []
+        stats = sample_seeds(cfg, model_path, suite, sampling, tmp, folder, also=also)
         parts = _scored(cfg, suite, tmp / "raw.parquet", tmp / "completions.parquet")
         main = parts.pop(None)
         store.write_parquet(to_rows(main), tmp / "items.parquet")  # the main suite's items
         rep = report(main, e.k)
         suites = {name: report(group, e.k) for name, group in sorted(parts.items())}
-        if e.greedy:  # the same worker at T=0, one sample per item; scored per item to pair
-            once = greedy_sampling(cfg)
+        greedy_stats = stats.pop("also", [])
+        if e.greedy:  # scored per item, so the gate can pair champion and challenger
             out["greedy_params"] = to_json(once)
-            out["greedy_generate"] = sample_seeds(cfg, model_path, suite, once, tmp, folder)
-            greedy = _scored(cfg, suite, tmp / "raw.parquet", tmp / "greedy_completions.parquet")
+            out["greedy_generate"] = greedy_stats[0]
+            greedy = _scored(cfg, suite, greedy_raw, tmp / "greedy_completions.parquet")
             greedy_main = greedy.pop(None)
             store.write_parquet(to_rows(greedy_main), tmp / GREEDY_ITEMS)
             rep[GREEDY] = report(greedy_main, 1)["pass@1"]

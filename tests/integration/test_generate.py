@@ -149,3 +149,35 @@ def test_vllm_engine_through_worker(tiny_model, tmp_path):
     pairs = [(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1 :]]
     same_start = sum(texts[a][k][:3] == texts[b][k][:3] for a, b in pairs for k in range(n))
     assert same_start < len(pairs) * n / 4
+
+
+def test_vllm_second_pass_reuses_the_engine_and_matches_its_own_run(tiny_model, tmp_path):
+    """The eval's greedy pass runs on the engine its k samples loaded: one checkpoint load,
+    and the same samples as a worker run of that pass alone (one more engine start)."""
+    pytest.importorskip("vllm")
+    qfile = tmp_path / "q.parquet"
+    write_parquet([{"seed_id": f"s{i}", "question": f"{i}+{i}"} for i in range(6)], qfile)
+    vllm = replace(ENGINE, backend="vllm")
+    sampled, greedy = replace(SAMPLING, n=3), replace(SAMPLING, n=1, temperature=0.0)
+    both, log = tmp_path / "both", tmp_path / "both.log"
+    request = generate_request(
+        CFG,
+        tiny_model,
+        sampled,
+        qfile,
+        both / "k.parquet",
+        engine=vllm,
+        also=[(greedy, both / "greedy.parquet")],
+    )
+    result = generate_in_subprocess(replace(request, progress=False), log_path=log)
+    assert Path(log).read_text().count("Loading safetensors checkpoint shards: 100%") == 1
+    assert [x["rows"] for x in result["also"]] == [6] and result["rows"] == 18
+
+    def alone(sampling, name: str) -> list[dict]:
+        out = tmp_path / "alone" / name
+        req = generate_request(CFG, tiny_model, sampling, qfile, out, engine=vllm)
+        generate_in_subprocess(replace(req, progress=False))
+        return pq.read_table(out).to_pylist()
+
+    # The first pass is the ordinary path; the second is what could have changed.
+    assert pq.read_table(both / "greedy.parquet").to_pylist() == alone(greedy, "greedy.parquet")

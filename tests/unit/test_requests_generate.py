@@ -23,7 +23,9 @@ def every_request(cfg: FlywheelConfig) -> dict[str, object]:
     built: dict[str, object] = {
         "generate": rq.generate_request(cfg, "/policy", rq.sampling_spec(cfg, 2), q, raw),
         "eval": rq.generate_request(cfg, "/policy", rq.eval_sampling(cfg), q, raw),
-        "greedy eval": rq.generate_request(cfg, "/policy", rq.greedy_sampling(cfg), q, raw),
+        "eval with its greedy pass": rq.generate_request(
+            cfg, "/policy", rq.eval_sampling(cfg), q, raw, also=[(rq.greedy_sampling(cfg), raw)]
+        ),
         "model problems": rq.generate_request(
             cfg, "/policy", rq.problem_sampling(cfg, 2), q, raw, prompt=rq.problem_prompt(cfg)
         ),
@@ -55,8 +57,8 @@ def test_the_demo_requests_carry_the_config_under_its_names():
     assert gen.prompt.prompt_template == cfg.model.prompt_template
     assert built["model problems"].prompt.prompt_template == "{question}"
     assert built["model problems"].sampling.n == cfg.seeds.model_samples
-    assert (built["eval"].sampling.n, built["greedy eval"].sampling.n) == (cfg.eval.k, 1)
-    assert built["greedy eval"].sampling.temperature == 0.0
+    greedy = built["eval with its greedy pass"].also[0].sampling
+    assert (built["eval"].sampling.n, greedy.n, greedy.temperature) == (cfg.eval.k, 1, 0.0)
     j = judge.judge
     assert (j.engine.backend, j.engine.max_model_len) == (
         cfg.judge.backend,
