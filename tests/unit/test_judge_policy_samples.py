@@ -254,6 +254,6 @@ def test_demo_config_trains_its_judge_on_policy_samples():
     from tasks.config import JudgeConfig, load_config
 
     root = Path(__file__).resolve().parents[2]
-    assert load_config(root / "configs" / "demo.yaml").judge.policy_samples == 2048
+    assert load_config(root / "configs" / "demo.yaml").judge.policy_samples == 1024
     assert JudgeConfig().policy_samples == 2048
     assert load_config(root / "configs" / "tiny.yaml").judge.policy_samples == 0
