@@ -414,13 +414,11 @@ def judge_bootstrap_request(
 
 
 @dataclasses.dataclass(frozen=True)
-class SFTRequest:
-    """One SFT run (`tasks.trainers.sft.train_sft`): the paths, then `train.*`'s settings.
+class SupervisedRequest:
+    """What an SFT and a GKD run share: the paths, then `train.*`'s optimisation settings.
 
     `seed` is `train.seed` plus the generation, so each generation shuffles its data anew;
     `progress` shows the rich bar (off in benchmarks that time the worker)."""
-
-    mode: ClassVar[str] = "sft"
 
     base_model: str
     train_file: str
@@ -437,32 +435,25 @@ class SFTRequest:
     cpu_threads: int | None
     gradient_checkpointing: bool
     progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTRequest(SupervisedRequest):
+    """One SFT run (`tasks.trainers.sft.train_sft`), with packing and the cosine floor."""
+
+    mode: ClassVar[str] = "sft"
+
     packing: bool
     min_lr_ratio: float | None
 
 
 @dataclasses.dataclass(frozen=True)
-class GKDRequest:
+class GKDRequest(SupervisedRequest):
     """One GKD run (`tasks.trainers.gkd.train_gkd`): SFT's optimisation settings (no packing
     or cosine floor: the GKD collator pads) plus the teacher and `train.gkd.*`'s knobs."""
 
     mode: ClassVar[str] = "gkd"
 
-    base_model: str
-    train_file: str
-    out_dir: str
-    learning_rate: float
-    epochs: float
-    batch_size: int
-    grad_accum: int
-    warmup_ratio: float
-    scheduler: str
-    max_length: int
-    bf16: bool
-    seed: int
-    cpu_threads: int | None
-    gradient_checkpointing: bool
-    progress: bool
     teacher: str
     lmbda: float
     beta: float
