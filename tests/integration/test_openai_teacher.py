@@ -1,5 +1,5 @@
-"""A distillation teacher behind a real OpenAI-compatible server: vLLM's API server (the judge
-server test's fixture, here serving a tiny random model as the teacher).
+"""A distillation teacher behind a real OpenAI-compatible server: vLLM's API server (the shared
+`vllm_server` fixture; the model it serves, the embedded judge, stands in as the teacher).
 
 The generate stage pools the local policy's samples with the served teacher's, each recorded
 under the teacher's configured name; the key comes from the variable the entry names and is
@@ -9,9 +9,7 @@ are counted as errors, not curated as wrong answers) and the stage still complet
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -20,26 +18,13 @@ from tasks.config import load_config
 from tasks.domains import DOMAINS, make_seeds
 from tasks.records import Sample, from_rows, to_rows
 from tasks.stages import generate_stage
-from tests.conftest import build_tiny_model
 from tests.e2e.conftest import TINY
-from tests.integration import test_judge_server as judge_server
-from tests.integration.test_judge_server import SERVED_NAME, _free_port
+from tests.integration.conftest import SERVED_NAME, free_port
 
 pytestmark = pytest.mark.slow
 
 TEACHER, DOWN = "served-teacher", "down-teacher"
 KEY = "sk-teacher-not-a-secret"
-vllm_server = judge_server.vllm_server  # the judge test's server fixture, shared
-
-
-@pytest.fixture(scope="module")
-def judge_model(tmp_path_factory) -> Path:
-    """What the shared `vllm_server` fixture serves: here a tiny random Llama as the teacher
-    (the server's --max-model-len is the judge's 384, so its positions are widened to 512)."""
-    path = build_tiny_model(tmp_path_factory.mktemp("teacher"), seed=3)
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 512}))
-    return path
 
 
 def test_generate_stage_pools_a_served_teacher(vllm_server, tiny_model, tmp_path, monkeypatch):
@@ -53,7 +38,7 @@ def test_generate_stage_pools_a_served_teacher(vllm_server, tiny_model, tmp_path
             "sampling.n": 2,
             "distill.teachers": [
                 {"name": TEACHER, "base_url": vllm_server, "api_key_env": "TEACHER_KEY", **served},
-                {"name": DOWN, "base_url": f"http://127.0.0.1:{_free_port()}/v1", **served},
+                {"name": DOWN, "base_url": f"http://127.0.0.1:{free_port()}/v1", **served},
             ],
         },
     )
