@@ -3,7 +3,10 @@
 A stage (or a benchmark, or a test) calls a builder here, hands the request to the worker as
 JSON (`to_json`), and the worker rebuilds it with `from_json`, which refuses a missing or an
 unknown field by name. The dataclasses declare no defaults: every value comes from the config,
-through one builder, under the name it has in the YAML.
+through one builder, under the name it has in the YAML. The requests and their builders live
+by job in `tasks.requests_generation` (engine, sampling, generate, judge, bootstraps) and
+`tasks.requests_training` (SFT, GKD, GRPO, reward model); this module holds the JSON round trip
+and names them all.
 
 Pure: importing this module loads no worker, engine or tracking library.
 """
@@ -13,11 +16,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, ClassVar, TypeVar
-
-from tasks.config import FlywheelConfig, ServedTeacher
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -54,599 +53,80 @@ def _value(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-# -- generation and judging ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineSpec:
-    """Which backend samples and how its engine is set up (`engine.*`; the judge's backend and
-    context are `judge.backend` and `judge.max_model_len`). A served model (backend `openai`)
-    is reached at `base_url` with the key in the variable `api_key_env` names (None: the
-    environment's, `tasks.backends.HttpSettings`); the in-process backends ignore those two,
-    the served one ignores the engine's own knobs."""
-
-    backend: str
-    dtype: str
-    gpu_memory_utilization: float
-    max_model_len: int
-    hf_batch_size: int
-    enforce_eager: bool
-    base_url: str | None
-    api_key_env: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingSpec:
-    """How each prompt is sampled: `n` samples (the judge's `k`, the eval's `k`), each prompt
-    seeded from `seed` and its own text (`tasks.prompts.prompt_seed`). Its JSON is the `params`
-    dict that sample ids hash and manifests record."""
-
-    n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-    seed: int
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptSpec:
-    """How a question becomes the model's prompt (`model.*`)."""
-
-    prompt_template: str
-    chat_template: bool
-    system_prompt: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class GeneratePass:
-    """One more sampling of the same questions on the engine already loaded (the eval's greedy
-    pass beside its k samples: one engine start instead of two), into its own file."""
-
-    sampling: SamplingSpec
-    out_file: str
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerateRequest:
-    """One generate worker run (`tasks.generate`): `model_path` (a served model's name on its
-    server) samples every question of `questions_file` into `out_file`. `template` (a
-    `tasks.prompts.TEMPLATES` name) is applied to the prompt this model sees; `student_model`'s
-    tokenizer renders the plain `train_prompt` (None: this model's). `warmup` runs one untimed
-    short call first (benchmarks). `also`: further passes on the same engine, each into its
-    own file."""
-
-    model_path: str
-    engine: EngineSpec
-    sampling: SamplingSpec
-    prompt: PromptSpec
-    template: str
-    student_model: str | None
-    questions_file: str
-    out_file: str
-    also: list[GeneratePass]
-    progress: bool
-    warmup: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class JudgeSettings:
-    """The judge as configured (`judge.*`): its checkpoint (or served name), rubric, engine and
-    sampling (`n` votes per candidate; `seed` also draws the per-prompt nonces), the candidate
-    cut and the vote's error share."""
-
-    model_path: str
-    rubric: str
-    engine: EngineSpec
-    sampling: SamplingSpec
-    max_candidate_chars: int
-    max_error_share: float
-    progress: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class JudgeRequest:
-    """One judge worker run (`tasks.judge_run`): every candidate of `candidates_file`
-    (question, completion) judged, one vote row per candidate written to `out_file`."""
-
-    judge: JudgeSettings
-    candidates_file: str
-    out_file: str
-
-
-@dataclasses.dataclass(frozen=True)
-class BootstrapRequest:
-    """The embedded base policy's recipe (`bootstrap.*`, `model.prompt_template`, `domain`),
-    made under `out_root` (`tasks.bootstrap`); `exclude`: the questions pretraining never shows
-    (the frozen suite's)."""
-
-    out_root: str
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    max_position: int
-    pretrain_steps: int
-    batch_size: int
-    learning_rate: float
-    max_difficulty: int
-    seed: int
-    label_smoothing: float
-    prompt_template: str
-    domain: str
-    exclude: list[str]
-    progress: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicySampling:
-    """How the base policy is sampled for the judge's training pool: the flywheel's own
-    generation settings (`sampling`, `model`, `engine`), so the pool is what curation sees.
-    Its JSON joins the judge's cache key: the fields and their names stay as they are."""
-
-    temperature: float
-    top_p: float
-    max_tokens: int
-    prompt_template: str
-    chat_template: bool
-    system_prompt: str | None
-    max_model_len: int
-    dtype: str
-    hf_batch_size: int
-
-
-@dataclasses.dataclass(frozen=True)
-class JudgeBootstrapRequest:
-    """The embedded judge's recipe (`judge.*`, `domain`), made under `out_root`
-    (`tasks.judge_bootstrap`). With `policy_samples` > 0 it also trains on that many samples
-    of the checkpoint `policy`, drawn with `policy_sampling`; with 0 both are None."""
-
-    out_root: str
-    rubric: str
-    max_position: int
-    steps: int
-    batch_size: int
-    max_candidate_chars: int
-    seed: int
-    domain: str
-    exclude: list[str]
-    policy: str | None
-    policy_samples: int
-    policy_sampling: PolicySampling | None
-    progress: bool
-
-
-def engine_spec(cfg: FlywheelConfig) -> EngineSpec:
-    """The policy's engine (`engine.*`), also every local teacher's."""
-    e = cfg.engine
-    return EngineSpec(
-        backend=e.backend,
-        dtype=e.dtype,
-        gpu_memory_utilization=e.gpu_memory_utilization,
-        max_model_len=e.max_model_len,
-        hf_batch_size=e.hf_batch_size,
-        enforce_eager=e.enforce_eager,
-        base_url=None,
-        api_key_env=None,
-    )
-
-
-def served_engine(cfg: FlywheelConfig, teacher: ServedTeacher) -> EngineSpec:
-    """A served teacher's endpoint (`distill.teachers[i]`) on the policy's engine settings."""
-    return dataclasses.replace(
-        engine_spec(cfg),
-        backend=teacher.backend,
-        base_url=teacher.base_url,
-        api_key_env=teacher.api_key_env,
-    )
-
-
-def prompt_spec(cfg: FlywheelConfig) -> PromptSpec:
-    """The policy's prompt format (`model.*`)."""
-    m = cfg.model
-    return PromptSpec(
-        prompt_template=m.prompt_template,
-        chat_template=m.chat_template,
-        system_prompt=m.system_prompt,
-    )
-
-
-def problem_prompt(cfg: FlywheelConfig) -> PromptSpec:
-    """The seeds stage's rewrite and propose prompts: its templates are the whole prompt."""
-    return dataclasses.replace(prompt_spec(cfg), prompt_template="{question}")
-
-
-def sampling_spec(cfg: FlywheelConfig, generation: int) -> SamplingSpec:
-    """A generation's sampling (`sampling.*`), its seed offset by the generation number."""
-    s = cfg.sampling
-    return SamplingSpec(
-        n=s.n,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        max_tokens=s.max_tokens,
-        seed=s.seed + generation,
-    )
-
-
-def problem_sampling(cfg: FlywheelConfig, generation: int) -> SamplingSpec:
-    """The generation's sampling with `seeds.model_samples` per rewrite or propose prompt."""
-    return dataclasses.replace(sampling_spec(cfg, generation), n=cfg.seeds.model_samples)
-
-
-def eval_sampling(cfg: FlywheelConfig) -> SamplingSpec:
-    """The frozen suite's sampling (`eval.*`): k samples per item, a fixed seed."""
-    e = cfg.eval
-    return SamplingSpec(
-        n=e.k, temperature=e.temperature, top_p=1.0, max_tokens=e.max_tokens, seed=e.seed
-    )
-
-
-def greedy_sampling(cfg: FlywheelConfig) -> SamplingSpec:
-    """The eval's greedy pass (`eval.greedy`): one sample per item at temperature 0."""
-    return dataclasses.replace(eval_sampling(cfg), n=1, temperature=0.0)
-
-
-def generate_request(
-    cfg: FlywheelConfig,
-    model_path: str,
-    sampling: SamplingSpec,
-    questions_file: Path,
-    out_file: Path,
-    *,
-    engine: EngineSpec | None = None,
-    prompt: PromptSpec | None = None,
-    template: str = "plain",
-    student_model: str | None = None,
-    also: Sequence[tuple[SamplingSpec, Path]] = (),
-) -> GenerateRequest:
-    """A generate worker run of `model_path` on the policy's engine and prompt format unless
-    `engine` (a served teacher's) or `prompt` (the seeds stage's) is given; `also`: (sampling,
-    file) of each further pass on the same engine."""
-    return GenerateRequest(
-        model_path=str(model_path),
-        engine=engine or engine_spec(cfg),
-        sampling=sampling,
-        prompt=prompt or prompt_spec(cfg),
-        template=template,
-        student_model=student_model,
-        questions_file=str(questions_file),
-        out_file=str(out_file),
-        also=[GeneratePass(sampling=s, out_file=str(f)) for s, f in also],
-        progress=True,
-        warmup=False,
-    )
-
-
-def judge_settings(
-    cfg: FlywheelConfig, model_path: str, seed: int, *, progress: bool = True
-) -> JudgeSettings:
-    """The judge worker's settings (`judge.*`, the engine's dtype, memory and batch settings)
-    for the curate stage and the judge benchmarks alike; `seed` is the run's (curation: the
-    judge's seed plus the generation)."""
-    j, e = cfg.judge, cfg.engine
-    return JudgeSettings(
-        model_path=str(model_path),
-        rubric=j.rubric,
-        engine=EngineSpec(
-            backend=j.backend,
-            dtype=e.dtype,
-            gpu_memory_utilization=e.gpu_memory_utilization,
-            max_model_len=j.max_model_len,
-            hf_batch_size=e.hf_batch_size,
-            enforce_eager=e.enforce_eager,
-            base_url=None,
-            api_key_env=None,
-        ),
-        sampling=SamplingSpec(
-            n=j.k, temperature=j.temperature, top_p=1.0, max_tokens=j.max_tokens, seed=seed
-        ),
-        max_candidate_chars=j.candidate_chars(),
-        max_error_share=j.max_error_share,
-        progress=progress,
-    )
-
-
-def bootstrap_request(cfg: FlywheelConfig, exclude: list[str]) -> BootstrapRequest:
-    """The embedded base policy's worker request; `exclude`: the frozen suite's questions."""
-    b = cfg.bootstrap
-    return BootstrapRequest(
-        out_root=str(cfg.runs_dir / "models"),
-        hidden_size=b.hidden_size,
-        intermediate_size=b.intermediate_size,
-        num_layers=b.num_layers,
-        num_heads=b.num_heads,
-        max_position=b.max_position,
-        pretrain_steps=b.pretrain_steps,
-        batch_size=b.batch_size,
-        learning_rate=b.learning_rate,
-        max_difficulty=b.max_difficulty,
-        seed=b.seed,
-        label_smoothing=b.label_smoothing,
-        prompt_template=cfg.model.prompt_template,
-        domain=cfg.domain,
-        exclude=sorted(exclude),
-        progress=True,
-    )
-
-
-def policy_sampling(cfg: FlywheelConfig) -> PolicySampling:
-    """The flywheel's own generation settings, for the judge's policy-sample pool."""
-    s, m, e = cfg.sampling, cfg.model, cfg.engine
-    return PolicySampling(
-        temperature=s.temperature,
-        top_p=s.top_p,
-        max_tokens=s.max_tokens,
-        prompt_template=m.prompt_template,
-        chat_template=m.chat_template,
-        system_prompt=m.system_prompt,
-        max_model_len=e.max_model_len,
-        dtype=e.dtype,
-        hf_batch_size=e.hf_batch_size,
-    )
-
-
-def judge_bootstrap_request(
-    cfg: FlywheelConfig, exclude: list[str], policy: str | None
-) -> JudgeBootstrapRequest:
-    """The embedded judge's worker request; `exclude`: the frozen suite's questions; `policy`:
-    the base policy's checkpoint, needed when `judge.policy_samples` > 0 (its samples are drawn
-    with the flywheel's own settings, so the judge trains on what curation will show it)."""
-    j = cfg.judge
-    if j.policy_samples and policy is None:
-        raise ValueError("judge.policy_samples > 0 needs the base policy's checkpoint")
-    return JudgeBootstrapRequest(
-        out_root=str(cfg.runs_dir / "models"),
-        rubric=j.rubric,
-        max_position=j.max_model_len,
-        steps=j.steps,
-        batch_size=j.batch_size,
-        max_candidate_chars=j.candidate_chars(),
-        seed=j.seed,
-        domain=cfg.domain,
-        exclude=sorted(exclude),
-        policy=str(policy) if j.policy_samples else None,
-        policy_samples=j.policy_samples,
-        policy_sampling=policy_sampling(cfg) if j.policy_samples else None,
-        progress=True,
-    )
-
-
-# -- training ------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SupervisedRequest:
-    """What an SFT and a GKD run share: the paths, then `train.*`'s optimisation settings.
-
-    `seed` is `train.seed` plus the generation, so each generation shuffles its data anew;
-    `progress` shows the rich bar (off in benchmarks that time the worker)."""
-
-    base_model: str
-    train_file: str
-    out_dir: str
-    learning_rate: float
-    epochs: float
-    batch_size: int
-    grad_accum: int
-    warmup_ratio: float
-    scheduler: str
-    max_length: int
-    bf16: bool
-    seed: int
-    cpu_threads: int | None
-    gradient_checkpointing: bool
-    progress: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class SFTRequest(SupervisedRequest):
-    """One SFT run (`tasks.trainers.sft.train_sft`), with packing and the cosine floor."""
-
-    mode: ClassVar[str] = "sft"
-
-    packing: bool
-    min_lr_ratio: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class GKDRequest(SupervisedRequest):
-    """One GKD run (`tasks.trainers.gkd.train_gkd`): SFT's optimisation settings (no packing
-    or cosine floor: the GKD collator pads) plus the teacher and `train.gkd.*`'s knobs."""
-
-    mode: ClassVar[str] = "gkd"
-
-    teacher: str
-    lmbda: float
-    beta: float
-    temperature: float
-    max_new_tokens: int
-
-
-@dataclasses.dataclass(frozen=True)
-class GRPORequest:
-    """One GRPO run (`tasks.trainers.grpo.train_grpo`): the paths, the generation's rewards and
-    weights, `train.grpo.*`'s knobs, `train.*`'s shared settings and `model.*`'s prompt format.
-
-    `max_completion_length` also bounds the `length` reward and `repetition_ngram` sizes the
-    `repetition` reward's n-grams, as in curation."""
-
-    mode: ClassVar[str] = "grpo"
-
-    base_model: str
-    train_file: str
-    out_dir: str
-    rewards: dict[str, float]
-    learning_rate: float
-    epochs: float
-    max_steps: int | None
-    prompts_per_step: int
-    grad_accum: int
-    num_generations: int
-    max_completion_length: int
-    temperature: float
-    epsilon: float
-    beta: float
-    loss_type: str
-    num_iterations: int
-    scale_rewards: str
-    drop_zero_signal: bool
-    length_buffer: int
-    repetition_ngram: int
-    warmup_ratio: float
-    scheduler: str
-    max_length: int
-    bf16: bool
-    seed: int
-    prompt_template: str
-    chat_template: bool
-    system_prompt: str | None
-    gradient_checkpointing: bool
-    cpu_threads: int | None
-    progress: bool
-
-
-TrainRequest = SFTRequest | GKDRequest | GRPORequest
-
-
-def _optimisation(cfg: FlywheelConfig, generation: int) -> dict:
-    """`train.*`'s settings that SFT and GKD share, under their YAML names."""
-    t = cfg.train
-    return dict(
-        learning_rate=t.learning_rate,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        grad_accum=t.grad_accum,
-        warmup_ratio=t.warmup_ratio,
-        scheduler=t.scheduler,
-        max_length=t.max_length,
-        bf16=t.bf16,
-        seed=t.seed + generation,
-        cpu_threads=t.cpu_threads,
-        gradient_checkpointing=t.gradient_checkpointing,
-        progress=True,
-    )
-
-
-def sft_request(
-    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
-) -> SFTRequest:
-    """SFT of `base_model` on `train_file`'s prompt/completion pairs into `out_dir`."""
-    return SFTRequest(
-        base_model=str(base_model),
-        train_file=str(train_file),
-        out_dir=str(out_dir),
-        packing=cfg.train.packing,
-        min_lr_ratio=cfg.train.min_lr_ratio,
-        **_optimisation(cfg, generation),
-    )
-
-
-def gkd_request(
-    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
-) -> GKDRequest:
-    """GKD of `train.gkd.teacher` (else the first of `distill.teachers`) into `base_model`."""
-    k = cfg.train.gkd
-    return GKDRequest(
-        base_model=str(base_model),
-        train_file=str(train_file),
-        out_dir=str(out_dir),
-        teacher=str(k.teacher if k.teacher is not None else cfg.distill.teachers[0]),
-        lmbda=k.lmbda,
-        beta=k.beta,
-        temperature=k.temperature,
-        max_new_tokens=k.max_new_tokens,
-        **_optimisation(cfg, generation),
-    )
-
-
-def grpo_request(
-    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
-) -> GRPORequest:
-    """GRPO of `base_model` on `train_file`'s seeds with the generation's rewards."""
-    t, g, m = cfg.train, cfg.train.grpo, cfg.model
-    return GRPORequest(
-        base_model=str(base_model),
-        train_file=str(train_file),
-        out_dir=str(out_dir),
-        rewards=t.grpo_rewards(generation),
-        learning_rate=g.learning_rate,
-        epochs=g.epochs,
-        max_steps=g.max_steps,
-        prompts_per_step=g.prompts_per_step,
-        grad_accum=t.grad_accum,
-        num_generations=g.num_generations,
-        max_completion_length=g.max_completion_length,
-        temperature=g.temperature,
-        epsilon=g.epsilon,
-        beta=g.beta,
-        loss_type=g.loss_type,
-        num_iterations=g.num_iterations,
-        scale_rewards=g.scale_rewards,
-        drop_zero_signal=g.drop_zero_signal,
-        length_buffer=g.length_buffer,
-        repetition_ngram=g.repetition_ngram,
-        warmup_ratio=t.warmup_ratio,
-        scheduler=t.scheduler,
-        max_length=t.max_length,
-        bf16=t.bf16,
-        seed=t.seed + generation,
-        prompt_template=m.prompt_template,
-        chat_template=m.chat_template,
-        system_prompt=m.system_prompt,
-        gradient_checkpointing=t.gradient_checkpointing,
-        cpu_threads=t.cpu_threads,
-        progress=True,
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class RewardModelRequest:
-    """Training the scalar reward model (`tasks.reward_model.train_rm`): a tiny Llama body of
-    this shape under a one-logit head, `steps` balanced batches of BCE on labelled rows."""
-
-    op: ClassVar[str] = "train"
-
-    train_file: str
-    out_dir: str
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    max_len: int
-    steps: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    progress: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class RewardModelScoreRequest:
-    """Scoring (prompt, completion) pairs with a trained reward model (`tasks.reward_model.score`)
-    in batches of `batch_size`."""
-
-    op: ClassVar[str] = "score"
-
-    model_dir: str
-    prompts: list[str]
-    completions: list[str]
-    batch_size: int
-
-
-def reward_model_request(train_file: Path, out_dir: Path, steps: int) -> RewardModelRequest:
-    """`flywheel train-rm`'s request. The reward model has no config section: its shape (the
-    size of the bootstrap's tiny models) and its schedule are fixed here; the command sets the
-    step count."""
-    return RewardModelRequest(
-        train_file=str(train_file),
-        out_dir=str(out_dir),
-        hidden_size=128,
-        intermediate_size=256,
-        num_layers=2,
-        num_heads=2,
-        max_len=256,
-        steps=steps,
-        batch_size=32,
-        learning_rate=1e-3,
-        seed=0,
-        progress=True,
-    )
+from tasks.requests_generation import (  # noqa: E402
+    BootstrapRequest,
+    EngineSpec,
+    GeneratePass,
+    GenerateRequest,
+    JudgeBootstrapRequest,
+    JudgeRequest,
+    JudgeSettings,
+    PolicySampling,
+    PromptSpec,
+    SamplingSpec,
+    bootstrap_request,
+    engine_spec,
+    eval_sampling,
+    generate_request,
+    greedy_sampling,
+    judge_bootstrap_request,
+    judge_settings,
+    policy_sampling,
+    problem_prompt,
+    problem_sampling,
+    prompt_spec,
+    sampling_spec,
+    served_engine,
+)
+from tasks.requests_training import (  # noqa: E402
+    GKDRequest,
+    GRPORequest,
+    RewardModelRequest,
+    RewardModelScoreRequest,
+    SFTRequest,
+    SupervisedRequest,
+    TrainRequest,
+    gkd_request,
+    grpo_request,
+    reward_model_request,
+    sft_request,
+)
+
+__all__ = [
+    "BootstrapRequest",
+    "EngineSpec",
+    "GKDRequest",
+    "GRPORequest",
+    "GeneratePass",
+    "GenerateRequest",
+    "JudgeBootstrapRequest",
+    "JudgeRequest",
+    "JudgeSettings",
+    "PolicySampling",
+    "PromptSpec",
+    "RewardModelRequest",
+    "RewardModelScoreRequest",
+    "SFTRequest",
+    "SamplingSpec",
+    "SupervisedRequest",
+    "TrainRequest",
+    "bootstrap_request",
+    "engine_spec",
+    "eval_sampling",
+    "from_json",
+    "generate_request",
+    "gkd_request",
+    "greedy_sampling",
+    "grpo_request",
+    "judge_bootstrap_request",
+    "judge_settings",
+    "policy_sampling",
+    "problem_prompt",
+    "problem_sampling",
+    "prompt_spec",
+    "reward_model_request",
+    "sampling_spec",
+    "served_engine",
+    "sft_request",
+    "to_json",
+]
