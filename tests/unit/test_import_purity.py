@@ -55,6 +55,7 @@ DECISIONS = [
     "tasks.domains",
     "tasks.prompts",
     "tasks.requests",
+    "tasks.faults",
 ]
 
 
