@@ -42,6 +42,7 @@ from tasks.records import stable_hash
 from tasks.requests import BootstrapRequest, JudgeBootstrapRequest, from_json
 from tasks.store import read_manifest, write_json, write_stage
 from tasks.subproc import worker_main
+from tasks.threads import set_torch_threads
 
 # Bump when the tokenizer, the text format or the training loop changes what a recipe produces.
 FORMAT_VERSION = 1
@@ -291,14 +292,18 @@ def bootstrap(
 
 def request_args(request: BootstrapRequest | JudgeBootstrapRequest) -> dict[str, Any]:
     """A bootstrap request as its function's keyword arguments, field for field (the folder and
-    the excluded questions travel as a string and a list)."""
+    the excluded questions travel as a string and a list). The thread count is the worker
+    process's (`set_torch_threads`), not the recipe's."""
     args = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    del args["cpu_threads"]
     return args | {"out_root": Path(request.out_root), "exclude": set(request.exclude)}
 
 
 def main(request: dict) -> dict:
     """Worker entry: `bootstrap` on a `BootstrapRequest`, in its own process."""
-    return {"path": str(bootstrap(**request_args(from_json(BootstrapRequest, request))))}
+    req = from_json(BootstrapRequest, request)
+    set_torch_threads(req.cpu_threads, "bootstrap.cpu_threads")
+    return {"path": str(bootstrap(**request_args(req)))}
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ class BootstrapConfig(Section):
         0.1, ge=0, lt=1, description="Pretraining label smoothing: a noisier sampler, same greedy."
     )
     seed: int = Field(0, description="Seed for weights and pretraining data.")
+    cpu_threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch threads of the policy and judge bootstraps (None: the free cores).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> BootstrapConfig:

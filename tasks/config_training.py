@@ -146,7 +146,7 @@ class TrainConfig(Section):
     )
     bf16: bool = Field(False, description="Train in bfloat16 (GPU).")
     cpu_threads: int | None = Field(
-        None, gt=0, description="torch threads when training on CPU (None: torch's default)."
+        None, gt=0, description="torch threads when training on CPU (None: the free cores)."
     )
     seed: int = Field(0, description="Training seed.")
     packing: bool = Field(

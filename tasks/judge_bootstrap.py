@@ -70,6 +70,7 @@ from tasks.requests import (
 )
 from tasks.store import read_manifest
 from tasks.subproc import worker_main
+from tasks.threads import set_torch_threads
 
 # Wrong final answers are over-represented in training: when the last step and the answer
 # almost always agree, the tiny model learns to copy the answer twice instead of reading the
@@ -360,6 +361,7 @@ def bootstrap_judge(
 def main(request: dict) -> dict:
     """Worker entry: `bootstrap_judge` on a `JudgeBootstrapRequest`, in its own process."""
     req = from_json(JudgeBootstrapRequest, request)
+    set_torch_threads(req.cpu_threads, "bootstrap.cpu_threads")
     return {"path": str(bootstrap_judge(**request_args(req)))}
 
 

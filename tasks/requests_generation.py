@@ -111,7 +111,8 @@ class JudgeRequest:
 class BootstrapRequest:
     """The embedded base policy's recipe (`bootstrap.*`, `model.prompt_template`, `domain`),
     made under `out_root` (`tasks.bootstrap`); `exclude`: the questions pretraining never shows
-    (the frozen suite's)."""
+    (the frozen suite's); `cpu_threads`: the worker's torch threads (`bootstrap.cpu_threads`,
+    None: the free cores; not part of the recipe)."""
 
     out_root: str
     hidden_size: int
@@ -129,6 +130,7 @@ class BootstrapRequest:
     domain: str
     exclude: list[str]
     progress: bool
+    cpu_threads: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +154,8 @@ class PolicySampling:
 class JudgeBootstrapRequest:
     """The embedded judge's recipe (`judge.*`, `domain`), made under `out_root`
     (`tasks.judge_bootstrap`). With `policy_samples` > 0 it also trains on that many samples
-    of the checkpoint `policy`, drawn with `policy_sampling`; with 0 both are None."""
+    of the checkpoint `policy`, drawn with `policy_sampling`; with 0 both are None.
+    `cpu_threads`: the worker's torch threads (`bootstrap.cpu_threads`, as the policy's)."""
 
     out_root: str
     rubric: str
@@ -167,6 +170,7 @@ class JudgeBootstrapRequest:
     policy_samples: int
     policy_sampling: PolicySampling | None
     progress: bool
+    cpu_threads: int | None
 
 
 def engine_spec(cfg: FlywheelConfig) -> EngineSpec:
@@ -319,6 +323,7 @@ def bootstrap_request(cfg: FlywheelConfig, exclude: list[str]) -> BootstrapReque
         domain=cfg.domain,
         exclude=sorted(exclude),
         progress=True,
+        cpu_threads=b.cpu_threads,
     )
 
 
@@ -361,4 +366,5 @@ def judge_bootstrap_request(
         policy_samples=j.policy_samples,
         policy_sampling=policy_sampling(cfg) if j.policy_samples else None,
         progress=True,
+        cpu_threads=cfg.bootstrap.cpu_threads,
     )

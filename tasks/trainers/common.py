@@ -28,6 +28,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from tasks.progress import loss_bar
 from tasks.prompts import encode_prompts
+from tasks.threads import set_torch_threads
 
 PAIR_COLUMNS = ("prompt", "completion")
 
@@ -105,12 +106,10 @@ class RichProgress(TrainerCallback):
 
 
 def prepare_process(cpu_threads: int | None) -> None:
-    """Set up the worker process for training: torch's intra-op threads (None: torch's default,
-    one per core) and no tqdm bars from datasets or transformers (the run shows only its own)."""
-    if cpu_threads is not None:
-        # Small matmuls gain little from a second thread, and OpenMP threads spin-wait when a core
-        # is busy elsewhere: on a shared 2-core machine 1 thread measured 3-7x faster than 2.
-        torch.set_num_threads(cpu_threads)
+    """Set up the worker process for training: torch's intra-op threads (`train.cpu_threads`;
+    None: the cores free now, `tasks.threads`) and no tqdm bars from datasets or transformers
+    (the run shows only its own)."""
+    set_torch_threads(cpu_threads, "train.cpu_threads")
     # Process-wide switches: this runs in the training worker.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
