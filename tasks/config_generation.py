@@ -98,16 +98,62 @@ class SamplingConfig(Section):
     seed: int = Field(0, description="Sampling seed; with the generation number it fixes output.")
 
 
+class DatasetColumns(Section):
+    """Which of the dataset's columns holds each seed field."""
+
+    question: str = Field("question", min_length=1, description="Column of the question text.")
+    answer: str = Field(
+        "answer", min_length=1, description="Column the gold answer is read from (answer_format)."
+    )
+    id: str | None = Field(None, description="Column of the seed id; default: question's hash.")
+    difficulty: str | None = Field(
+        None, description="Column of the difficulty: an integer or text like `Level 3`; default 1."
+    )
+
+
+class SeedDataset(Section):
+    """Generation 1's seeds from a dataset `datasets` opens: a hub name, a local folder, a
+    `parquet` / `json` / `csv` builder with `data_files`, or a `save_to_disk` folder."""
+
+    path: str = Field(
+        ...,
+        min_length=1,
+        description="Hub name, local folder (under seeds.data_dirs), a save_to_disk folder, or "
+        "`parquet` / `json` / `csv` with data_files.",
+    )
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="Files (or globs) for a builder path; local ones lie under data_dirs."
+    )
+    split: str = Field("train", min_length=1, description="The split read.")
+    config: str | None = Field(None, description="The dataset's config name (e.g. `main`).")
+    revision: str | None = Field(None, description="Hub revision (commit, branch or tag).")
+    columns: DatasetColumns = Field(
+        default_factory=DatasetColumns, description="Column of each seed field."
+    )
+    answer_format: Literal["gsm8k", "boxed", "plain"] = Field(
+        "plain",
+        description="How the gold answer is read from its column: `gsm8k` (after the last "
+        "`####`, commas removed), `boxed` (the last \\boxed{...}), `plain` (as it is).",
+    )
+    cache_dir: Path | None = Field(
+        None, description="Where `datasets` keeps its Arrow copy; default HF_DATASETS_CACHE."
+    )
+
+
 class SeedsConfig(Section):
     file: Path | None = Field(
         None,
         description="Seed file, JSONL / Parquet / CSV (id, question, answer[, difficulty]); "
         "else generated.",
     )
+    dataset: SeedDataset | None = Field(
+        None, description="Seeds from a dataset instead of a file (exclusive with `file`)."
+    )
     data_dirs: list[Path] = Field(
         [Path("data")],
         min_length=1,
-        description="Folders a seed file must lie in (resolved; `..` and links out are refused).",
+        description="Folders a seed file or local dataset must lie in (resolved; `..` and links "
+        "out are refused).",
     )
     on_bad_row: Literal["fail", "skip"] = Field(
         "fail", description="A bad seed-file row stops the run (`fail`) or is dropped and reported."
@@ -170,6 +216,8 @@ class SeedsConfig(Section):
 
     @model_validator(mode="after")
     def _shares_fit(self) -> SeedsConfig:
+        if self.file is not None and self.dataset is not None:
+            raise ValueError("file and dataset: give one seed source, not both")
         bad = {k: v for k, v in self.sources.items() if v < 0}
         if bad or not any(v > 0 for v in self.sources.values()):
             raise ValueError(f"sources: weights must be >= 0 with one above 0, got {self.sources}")

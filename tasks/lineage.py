@@ -1,8 +1,9 @@
 """One lineage record per generation, and the markdown summary shown in the Prefect UI.
 
-The record chains what produced the challenger: seed-set hash → generator model → sampling
-params → candidate (generated) set hash → accepted set hash → training set and config →
-challenger model and registry version → eval report → gate decision. It is a projection of the
+The record chains what produced the challenger: seed source (file or dataset fingerprint) →
+seed-set hash → generator model → sampling params → candidate (generated) set hash → accepted
+set hash → training set and config → challenger model and registry version → eval report →
+gate decision. It is a projection of the
 generation's loaded stage outputs (`tasks.outputs.load_generation`) only, so it is the same
 whether the generation ran in one go or was resumed. Pure: the caller loads the generation.
 """
@@ -24,7 +25,12 @@ def generation_lineage(gen: Generation, train_config: dict) -> dict:
     seeds, out, cur, tr, gate = gen.seeds, gen.generate, gen.curate, gen.train, gen.gate
     return {
         "generation": gen.number,
-        "seeds": {"hash": seeds.hash, "count": seeds.count, "origins": seeds.origins},
+        "seeds": {
+            "hash": seeds.hash,
+            "count": seeds.count,
+            "origins": seeds.origins,
+            "source": seeds.source,  # the seed file or dataset read (None: generated, evolved)
+        },
         "generator_model": out.model,
         "sampling": out.params,
         "candidates": {"hash": out.hash, "samples": out.samples},

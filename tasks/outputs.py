@@ -8,7 +8,8 @@ lineage record, `flywheel compare` and `flywheel status`), so a key is named in 
 
 A field without a default is one every version of its stage has written; a missing one is a
 corrupt manifest and names the key. Fields with defaults arrived later (greedy results, the
-judge, extra suites, seed hygiene): a manifest written before them loads with the default.
+judge, extra suites, seed hygiene, seed source): a manifest written before them loads with the
+default.
 Keys a stage writes that no reader uses are left in the manifest and not copied here.
 
 Pure: the manifests are read through `tasks.store` inside `load_generation`, so importing this
@@ -54,6 +55,9 @@ class SeedsOutputs:
     origins: dict[str, int] = field(default_factory=dict)
     decontaminated: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
+    # What generation 1 read (`kind` file or dataset, path, hashes, split, column mapping; see
+    # `tasks.seed_dataset`); None for generated or evolved seeds and for runs before the key.
+    source: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,14 @@ answer, a `math` gold answer must parse), and a bad one is reported as `file:lin
 (Parquet and CSV: the row's line as a reader would count it). The policy decides what a bad row
 does: `fail` stops at the first one, `skip` drops it and keeps the report. Whole-file faults (a
 path outside the configured data folders, a missing or empty file, an eval-suite file) always
-stop.
+stop. The same row checks serve seeds read from a dataset (`tasks.seed_dataset`), whose rows are
+named by dataset and row index instead of file and line.
+
+Files as users have them: a UTF-8 byte-order mark (what spreadsheet tools and Windows editors
+write first) is dropped from JSONL and CSV, and CRLF line endings read as LF. A row repeated
+exactly (same id, question, answer and difficulty; an id-less row's id is a hash of its question)
+is kept here and dropped by the seeds stage's dedup, which counts it (`duplicates.exact`); one id
+given to two different contents is a bad row naming both lines.
 
 Departures from a plain loader:
 - Bytes are decoded with `surrogateescape`, so a row with invalid UTF-8 is reported on its own
@@ -28,15 +35,17 @@ Departures from a plain loader:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
 import re
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +58,8 @@ _BAD_BYTES = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of inva
 _LIMIT = f" ({sys.get_int_max_str_digits()} digits)"  # Python's int <-> str conversion limit
 
 
-class _Reason(str):
-    """What a reader yields instead of a row it could not parse: the reason."""
+class Reason(str):
+    """What a reader yields instead of a row it could not use: the reason."""
 
 
 class SeedFileError(ValueError):
@@ -59,11 +68,14 @@ class SeedFileError(ValueError):
 
 @dataclass(frozen=True)
 class BadRow:
-    file: str
-    line: int
+    file: str  # the seed file, or the dataset and its split
+    line: int  # the file's line, or the dataset's row index (from 0, as `dataset[i]` counts)
     reason: str
+    unit: str = "line"  # `line` (a file) or `row` (a dataset)
 
     def __str__(self) -> str:
+        if self.unit == "row":
+            return f"{self.file} row {self.line}: {self.reason}"
         return f"{self.file}:{self.line}: {self.reason}"
 
 
@@ -72,10 +84,18 @@ class SeedFileReport:
     path: Path  # the resolved path that was checked and read
     seeds: list[Seed]
     bad: list[BadRow] = field(default_factory=list)
+    # What the seeds came from, for the seeds manifest and lineage: kind, path, format, sha256.
+    source: dict = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[Path]:
+        """The local files read (one here; a dataset may have several)."""
+        return [self.path]
 
 
-def resolve_seed_path(path: Path, data_dirs: list[Path]) -> Path:
-    """The seed file's real path, refused unless it lies inside one of `data_dirs`.
+def resolve_seed_path(path: Path, data_dirs: list[Path], what: str = "seed file") -> Path:
+    """The real path of a seed file (or of a dataset's `what`), refused unless it lies inside
+    one of `data_dirs`.
 
     Both sides are resolved (symlinks, `..`) first, so neither `data/../../etc/x` nor a link
     inside a data folder pointing out of it gets through.
@@ -84,7 +104,7 @@ def resolve_seed_path(path: Path, data_dirs: list[Path]) -> Path:
     roots = [Path(d).resolve() for d in data_dirs]
     if not any(real == r or real.is_relative_to(r) for r in roots):
         raise SeedFileError(
-            f"{path}: seed file lies outside the allowed data folders "
+            f"{path}: {what} lies outside the allowed data folders "
             f"(seeds.data_dirs = {[str(d) for d in data_dirs]}); resolved to {real}"
         )
     return real
@@ -150,8 +170,8 @@ def _open_at(dir_fd: int, name: str, flags: int, shown: Path) -> int:
         raise SeedFileError(f"cannot open {shown} ({e.strerror})") from None
 
 
-def validate_row(obj: object, max_chars: int) -> Seed | str:
-    """A `Seed` from one parsed row, or the reason it is bad."""
+def validate_row(obj: object, max_chars: int, origin: str = "file") -> Seed | str:
+    """A `Seed` (of `origin`) from one parsed row, or the reason it is bad."""
     if not isinstance(obj, dict):
         return f"expected an object with fields {list(COLUMNS)}, got {type(obj).__name__}"
     unknown = sorted(set(obj) - set(COLUMNS))
@@ -190,7 +210,7 @@ def validate_row(obj: object, max_chars: int) -> Seed | str:
     if isinstance(sid, str) and len(sid) > max_chars:
         return f"field 'id' has {len(sid)} characters, over the cap of {max_chars}"
     sid = sid or stable_hash("seed", q.strip())
-    return Seed(sid, q.strip(), answer, difficulty, "file")
+    return Seed(sid, q.strip(), answer, difficulty, origin)
 
 
 def _int_text(n: int) -> str | None:
@@ -211,22 +231,23 @@ def _show(value: object) -> str:
 
 def _jsonl_rows(data: bytes, max_line: int) -> Iterator[tuple[int, object]]:
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r")  # CRLF line endings
         if not raw.strip():
             continue
         if len(raw) > max_line:
-            yield lineno, _Reason(f"line is {len(raw)} bytes, over the cap of {max_line}")
+            yield lineno, Reason(f"line is {len(raw)} bytes, over the cap of {max_line}")
             continue
         text = raw.decode("utf-8", errors="surrogateescape")
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            yield lineno, _Reason(f"not valid JSON ({e.msg})")
+            yield lineno, Reason(f"not valid JSON ({e.msg})")
             continue
         except ValueError:  # what json raises for an integer beyond Python's digit limit
-            yield lineno, _Reason(f"a number has more digits than Python converts{_LIMIT}")
+            yield lineno, Reason(f"a number has more digits than Python converts{_LIMIT}")
             continue
         except RecursionError:
-            yield lineno, _Reason("JSON nested too deeply to parse")
+            yield lineno, Reason("JSON nested too deeply to parse")
             continue
         yield lineno, obj
 
@@ -252,12 +273,12 @@ def _csv_rows(data: bytes, max_line: int) -> Iterator[tuple[int, object]]:
             return
         except csv.Error as e:
             # The reader cannot find the next row boundary reliably after this: stop here.
-            yield start, _Reason(f"not valid CSV ({e}); rows after it are not read")
+            yield start, Reason(f"not valid CSV ({e}); rows after it are not read")
             return
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
-            yield start, _Reason(f"{len(cells)} cells for {len(header)} columns")
+            yield start, Reason(f"{len(cells)} cells for {len(header)} columns")
             continue
         row: dict[str, object] = dict(zip(header, cells, strict=True))
         # CSV has no types: an empty cell is null, a difficulty must read as an integer.
@@ -298,31 +319,25 @@ def read_seed_file(
     Rows are checked against the schema, then against `domain` (a key of `SEED_CHECKS`).
     `data_dirs` (None: no restriction) confines the path; `on_bad_row` is `fail` or `skip`.
     """
-    if on_bad_row not in ("fail", "skip"):
-        raise ValueError(f"on_bad_row must be 'fail' or 'skip', got {on_bad_row!r}")
-    check = seed_check(domain)
     path = Path(path)
-    seeds: list[Seed] = []
-    bad: list[BadRow] = []
-    ids: dict[str, int] = {}
     # A row may hold the question and answer at the cap, plus JSON escapes and the other fields.
     max_line = 8 * max_chars + 1024
     try:
         real, data = _read_checked(path, data_dirs)
-        for lineno, obj in READERS[real.suffix.lower()](data, max_line):
-            result = str(obj) if isinstance(obj, _Reason) else validate_row(obj, max_chars)
-            if isinstance(result, Seed):
-                result = check(result.question, result.answer) or result
-            if isinstance(result, Seed) and result.id in ids:
-                result = f"duplicate seed id {result.id!r} (first on line {ids[result.id]})"
-            if isinstance(result, str):
-                row = BadRow(str(path), lineno, result)
-                if on_bad_row == "fail":
-                    raise SeedFileError(f"{row} (seeds.on_bad_row: fail)")
-                bad.append(row)
-                continue
-            ids[result.id] = lineno
-            seeds.append(result)
+        source = {
+            "kind": "file",
+            "path": str(path),
+            "format": real.suffix.lower().lstrip("."),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        data = data.removeprefix(codecs.BOM_UTF8)  # what spreadsheet tools write first
+        seeds, bad = check_rows(
+            READERS[real.suffix.lower()](data, max_line),
+            domain=domain,
+            on_bad_row=on_bad_row,
+            max_chars=max_chars,
+            source=str(path),
+        )
     except SeedFileError as e:
         if str(e).startswith(str(path)):
             raise
@@ -330,7 +345,63 @@ def read_seed_file(
     if not seeds:
         detail = f"; {len(bad)} bad row(s), first: {bad[0]}" if bad else ""
         raise SeedFileError(f"{path}: the seed file has no usable seeds{detail}")
-    return SeedFileReport(real, seeds, bad)
+    return SeedFileReport(real, seeds, bad, source)
+
+
+def check_rows(
+    rows: Iterable[tuple[int, object]],
+    *,
+    domain: str,
+    on_bad_row: str,
+    max_chars: int,
+    source: str,
+    unit: str = "line",
+    origin: str = "file",
+) -> tuple[list[Seed], list[BadRow]]:
+    """The seeds of parsed `rows` ((line or row index, object or `Reason`)) and the bad rows,
+    named by `source` and the row's `unit` (`line` or `row`).
+
+    Each row is checked against the schema (`validate_row`), then against `domain`, then against
+    the rows before it: an exact repeat is kept (the seeds stage's dedup drops and counts it),
+    one id for two different contents is bad. `on_bad_row: fail` raises at the first bad row.
+    """
+    if on_bad_row not in ("fail", "skip"):
+        raise ValueError(f"on_bad_row must be 'fail' or 'skip', got {on_bad_row!r}")
+    check = seed_check(domain)
+    seeds: list[Seed] = []
+    bad: list[BadRow] = []
+    first: dict[str, tuple[int, Seed]] = {}
+    for pos, obj in rows:
+        result = str(obj) if isinstance(obj, Reason) else validate_row(obj, max_chars, origin)
+        if isinstance(result, Seed):
+            result = check(result.question, result.answer) or result
+        if isinstance(result, Seed) and result.id in first:
+            pos0, earlier = first[result.id]
+            result = _repeat(result, earlier, f"{unit} {pos0}", obj.get("id") is not None)
+        if isinstance(result, str):
+            row = BadRow(source, pos, result, unit)
+            if on_bad_row == "fail":
+                raise SeedFileError(f"{row} (seeds.on_bad_row: fail)")
+            bad.append(row)
+            continue
+        first.setdefault(result.id, (pos, result))
+        seeds.append(result)
+    return seeds, bad
+
+
+def _repeat(seed: Seed, earlier: Seed, at: str, explicit: bool) -> Seed | str:
+    """`seed` when it repeats `earlier` (shown as `at`) exactly, else why both cannot be seeds:
+    one explicit id for two contents, or (an id-less row's id is its question's hash) one
+    question with two gold answers or difficulties."""
+    if seed == earlier:
+        return seed
+    diff = [
+        f"{name} {_show(getattr(seed, name))} here, {_show(getattr(earlier, name))} on {at}"
+        for name in ("question", "answer", "difficulty")
+        if getattr(seed, name) != getattr(earlier, name)
+    ]
+    what = f"seed id {_show(seed.id)} is given to" if explicit else "the same question has"
+    return f"{what} two different contents ({'; '.join(diff)})"
 
 
 def _read_checked(path: Path, data_dirs: list[Path] | None) -> tuple[Path, bytes]:
@@ -346,16 +417,17 @@ def _read_checked(path: Path, data_dirs: list[Path] | None) -> tuple[Path, bytes
 
 
 def looks_like_suite(
-    path: Path, seeds: list[Seed], suite_keys: set[str], key, share: float
+    paths: Path | Iterable[Path], seeds: list[Seed], suite_keys: set[str], key, share: float
 ) -> str | None:
-    """Why this file looks like an eval suite, or None.
+    """Why this file (or these files of one dataset) looks like an eval suite, or None.
 
-    A file inside a flywheel's `suite/` folder is one; so is a file whose rows are mostly
+    A file inside a flywheel's `suite/` folder is one; so is a source whose rows are mostly
     (at least `share`) eval items by normalised exact match (`key`).
     """
-    real = Path(path).resolve()
-    if real.parent.name == "suite" and real.name == "seeds.parquet":
-        return f"it is a flywheel's frozen eval suite ({real})"
+    for path in [paths] if isinstance(paths, Path) else paths:
+        real = Path(path).resolve()
+        if real.parent.name == "suite" and real.name == "seeds.parquet":
+            return f"it is a flywheel's frozen eval suite ({real})"
     hits = sum(key(s.question) in suite_keys for s in seeds)
     if seeds and hits / len(seeds) >= share:
         return f"{hits} of its {len(seeds)} rows are eval-suite items (>= {share:.0%})"

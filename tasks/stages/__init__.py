@@ -22,7 +22,7 @@ from tasks.stages.evaluate import GREEDY_ITEMS, eval_stage
 from tasks.stages.gate import gate_decision, gate_stage
 from tasks.stages.generate import generate_stage
 from tasks.stages.judge import judge_model_path, judge_model_stage, judge_request
-from tasks.stages.seeds import check_seed_inputs, load_seed_file, seeds_stage
+from tasks.stages.seeds import check_seed_inputs, load_seed_source, seeds_stage
 from tasks.stages.setup import base_model_stage, check_frozen_eval, eval_settings, suite_stage
 from tasks.stages.train import train_stage
 
@@ -40,7 +40,7 @@ __all__ = [
     "judge_model_path",
     "judge_model_stage",
     "judge_request",
-    "load_seed_file",
+    "load_seed_source",
     "read_seeds",
     "seeds_stage",
     "suite_stage",

@@ -1,5 +1,5 @@
-"""The seeds stage: a seed file, the generator, or evolution from the last generation's pass
-rates and the policy's own problems; decontaminated and deduplicated."""
+"""The seeds stage: a seed file, a dataset, the generator, or evolution from the last
+generation's pass rates and the policy's own problems; decontaminated and deduplicated."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tasks.domains import DOMAINS, eval_suite, make_seeds
 from tasks.hygiene import SuiteIndex, decontaminate, dedup, exact_key
 from tasks.records import Seed, stable_hash, to_rows
 from tasks.requests import problem_prompt, problem_sampling
+from tasks.seed_dataset import DatasetReport, DatasetSpec, read_seed_dataset
 from tasks.seedfile import SeedFileError, SeedFileReport, looks_like_suite, read_seed_file
 from tasks.seeds import evolve, model_prompts, problem_text, quotas
 from tasks.stages.common import (
@@ -25,34 +26,38 @@ from tasks.stages.common import (
 
 
 # -- generation stages ---------------------------------------------------------------------------
-def load_seed_file(cfg: FlywheelConfig, suite_questions: list[str]) -> SeedFileReport:
-    """The user's seed file, validated row by row under the config's policy; refused whole when
-    it is an eval suite. Needs no stage folder, so the flow checks it before any work."""
+def load_seed_source(
+    cfg: FlywheelConfig, suite_questions: list[str]
+) -> SeedFileReport | DatasetReport:
+    """The user's seed file or dataset, validated row by row under the config's policy; refused
+    whole when it is an eval suite. Needs no stage folder, so the flow checks it before any work."""
     s = cfg.seeds
-    report = read_seed_file(
-        s.file,
-        domain=cfg.domain,
-        data_dirs=s.data_dirs,
-        on_bad_row=s.on_bad_row,
-        max_chars=s.max_chars,
+    checks = dict(
+        domain=cfg.domain, data_dirs=s.data_dirs, on_bad_row=s.on_bad_row, max_chars=s.max_chars
     )
+    if s.dataset is not None:
+        report = read_seed_dataset(DatasetSpec(**s.dataset.model_dump()), **checks)
+        name = report.source["path"]
+    else:
+        report = read_seed_file(s.file, **checks)
+        name = s.file
     suite_keys = {exact_key(q) for q in suite_questions}
-    why = looks_like_suite(report.path, report.seeds, suite_keys, exact_key, s.suite_file_share)
+    why = looks_like_suite(report.paths, report.seeds, suite_keys, exact_key, s.suite_file_share)
     if why:
         raise SeedFileError(
-            f"{s.file}: refused as a seed source: {why}. Seeding from the eval suite would "
+            f"{name}: refused as a seed source: {why}. Seeding from the eval suite would "
             "make every later evaluation meaningless."
         )
     return report
 
 
 def check_seed_inputs(cfg: FlywheelConfig) -> None:
-    """Fail before any folder is made when generation 1 would read a bad seed file."""
+    """Fail before any folder is made when generation 1 would read a bad seed file or dataset."""
     first = store.stage_dir(cfg.flywheel_dir, 1, "seeds")
-    if cfg.seeds.file is None or completed(first) is not None:
+    if (cfg.seeds.file is None and cfg.seeds.dataset is None) or completed(first) is not None:
         return
     suite = eval_suite(DOMAINS[cfg.domain], cfg.eval.suite_size)
-    load_seed_file(cfg, [x.question for x in suite])
+    load_seed_source(cfg, [x.question for x in suite])
 
 
 def _model_problems(
@@ -105,12 +110,16 @@ def seeds_stage(
     extra: dict = {}
     with store.write_stage(folder, "seeds") as (tmp, out):
         if generation == 1:
-            if s.file is not None:
-                report = load_seed_file(cfg, suite_questions)
+            if s.file is not None or s.dataset is not None:
+                report = load_seed_source(cfg, suite_questions)
                 seeds = report.seeds
+                # A file's bad rows by file and line, a dataset's by dataset and row index.
                 bad_rows = [
-                    {"file": b.file, "line": b.line, "reason": b.reason} for b in report.bad
+                    {("file" if b.unit == "line" else "dataset"): b.file, b.unit: b.line}
+                    | {"reason": b.reason}
+                    for b in report.bad
                 ]
+                extra["source"] = report.source
             else:
                 seeds = make_seeds(domain, s.count, s.levels, rng, suite_q, origin="generator")
         else:

@@ -1,5 +1,6 @@
 """Seed files are untrusted: every bad row is reported with file, line and reason."""
 
+import hashlib
 import json
 import os
 import sys
@@ -92,7 +93,12 @@ BIG = "1+" * 5_000_000 + "1"  # a 10 MB prompt
         (
             '{"id": "a", "question": "1", "answer": 1}\n'
             '{"id": "a", "question": "2", "answer": 2}\n',
-            ":2: duplicate seed id 'a' (first on line 1)",
+            ":2: seed id 'a' is given to two different contents (question '2' here, '1' on "
+            "line 1; answer '2' here, '1' on line 1)",
+        ),
+        (
+            '{"question": "1+2", "answer": 3}\n{"question": "1+2", "answer": 3, "difficulty": 2}\n',
+            ":2: the same question has two different contents (difficulty 2 here, 1 on line 1)",
         ),
         (
             b'{"question": "1+2", "answer": 3}\n{"question": "4\xff\xfe+1", "answer": 5}\n',
@@ -154,6 +160,48 @@ def test_empty_files_are_refused(tmp_path, name, data):
     p = write(tmp_path, name, data)
     with pytest.raises(SeedFileError, match=f"{p}: the seed file has no usable seeds"):
         read(p)
+
+
+def test_files_as_spreadsheets_and_windows_editors_write_them(tmp_path):
+    """A UTF-8 byte-order mark and CRLF line endings read like plain UTF-8 with LF."""
+    bom = b"\xef\xbb\xbf"
+    j = write(tmp_path, "s.jsonl", bom + jsonl(ROWS).replace("\n", "\r\n").encode())
+    c = write(
+        tmp_path, "s.csv", bom + b"id,question,answer,difficulty\r\na,1+2,3,1\r\nb,4-1+7,10,2\r\n"
+    )
+    assert read(j).seeds == read(c).seeds == read(write(tmp_path, "p.jsonl", jsonl(ROWS))).seeds
+    assert read(j).source["sha256"] != read(c).source["sha256"]  # of the bytes as they were
+    bad = write(tmp_path, "b.jsonl", bom + b'{"question": "1+2", "answer": 3}\r\n{x\r\n')
+    with pytest.raises(SeedFileError, match=r"b.jsonl:2: not valid JSON"):
+        read(bad)
+
+
+def test_exact_repeats_pass_to_the_stage_dedup_and_a_conflicting_id_stops(tmp_path):
+    from tasks.config import FlywheelConfig
+    from tasks.stages import seeds_stage, suite_stage
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"question": "1+2", "answer": "3"}, ROWS[1], {"question": "1+2", "answer": "3"}]
+    p = write(data, "s.jsonl", jsonl(rows + [ROWS[1]]))
+    assert [s.question for s in read(p).seeds] == ["1+2", "4-1+7", "1+2", "4-1+7"]
+    cfg = FlywheelConfig(
+        runs_dir=tmp_path / "runs",
+        eval={"suite_size": 16},
+        seeds={"file": str(p), "data_dirs": [str(data)]},
+    )
+    folder = seeds_stage.fn(cfg, 1, suite_stage.fn(cfg))
+    man = json.loads((folder / "manifest.json").read_text())["outputs"]
+    assert man["count"] == 2 and man["duplicates"]["exact"] == 2
+    assert man["source"] == {
+        "kind": "file",
+        "path": str(p),
+        "format": "jsonl",
+        "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+    }
+    conflict = write(data, "c.jsonl", jsonl(rows + [{**ROWS[1], "difficulty": 3}]))
+    with pytest.raises(SeedFileError, match=r"c.jsonl:4: seed id 'b' is given to two different"):
+        read(conflict)
 
 
 def test_skip_policy_keeps_good_rows_and_reports_bad(tmp_path):
