@@ -6,17 +6,29 @@ is per-thread and would tangle with Prefect's task threads). Run ids are kept in
 folder, so a resumed run continues the same MLflow runs instead of starting new ones. Metrics
 are logged in batches (a synchronous `log_metric` costs ~22 ms on SQLite).
 When tracking is off, `NullTracker` takes every call and does nothing.
+
+Several flywheels may share the local SQLite file. MLflow creates and migrates a new database
+on first use without a lock between processes (two first uses at once fail with
+`duplicate column name: step`), so a tracker opens a SQLite store under a file lock beside it
+(`mlflow.db.lock`). A model version carries the generation and the SHA-256 of its files
+(`flywheel.model_hash`), and `register` looks that pair up before registering: a run killed, or
+an MLflow server lost, between registering and landing the gate registers nothing twice.
+Fault point (`tasks.faults`): `tracking.artifact`, as an artifact or a checkpoint is uploaded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.faults import fault
 from tasks.projections import flatten
 
 PARENT_ID_FILE = "mlflow_parent_run.json"
@@ -30,6 +42,63 @@ def default_tracking_uri(runs_dir: Path) -> str:
     )
 
 
+@contextlib.contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Held while a tracker first opens a local SQLite store (created and migrated on first
+    use); a server's store needs none."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        yield
+
+
+class TrackingBusy(RuntimeError):
+    """The local SQLite store stayed locked by other processes past its busy timeout."""
+
+
+class _SqliteClient:
+    """An `MlflowClient` on a local SQLite file whose `database is locked` errors say what to
+    do: many flywheels at once belong on an MLflow server."""
+
+    def __init__(self, client: Any, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                if "database is locked" not in str(e):
+                    raise
+                raise TrackingBusy(
+                    f"MLflow's SQLite store {self._uri} is locked by other runs ({name}): for "
+                    "several flywheels at once, run `mlflow server` (and a Prefect server) and "
+                    "point MLFLOW_TRACKING_URI (and PREFECT_API_URL) at them"
+                ) from e
+
+        return call
+
+
+def model_hash(model_dir: Path) -> str:
+    """SHA-256 over the (relative name, SHA-256) of every file of a model folder, as its stage
+    manifest lists them (checked against the files first; `tasks.store.file_hashes`)."""
+    from tasks.store import file_hashes
+
+    h = hashlib.sha256()
+    for name, sha in sorted(file_hashes(model_dir).items()):
+        h.update(f"{name}\0{sha}\n".encode())
+    return h.hexdigest()
+
+
 class NullTracker:
     """Tracking switched off: every call is accepted and does nothing."""
 
@@ -41,7 +110,9 @@ class NullTracker:
     def end(self, status: str = "FINISHED") -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int, parent: bool = True) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_dataset(self, path: Path, name: str, context: str) -> None: ...
+    def log_dataset(
+        self, path: Path, name: str, context: str, source: dict | None = None
+    ) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def log_table(self, rows: list[dict], artifact_file: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
@@ -69,18 +140,30 @@ class MlflowTracker(NullTracker):
     ):
         import mlflow
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
         self._mlflow = mlflow
         self.uri = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
         self.model_name = registered_model
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = artifact_root.resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, location)
-        else:
-            self.experiment_id = exp.experiment_id
+        with store_lock(tracking_uri):
+            # The client opens (and on first use creates) the tracking store, the search the
+            # registry's, both in the same database.
+            mlflow.set_tracking_uri(tracking_uri)
+            self.client = MlflowClient(tracking_uri)
+            if tracking_uri.startswith("sqlite:"):
+                self.client = _SqliteClient(self.client, tracking_uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            self.client.search_registered_models(max_results=1)
+            if exp is None:
+                location = artifact_root.resolve().as_uri() if artifact_root else None
+                try:
+                    self.experiment_id = self.client.create_experiment(experiment, location)
+                except MlflowException:  # another flywheel on a server made it just now
+                    exp = self.client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        raise
+            if exp is not None:
+                self.experiment_id = exp.experiment_id
         self.parent_run_id = None
         self.run_id: str | None = None  # the current generation's run
 
@@ -156,21 +239,36 @@ class MlflowTracker(NullTracker):
             for i in range(0, len(items), 500):
                 self.client.log_batch(run_id, metrics=items[i : i + 500])
 
-    def log_dataset(self, path: Path, name: str, context: str) -> None:
+    def log_dataset(self, path: Path, name: str, context: str, source: dict | None = None) -> None:
+        """The Parquet file at `path` as a run input; `source` (a seeds manifest's `source`)
+        names where its rows came from instead: a Hugging Face dataset or the user's file."""
         import mlflow.data
         import pandas as pd
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
         from mlflow.entities import DatasetInput, InputTag
 
         df = pd.read_parquet(path)
+        origin: object = str(Path(source["path"] if source else path).resolve())
+        if source and source["kind"] == "dataset":
+            keys = {"config_name": "config", "data_files": "data_files", "split": "split"}
+            origin = HuggingFaceDatasetSource(
+                source["path"],
+                revision=source["revision"],
+                **{k: source[v] for k, v in keys.items()},
+            )
         with warnings.catch_warnings():
             # MLflow hints about integer columns and ambiguous local sources: not actionable.
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=name)
-        inp = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+            ds = mlflow.data.from_pandas(df, source=origin, name=name)
+        tags = [InputTag("mlflow.data.context", context)]
+        if source:  # the data's content hash (`tasks.seed_dataset`, `tasks.seedfile`)
+            tags.append(InputTag("flywheel.source_hash", source.get("hash") or source["sha256"]))
+        inp = DatasetInput(ds._to_mlflow_entity(), tags=tags)
         self.client.log_inputs(self.run_id or self.parent_run_id, datasets=[inp])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         run = self.run_id or self.parent_run_id
+        fault("tracking.artifact")
         if Path(path).is_dir():
             self.client.log_artifacts(run, str(path), artifact_path)
         else:
@@ -190,24 +288,28 @@ class MlflowTracker(NullTracker):
 
     # -- registry -----------------------------------------------------------------------------
     def register(self, model_dir: Path, tags: dict[str, str]) -> str:
-        """Upload the checkpoint to the generation run and register it as a model version."""
+        """Upload the checkpoint to the generation run and register it as a model version,
+        unless a version of this generation with these very files is registered already."""
         from mlflow.exceptions import MlflowException
 
-        # A run killed after registering and before its stage landed registers nothing twice.
-        existing = self.client.search_model_versions(f"run_id='{self.run_id}'")
+        tags = {k: str(v) for k, v in tags.items()} | {"flywheel.model_hash": model_hash(model_dir)}
+        existing = self.client.search_model_versions(
+            f"name='{self.model_name}' AND tags.`flywheel.generation` = "
+            f"'{tags.get('flywheel.generation', '')}' AND tags.`flywheel.model_hash` = "
+            f"'{tags['flywheel.model_hash']}'"
+        )
         if existing:
-            return str(existing[0].version)
+            return str(min(int(v.version) for v in existing))
+        fault("tracking.artifact")
         self.client.log_artifacts(self.run_id, str(model_dir), "model")
         try:
             self.client.create_registered_model(self.model_name)
-        except MlflowException:
-            pass  # already registered
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
         run = self.client.get_run(self.run_id)
         mv = self.client.create_model_version(
-            self.model_name,
-            source=f"{run.info.artifact_uri}/model",
-            run_id=self.run_id,
-            tags={k: str(v) for k, v in tags.items()},
+            self.model_name, source=f"{run.info.artifact_uri}/model", run_id=self.run_id, tags=tags
         )
         return str(mv.version)
 
