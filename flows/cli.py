@@ -95,9 +95,11 @@ def run(
     extra = {"generations": generations} if generations else {}
     cfg = _load(config, set_, **extra)
     from flows.flywheel import flywheel
+    from flows.local_api import ensure_api
     from tasks.subproc import WorkerError
 
     try:
+        ensure_api()  # a busy machine's slow local API start is not a failed run
         rows = flywheel(cfg, advance=more)
     except (SeedFileError, FileNotFoundError, WorkerError, RuntimeError) as e:
         err.print(f"[red]flywheel {cfg.name} stopped: {e}[/red]")
@@ -158,10 +160,12 @@ def serve(
     comes due while another is active waits for it."""
     cfg = _load(config, set_)
     from flows import deployments
+    from flows.local_api import ApiUnavailable, ensure_api
 
     try:
+        ensure_api()
         deployments.serve(cfg, cron=cron, interval=interval)
-    except ValueError as e:
+    except (ValueError, ApiUnavailable) as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
 
