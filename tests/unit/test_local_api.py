@@ -1,0 +1,48 @@
+"""The local Prefect API's start-up budget and what a failed start tells the user."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.local_api import (
+    BUDGET_VAR,
+    DEFAULT_STARTUP_S,
+    not_started_message,
+    startup_budget,
+    unreachable_message,
+)
+
+
+@pytest.mark.parametrize(
+    ("configured", "user_set", "budget"),
+    [
+        (20, False, DEFAULT_STARTUP_S),  # Prefect's 20 s default: too short for a busy laptop
+        (20, True, 20),  # the user's own choice stands, even when short
+        (5, True, 5),
+        (900, True, 900),
+        (900, False, 900),  # a default above ours (a future Prefect) is not lowered
+    ],
+)
+def test_the_budget_is_the_users_else_a_generous_default(configured, user_set, budget):
+    assert startup_budget(configured, user_set) == budget
+
+
+def test_a_failed_start_says_how_to_raise_the_budget_or_use_a_server():
+    cause = (
+        "Timed out while attempting to connect to ephemeral Prefect API server. "
+        "stdout: None stderr: None"
+    )
+    text = not_started_message(300, False, cause)
+    assert text.startswith(f"Prefect's local API did not start within 300 s ({BUDGET_VAR}")
+    assert "the flywheel's default" in text and "Timed out while attempting" in text
+    assert "stdout" not in text  # Prefect's empty pipe dump is dropped
+    assert f"{BUDGET_VAR}=1200 flywheel run" in text  # a budget that is actually larger
+    assert "prefect server start" in text and "PREFECT_API_URL=http://127.0.0.1:4200/api" in text
+    assert "as set" in not_started_message(20, True, cause)
+    assert f"{BUDGET_VAR}=600 " in not_started_message(20, True, cause)
+
+
+def test_a_configured_server_that_does_not_answer_is_named():
+    text = unreachable_message("http://127.0.0.1:9/api", "ConnectError: refused")
+    assert "http://127.0.0.1:9/api (PREFECT_API_URL) does not answer: ConnectError" in text
+    assert "unset PREFECT_API_URL" in text
