@@ -19,4 +19,3 @@ def test_a_local_api_that_misses_its_startup_budget_stops_the_run_with_what_to_d
     assert "prefect server start" in text and "export PREFECT_API_URL=" in text
     assert "Traceback" not in r.stderr
     assert not runs.exists()
-
