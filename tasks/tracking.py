@@ -13,7 +13,8 @@ on first use without a lock between processes (two first uses at once fail with
 (`mlflow.db.lock`). A model version carries the generation and the SHA-256 of its files
 (`flywheel.model_hash`), and `register` looks that pair up before registering: a run killed, or
 an MLflow server lost, between registering and landing the gate registers nothing twice.
-Fault point (`tasks.faults`): `tracking.artifact`, as an artifact or a checkpoint is uploaded.
+Fault points (`tasks.faults`): `tracking.artifact`, as an artifact or a checkpoint is uploaded;
+`tracking.register`, just after a version is registered.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from tasks.projections import flatten
 
 PARENT_ID_FILE = "mlflow_parent_run.json"
 CHILD_ID_FILE = "mlflow_run_id"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow's model-training kind on the flywheel's experiment, so its UI treats it as one with
+runs to compare rather than GenAI traces."""
 
 
 def default_tracking_uri(runs_dir: Path) -> str:
@@ -157,13 +161,18 @@ class MlflowTracker(NullTracker):
             if exp is None:
                 location = artifact_root.resolve().as_uri() if artifact_root else None
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment, location)
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, location, EXPERIMENT_KIND
+                    )
                 except MlflowException:  # another flywheel on a server made it just now
                     exp = self.client.get_experiment_by_name(experiment)
                     if exp is None:
                         raise
             if exp is not None:
                 self.experiment_id = exp.experiment_id
+                if not any(k in exp.tags for k in EXPERIMENT_KIND):  # made before kinds were set
+                    for k, v in EXPERIMENT_KIND.items():
+                        self.client.set_experiment_tag(self.experiment_id, k, v)
         self.parent_run_id = None
         self.run_id: str | None = None  # the current generation's run
 
@@ -311,6 +320,7 @@ class MlflowTracker(NullTracker):
         mv = self.client.create_model_version(
             self.model_name, source=f"{run.info.artifact_uri}/model", run_id=self.run_id, tags=tags
         )
+        fault("tracking.register")  # registered, and the reply lost or the run killed
         return str(mv.version)
 
     def set_alias(self, alias: str, version: str | None) -> None:
