@@ -19,7 +19,7 @@ REQUESTS = {cls.mode: cls for cls in typing.get_args(TrainRequest)}
 
 
 def main(request: dict) -> dict:
-    """Run `TRAINERS[request["mode"]]` on the request its other keys rebuild; return its metrics."""
+    """Run the recipe of `request["mode"]` on the request the other keys rebuild; return metrics."""
     data = dict(request)
     mode = data.pop("mode", None)
     if mode not in REQUESTS:
@@ -27,9 +27,9 @@ def main(request: dict) -> dict:
     typed = from_json(REQUESTS[mode], data)
     # Imported here, not at the top, so the orchestrator can import this module for
     # `train_in_subprocess` without loading torch and TRL into its own process.
-    from tasks.trainers import TRAINERS
+    from tasks.trainers import recipe
 
-    return TRAINERS[mode](typed)
+    return recipe(mode)(typed)
 
 
 def train_in_subprocess(request: TrainRequest, log_path: Path | None = None) -> dict:

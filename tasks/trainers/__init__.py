@@ -4,13 +4,28 @@ A recipe takes its request (`tasks.requests`: SFTRequest, GRPORequest, GKDReques
 Parquet file (curated samples for SFT and GKD, seeds with gold answers for GRPO), trains from a
 base Hugging Face checkpoint, writes the result as a Hugging Face folder (safetensors,
 tokenizer, generation config) and returns its metrics as a JSON-able dict. `tasks.train` runs
-them in their own process; this dict is the only registry of them, keyed by each request's mode.
+them in their own process; `TRAINERS` is the only registry of them, keyed by each request's
+mode, and `recipe` imports only the one a worker runs (GRPO's TRL trainer pulls in vLLM's client
+and GKD's its own stack: an SFT worker would spend seconds of CPU importing what it never uses).
 `tasks.trainers.common` holds what the recipes share.
 """
 
-from tasks.requests import GKDRequest, GRPORequest, SFTRequest
-from tasks.trainers.gkd import train_gkd
-from tasks.trainers.grpo import train_grpo
-from tasks.trainers.sft import train_sft
+from __future__ import annotations
 
-TRAINERS = {SFTRequest.mode: train_sft, GRPORequest.mode: train_grpo, GKDRequest.mode: train_gkd}
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from tasks.requests import GKDRequest, GRPORequest, SFTRequest
+
+TRAINERS = {
+    SFTRequest.mode: "tasks.trainers.sft:train_sft",
+    GRPORequest.mode: "tasks.trainers.grpo:train_grpo",
+    GKDRequest.mode: "tasks.trainers.gkd:train_gkd",
+}
+
+
+def recipe(mode: str) -> Callable[[Any], dict]:
+    """The training function of `mode`, imported now (with only its own dependencies)."""
+    module, _, name = TRAINERS[mode].partition(":")
+    return getattr(importlib.import_module(module), name)
