@@ -6,7 +6,8 @@ dedup and the per-seed cap all do real work. Each measurement runs in a fresh pr
 (`tasks.subproc`), so peak RSS is that run's alone and every process uses one core.
 
     python -m bench.bench_curate                  # throughput at 100k, RSS at 10k vs 100k
-    python -m bench.bench_curate --profile        # plus the top of a cProfile of `curate`
+    python -m bench.bench_curate --huge 1000000 --save  # and at 1M; JSON in bench/results
+    python -m bench.bench_curate --profile        # plus the top of a cProfile of curation
 """
 
 from __future__ import annotations
@@ -75,14 +76,14 @@ def _peak_rss_mib() -> float:
 
 
 def main(request: dict) -> dict:
-    """Worker. `make`: write `count` samples to Parquet. Otherwise time and measure a curate
-    stage's work on that file, like `curate_stage`: read it, `curate` (or only the rule
-    verdicts), write the accepted and verdict tables. Returns seconds per phase, samples/s per
-    CPU second, and the process's peak RSS (MiB)."""
-    import pyarrow.parquet as pq
-
+    """Worker. `make`: write `count` samples to Parquet. Otherwise time and measure what the
+    curate stage does with that file (`tasks.stages.curate.curate_file`: stream it by seed
+    buckets, curate, write the accepted, verdict and seed-rate tables), or only the rule
+    verdicts (`rules_only`, on the samples read whole). Returns seconds, samples/s per CPU
+    second, and the process's peak RSS (MiB)."""
     from tasks import store
-    from tasks.curate import curate, sample_verdicts
+    from tasks.curate import Curation, sample_verdicts
+    from tasks.curate_stream import curate_file
     from tasks.records import from_rows, to_rows
 
     count, tmp = request["count"], Path(request["tmp"])
@@ -95,10 +96,10 @@ def main(request: dict) -> dict:
     out: dict = {"count": count, "rss_at_start_mib": _peak_rss_mib()}
     # Rates per core use this process's CPU time (single-threaded work): on a shared machine
     # its wall time also counts the time other processes held the core.
-    t0 = time.perf_counter()
-    samples = from_rows(Sample, store.read_parquet(path))
-    t1, c1 = time.perf_counter(), time.process_time()
     if request.get("rules_only"):
+        t0 = time.perf_counter()
+        samples = from_rows(Sample, store.read_parquet(path))
+        t1, c1 = time.perf_counter(), time.process_time()
         sample_verdicts(samples, rewards, domain)
         t2, c2 = time.perf_counter(), time.process_time()
         out.update(
@@ -111,7 +112,10 @@ def main(request: dict) -> dict:
 
         profile = cProfile.Profile()
         profile.enable()
-    result = curate(samples, rewards, domain, max_per_seed=4, near_dup=0.9)
+    dest = tmp / f"curated-{count}"
+    dest.mkdir()
+    t1, c1 = time.perf_counter(), time.process_time()
+    result = curate_file(path, dest, Curation(rewards, domain, 4, near_dup=0.9))
     t2, c2 = time.perf_counter(), time.process_time()
     if profile is not None:
         import io
@@ -121,43 +125,49 @@ def main(request: dict) -> dict:
         buf = io.StringIO()
         pstats.Stats(profile, stream=buf).sort_stats("cumulative").print_stats(18)
         out["profile"] = buf.getvalue()
-    store.write_parquet(to_rows(result.kept), tmp / "accepted.parquet")
-    store.write_parquet(result.rows, tmp / "verdicts.parquet")
-    t3 = time.perf_counter()
     out.update(
-        read_s=t1 - t0,
         curate_s=t2 - t1,
         curate_cpu_s=c2 - c1,
-        write_s=t3 - t2,
         curate_per_s=count / (c2 - c1),
-        kept=len(result.kept),
+        curate_per_wall_s=count / (t2 - t1),
+        kept=result.kept,
         counts=result.counts,
         peak_rss_mib=_peak_rss_mib(),
         input_file_mib=path.stat().st_size / 2**20,
-        rows_in_file=pq.ParquetFile(path).metadata.num_rows,
+        output_mib={p.name: p.stat().st_size / 2**20 for p in sorted(dest.iterdir())},
+        rows_in_file=store.row_count(path),
     )
     return out
 
 
-def measure(counts: tuple[int, int] = (10_000, 100_000), profile: bool = False) -> dict:
-    """Rule verdicts and whole curation at the larger count, and peak RSS at both, each in a
-    fresh single-threaded process."""
+def measure(counts: tuple[int, ...] = (10_000, 100_000), profile: bool = False) -> dict:
+    """Rule verdicts at the second count, and the curate stage's streamed curation with its
+    peak RSS at every count, each in a fresh single-threaded process; the inputs are made
+    (and deleted) one count at a time."""
     import tempfile
 
     from tasks.subproc import run_worker
 
-    small, large = counts
+    small, large = counts[:2]
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="bench-curate-") as tmp:
         for c in counts:
-            run_worker("bench.bench_curate", {"count": c, "tmp": tmp, "make": True})
-        rules = run_worker("bench.bench_curate", {"count": large, "tmp": tmp, "rules_only": True})
-        runs = {
-            c: run_worker(
-                "bench.bench_curate", {"count": c, "tmp": tmp, "profile": profile and c == large}
-            )
-            for c in (small, large)
-        }
-    return {"rules": rules, "small": runs[small], "large": runs[large]}
+            made = run_worker("bench.bench_curate", {"count": c, "tmp": tmp, "make": True})
+            if c == large:
+                rules = run_worker(
+                    "bench.bench_curate", {"count": c, "tmp": tmp, "rules_only": True}
+                )
+            request = {"count": c, "tmp": tmp, "profile": profile and c == large}
+            runs[c] = {**run_worker("bench.bench_curate", request), "file_mib": made["file_mib"]}
+            for p in Path(tmp).glob(f"*-{c}*"):  # the 1M input is ~0.2 GB; keep one at a time
+                if p.is_file():
+                    p.unlink()
+    return {
+        "rules": rules,
+        "small": runs[small],
+        "large": runs[large],
+        "sizes": {str(c): runs[c] for c in counts},
+    }
 
 
 def ratios(m: dict) -> list:
@@ -183,7 +193,8 @@ def ratios(m: dict) -> list:
             None,
             unit="samples/s",
             detail=f"{large['count']:,} samples in {large['curate_cpu_s']:.2f} CPU s "
-            f"({large['curate_s']:.2f} s wall), one process; MinHash dedup is most of it",
+            f"({large['curate_s']:.2f} s wall), one process, streamed by seed buckets with "
+            "file I/O; MinHash dedup is most of it",
         ),
         Ratio(
             "P8",
@@ -191,7 +202,7 @@ def ratios(m: dict) -> list:
             ratio(large["peak_rss_mib"], small["peak_rss_mib"]),
             Goal("<=", 1.5),
             detail=f"{large['peak_rss_mib']:.0f} MiB ÷ {small['peak_rss_mib']:.0f} MiB (fresh "
-            "process each: read Parquet, curate, write)",
+            "process each: the curate stage's streamed read, curate, write)",
         ),
     ]
     return out
@@ -201,13 +212,33 @@ def cli() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--large", type=int, default=100_000)
+    ap.add_argument("--huge", type=int, default=None, help="a third size, e.g. 1000000")
     ap.add_argument("--profile", action="store_true", help="print a cProfile of curate")
+    ap.add_argument("--save", action="store_true", help="write the figures to bench/results/")
     args = ap.parse_args()
-    m = measure((args.small, args.large), profile=args.profile)
+    sizes = (args.small, args.large) + ((args.huge,) if args.huge else ())
+    m = measure(sizes, profile=args.profile)
     if args.profile:
         print(m["large"].pop("profile"))
     for r in ratios(m):
         print(f"{r.key} {r.name}: {r.value:,.3f} {r.unit}  ({r.detail})")
+    for c, run in m["sizes"].items():
+        print(
+            f"{int(c):>9,} samples: {run['curate_per_s']:,.0f} samples/s per CPU s "
+            f"({run['curate_per_wall_s']:,.0f}/s wall, {run['curate_s']:.1f} s), "
+            f"peak RSS {run['peak_rss_mib']:.0f} MiB, kept {run['kept']:,}"
+        )
+    if args.save:
+        import json
+        from datetime import UTC, datetime
+
+        from bench.report import machine_info
+
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-curate-sizes.json"
+        path = Path(__file__).parent / "results" / name
+        doc = {"machine": machine_info(), "ratios": [r.to_dict() for r in ratios(m)], **m}
+        path.write_text(json.dumps(doc, indent=2, default=str))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

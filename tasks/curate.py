@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tasks.hygiene import dedup, diversity, exact_key
@@ -117,6 +118,133 @@ def sample_verdicts(
     return out
 
 
+class Curation:
+    """Rejection sampling fed a few whole seeds at a time (`add`), in seed-id order, so a
+    generation of any size is curated one bucket of seeds at a time (`tasks.stages.curate`).
+
+    Everything a decision needs lies inside one seed: its verdicts, near-duplicates (counted
+    per seed), the cap. The one exception is an exact duplicate, which `curate` looks up across
+    all accepted samples (the prompt is part of the text, so only two seeds with the same
+    prompt can share one): the first occurrence in (seed id, length, index) order wins, so the
+    exact keys seen so far are kept across buckets, with the id of the cluster they joined."""
+
+    def __init__(
+        self,
+        rewards: list[str],
+        domain: str,
+        max_per_seed: int,
+        *,
+        near_dup: float | None = None,
+        shingle: int = 5,
+        num_perm: int = 128,
+        combine: str = "rules_then_judge",
+        settings: dict[str, dict] | None = None,
+    ):
+        self.rewards, self.domain, self.max_per_seed = rewards, domain, max_per_seed
+        self.near_dup, self.shingle, self.num_perm = near_dup, shingle, num_perm
+        self.combine, self.settings = combine, settings
+        self.counts: Counter[str] = Counter()
+        self.seen_per_seed: dict[str, int] = defaultdict(int)
+        self.accepted_per_seed: dict[str, int] = defaultdict(int)
+        self.paths: dict[str, int] = {}  # distinct reasoning paths per seed with any accepted
+        self.kept = 0
+        self._clusters: dict[str, int] = {}  # exact key -> id of the cluster it belongs to
+        self._next_cluster = 0
+
+    def add(self, samples: list[Sample], columns: dict | None = None) -> Bucket:
+        """Curate `samples`, which hold every sample of their seeds (in input order; seed ids
+        all after those of earlier calls). `columns` are per-sample, aligned with `samples`."""
+        judged = sample_verdicts(
+            samples, self.rewards, self.domain, columns, self.combine, self.settings
+        )
+        rows, accepted = [], []
+        for i, (s, (verdict, scores, _rules)) in enumerate(zip(samples, judged, strict=True)):
+            self.counts[verdict.outcome] += 1
+            self.counts[f"{verdict.outcome}:{verdict.reason}"] += 1
+            self.seen_per_seed[s.seed_id] += 1
+            if verdict.outcome == "accept":
+                self.accepted_per_seed[s.seed_id] += 1
+                accepted.append(i)
+            rows.append(
+                {
+                    "sample_id": s.id,
+                    "seed_id": s.seed_id,
+                    "outcome": verdict.outcome,
+                    "reason": verdict.reason,
+                    "kept": False,
+                    **{f"reward_{k}": v for k, v in scores.items()},
+                }
+            )
+        # Shortest first inside each seed, so the representative of each cluster is its shortest.
+        accepted.sort(
+            key=lambda i: (samples[i].seed_id, samples[i].num_tokens, samples[i].sample_index)
+        )
+        kept = sorted(accepted[j] for j in self._select([samples[i] for i in accepted]))
+        for i in kept:
+            rows[i]["kept"] = True
+        self.kept += len(kept)
+        return Bucket(rows, kept, [r for _, _, r in judged])
+
+    def _select(self, accepted: list[Sample]) -> list[int]:
+        """Positions in `accepted` (sorted) that survive dedup and the cap; counts the drops and
+        each seed's reasoning paths."""
+        texts = [s.prompt + "\n" + s.completion for s in accepted]
+        keys = [exact_key(t) for t in texts]
+        fresh = [j for j, k in enumerate(keys) if k not in self._clusters]
+        d = dedup(
+            [texts[j] for j in fresh],
+            near_threshold=self.near_dup,
+            shingle=self.shingle,
+            num_perm=self.num_perm,
+            groups=[accepted[j].seed_id for j in fresh],
+        )
+        self.counts["dropped:duplicate"] += len(accepted) - len(fresh) + d.exact
+        self.counts["dropped:near_duplicate"] += d.near
+        cluster = [self._clusters.get(k, -1) for k in keys]  # earlier buckets' duplicates
+        for f, j in enumerate(fresh):
+            cluster[j] = self._next_cluster + d.cluster[f]
+            self._clusters.setdefault(keys[j], cluster[j])
+        self._next_cluster += len(fresh)
+        paths: dict[str, set[int]] = defaultdict(set)
+        for s, c in zip(accepted, cluster, strict=True):
+            paths[s.seed_id].add(c)
+        self.paths.update((sid, len(p)) for sid, p in paths.items())
+        out: list[int] = []
+        per_seed: Counter[str] = Counter()
+        for f in d.keep:
+            s = accepted[fresh[f]]
+            if per_seed[s.seed_id] >= self.max_per_seed:
+                self.counts["dropped:over_cap"] += 1
+                continue
+            per_seed[s.seed_id] += 1
+            out.append(fresh[f])
+        return out
+
+    def totals(self) -> dict[str, int]:
+        """Counts by outcome, by outcome:reason, of each drop, and of the kept samples."""
+        counts = {k: v for k, v in self.counts.items() if v or not k.startswith("dropped")}
+        return {**counts, "kept": self.kept}
+
+    def seed_pass_rate(self, order: Iterable[str] | None = None) -> dict[str, float]:
+        """Accepted / generated per seed, in `order` (default: first seen first)."""
+        seeds = self.seen_per_seed if order is None else order
+        return {sid: self.accepted_per_seed[sid] / self.seen_per_seed[sid] for sid in seeds}
+
+    def path_counts(self, order: Iterable[str] | None = None) -> dict[str, int]:
+        """Distinct reasoning paths per seed (0 where none was accepted), in `order`."""
+        seeds = self.seen_per_seed if order is None else order
+        return {sid: self.paths.get(sid, 0) for sid in seeds}
+
+
+@dataclass
+class Bucket:
+    """What `Curation.add` decided for one bucket of samples, aligned with its input."""
+
+    rows: list[dict]  # one per sample: id, seed_id, outcome, reason, kept, per-reward scores
+    kept: list[int]  # positions of the kept samples, ascending
+    rules: list[Verdict | None]  # the rules' verdict per sample (judge QC)
+
+
 def curate(
     samples: list[Sample],
     rewards: list[str],
@@ -130,67 +258,30 @@ def curate(
     combine: str = "rules_then_judge",
     settings: dict[str, dict] | None = None,
 ) -> Curated:
-    judged = sample_verdicts(samples, rewards, domain, columns, combine, settings)
-    rows, counts = [], Counter()
-    accepted: list[Sample] = []
-    seen_per_seed: dict[str, int] = defaultdict(int)
-    accepted_per_seed: dict[str, int] = defaultdict(int)
-    for s, (verdict, scores, _rules) in zip(samples, judged, strict=True):
-        counts[verdict.outcome] += 1
-        counts[f"{verdict.outcome}:{verdict.reason}"] += 1
-        seen_per_seed[s.seed_id] += 1
-        if verdict.outcome == "accept":
-            accepted_per_seed[s.seed_id] += 1
-            accepted.append(s)
-        rows.append(
-            {
-                "sample_id": s.id,
-                "seed_id": s.seed_id,
-                "outcome": verdict.outcome,
-                "reason": verdict.reason,
-                "kept": False,
-                **{f"reward_{k}": v for k, v in scores.items()},
-            }
-        )
-    # Shortest first inside each seed, so the representative of each cluster is its shortest.
-    accepted.sort(key=lambda s: (s.seed_id, s.num_tokens, s.sample_index))
-    d = dedup(
-        [s.prompt + "\n" + s.completion for s in accepted],
-        near_threshold=near_dup,
+    """All of `samples` curated in memory, as one bucket of `Curation`."""
+    c = Curation(
+        rewards,
+        domain,
+        max_per_seed,
+        near_dup=near_dup,
         shingle=shingle,
         num_perm=num_perm,
-        groups=[s.seed_id for s in accepted],
+        combine=combine,
+        settings=settings,
     )
-    counts["dropped:duplicate"] = d.exact
-    counts["dropped:near_duplicate"] = d.near
-    paths: dict[str, set[int]] = defaultdict(set)
-    for s, c in zip(accepted, d.cluster, strict=True):
-        paths[s.seed_id].add(c)
-    kept_ids: set[str] = set()
-    per_seed: Counter[str] = Counter()
-    for i in d.keep:
-        s = accepted[i]
-        if per_seed[s.seed_id] >= max_per_seed:
-            counts["dropped:over_cap"] += 1
-            continue
-        per_seed[s.seed_id] += 1
-        kept_ids.add(s.id)
-    for row in rows:
-        row["kept"] = row["sample_id"] in kept_ids
-    kept = [s for s in samples if s.id in kept_ids]
-    counts["kept"] = len(kept)
-    rates = {sid: accepted_per_seed[sid] / n for sid, n in seen_per_seed.items()}
+    b = c.add(samples, columns)
+    kept = [samples[i] for i in b.kept]
     return Curated(
         kept=kept,
-        rows=rows,
-        counts={k: v for k, v in counts.items() if v or not k.startswith("dropped")},
-        seed_pass_rate=rates,
-        paths={sid: len(paths.get(sid, ())) for sid in seen_per_seed},
+        rows=b.rows,
+        counts=c.totals(),
+        seed_pass_rate=c.seed_pass_rate(),
+        paths=c.path_counts(),
         diversity={
             "generated": diversity([s.completion for s in samples]),
             "accepted": diversity([s.completion for s in kept]),
         },
-        rules=[r for _, _, r in judged],
+        rules=b.rules,
     )
 
 

@@ -201,7 +201,11 @@ def write_stage(folder: Path, stage: str) -> Iterator[tuple[Path, dict[str, Any]
 
 
 def write_parquet(rows: list[dict], path: Path, schema: pa.Schema | None = None) -> None:
-    table = pa.Table.from_pylist(rows, schema=schema)
+    write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """An Arrow table to Parquet: the one writer of every table (`write_parquet`'s rows too)."""
     fault("store.write")  # `enospc`: the disk fills while a dataset is written
     pq.write_table(table, path)
 
@@ -320,8 +324,3 @@ def write_rows_in_order(parts: list[pa.Table], order: str, path: Path) -> int:
     del table
     write_table(rows.cast(schema), path)
     return rows.num_rows
-
-
-def write_table(table: pa.Table, path: Path) -> None:
-    """An Arrow table to Parquet, as `write_parquet` writes its rows."""
-    pq.write_table(table, path)
