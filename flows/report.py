@@ -76,7 +76,8 @@ def track_generation(tracker, gen: Generation) -> None:
     g, gdir = gen.number, gen.folder
     tracker.log_metrics(generation_metrics(gen), step=g)
     tracker.set_tags(generation_tags(gen))
-    tracker.log_dataset(gdir / "seeds" / "seeds.parquet", f"seeds-gen-{g:04d}", "seeds")
+    seeds = gdir / "seeds" / "seeds.parquet"
+    tracker.log_dataset(seeds, f"seeds-gen-{g:04d}", "seeds", gen.seeds.source)
     tracker.log_dataset(gdir / "curate" / "accepted.parquet", f"accepted-gen-{g:04d}", "training")
     tracker.log_artifact(gdir / "gate" / "decision.json")
     accepted, rejected = sample_rows(gdir, per_outcome=50)

@@ -1,5 +1,6 @@
 """`flywheel run` of the tiny config, end to end, in a subprocess; and its bad-input paths."""
 
+import hashlib
 import json
 import random
 
@@ -128,48 +129,59 @@ def test_bad_seed_file_stops_before_any_folder(cli_env, tmp_path, name, data, me
     assert not runs.exists()  # no base model, no generation folder, nothing to clean up
 
 
-def test_fixed_seed_file_runs_a_generation(runs_dir, cli_env, tmp_path):
+def test_dataset_seeds_run_a_generation(runs_dir, cli_env, tmp_path):
+    """Generation 1 seeded from a Parquet dataset read through `datasets`: a bad row skipped
+    and named by row index, a leaked eval item dropped, the source recorded in the seeds
+    manifest, the lineage and MLflow's dataset source."""
+    from datasets import Dataset
+    from mlflow import MlflowClient
+
+    from tasks.tracking import default_tracking_uri
+
     data = tmp_path / "data"
     data.mkdir()
-    seeds = data / "seeds.jsonl"
     items = eval_suite(DOMAINS["arith"], 32)
     suite = [s.question for s in items]
     good = make_seeds(DOMAINS["arith"], 64, 1, random.Random(7), set(suite))
-    bad_line = '{"question": 5, "answer": 1}\n'
+    bad_row = {"problem": "1+1", "solution": "3"}
     # A valid arith row (its gold is its value) that holds an eval item: not an exact match,
     # so only the n-gram check drops it.
-    leaked = json.dumps({"question": f"{suite[1]}+0", "answer": items[1].answer}) + "\n"
-    seeds.write_text(
-        bad_line
-        + leaked
-        + "".join(json.dumps({"question": s.question, "answer": s.answer}) + "\n" for s in good)
-    )
-    args = [
-        "run",
-        str(TINY),
-        "--set",
-        f"runs_dir={runs_dir}",
-        "--set",
-        "name=fileseeds",
-        "--set",
-        f"seeds.file={seeds}",
-        "--set",
-        f"seeds.data_dirs=[{data}]",
-        "--set",
-        "seeds.on_bad_row=skip",
-        "--generations",
-        "1",
-    ]
-    r = flywheel(args, cli_env, timeout=600)
+    leaked = {"problem": f"{suite[1]}+0", "solution": items[1].answer}
+    rows = [bad_row, leaked] + [{"problem": s.question, "solution": s.answer} for s in good]
+    Dataset.from_list(rows).to_parquet(data / "train.parquet")
+    sets = {
+        "runs_dir": runs_dir,
+        "name": "dataseeds",
+        "seeds.dataset.path": "parquet",
+        "seeds.dataset.data_files": data / "train.parquet",
+        "seeds.dataset.columns": "{question: problem, answer: solution}",
+        "seeds.dataset.cache_dir": tmp_path / "cache",
+        "seeds.data_dirs": f"[{data}]",
+        "seeds.on_bad_row": "skip",
+    }
+    args = ["run", str(TINY), *(x for k, v in sets.items() for x in ("--set", f"{k}={v}"))]
+    r = flywheel([*args, "--generations", "1"], cli_env, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    man = store.read_manifest(runs_dir / "fileseeds" / "gen-0001" / "seeds").outputs
-    assert man["count"] == 64 and man["bad_rows"] == 1 and man["origins"] == {"file": 64}
+    gen = runs_dir / "dataseeds" / "gen-0001"
+    man = store.read_manifest(gen / "seeds").outputs
+    assert man["count"] == 64 and man["bad_rows"] == 1 and man["origins"] == {"dataset": 64}
     assert man["decontaminated"] == {"exact": 0, "ngram": 1}
-    bad = store.read_parquet(runs_dir / "fileseeds" / "gen-0001" / "seeds" / "bad_rows.parquet")
-    assert bad == [
+    assert store.read_parquet(gen / "seeds" / "bad_rows.parquet") == [
         {
-            "file": str(seeds),
-            "line": 1,
-            "reason": "field 'question' must be a non-empty string, got 5",
+            "dataset": "parquet [train]",
+            "row": 0,
+            "reason": "gold answer '3' differs from the question's value 2",
         }
     ]
+    source = man["source"]
+    assert source["kind"] == "dataset" and source["files"] == {
+        "train.parquet": hashlib.sha256((data / "train.parquet").read_bytes()).hexdigest()
+    }
+    assert json.loads((gen / "lineage.json").read_text())["seeds"]["source"] == source
+    client = MlflowClient(default_tracking_uri(runs_dir))
+    exp = client.get_experiment_by_name("dataseeds")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`flywheel.role` = 'generation'")
+    (inp,) = [i for i in run.inputs.dataset_inputs if i.dataset.name == "seeds-gen-0001"]
+    assert inp.dataset.source_type == "hugging_face"
+    assert json.loads(inp.dataset.source)["data_files"] == str(data / "train.parquet")
+    assert {t.key: t.value for t in inp.tags}["flywheel.source_hash"] == source["hash"]
