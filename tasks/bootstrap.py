@@ -154,7 +154,7 @@ def pretrain(
     losses: list[float] = []
     model.train()
     with loss_bar(label, progress) as bar:
-        task = bar.add_task("pretrain", total=steps, loss="-")
+        task = bar.add_task(label, total=steps, loss="-")
         for step in range(steps):
             ids, mask, labels, *weights = next_batch()
             for group in optim.param_groups:
