@@ -111,14 +111,37 @@ def run(
     plot = cfg.flywheel_dir / TRAJECTORY_FILE
     if plot.is_file():
         console.print(f"trajectory: {plot}")
-    for line in ui_commands(cfg):
+    for line in ui_commands(cfg, experiment_id(cfg)):
         console.print(line, highlight=False, markup=False)
 
 
-def ui_commands(cfg: FlywheelConfig) -> list[str]:
+def experiment_id(cfg: FlywheelConfig) -> str | None:
+    """The id of the flywheel's MLflow experiment (None: tracking off, or none made yet)."""
+    from tasks.tracking import default_tracking_uri
+
+    if not cfg.tracking.enabled:
+        return None
+    from mlflow import MlflowClient
+
+    exp = MlflowClient(default_tracking_uri(cfg.runs_dir)).get_experiment_by_name(
+        cfg.tracking.experiment or cfg.name
+    )
+    return None if exp is None else exp.experiment_id
+
+
+def mlflow_runs_link(ui: str, experiment: str) -> str:
+    """An experiment's runs table in MLflow's UI. MLflow 3.17's UI shows an experiment in the
+    view of its workflow switch (the `workflowType` query parameter, else the browser's last
+    choice, else GenAI, which opens on the traces overview), not by the experiment's
+    `mlflow.experimentKind` tag: the link names the model-training view."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+
+
+def ui_commands(cfg: FlywheelConfig, experiment: str | None = None) -> list[str]:
     """How to open the Prefect and MLflow UIs on this flywheel's results: `make ui` where it
     serves exactly them (the repository's runs/ folder, local Prefect and MLflow stores), else
-    the commands that do, or the servers' addresses when the run went to remote ones."""
+    the commands that do, or the servers' addresses when the run went to remote ones; with the
+    flywheel's MLflow `experiment` id, a link to its runs."""
     from tasks.tracking import default_tracking_uri
 
     bin_dir = Path(sys.executable).parent
@@ -127,9 +150,11 @@ def ui_commands(cfg: FlywheelConfig) -> list[str]:
     prefect_api = os.environ.get("PREFECT_API_URL")
     mlflow_uri = default_tracking_uri(cfg.runs_dir) if cfg.tracking.enabled else None
     local = not prefect_api and not os.environ.get("MLFLOW_TRACKING_URI")
+    ui = mlflow_uri if mlflow_uri and mlflow_uri.startswith("http") else "http://127.0.0.1:5000"
+    runs = [f"MLflow runs: {mlflow_runs_link(ui, experiment)}"] if mlflow_uri and experiment else []
     if local and cfg.runs_dir.resolve() == ROOT / "runs":
         mlflow_ui = ", MLflow http://127.0.0.1:5000" if mlflow_uri else ""
-        return [f"UIs: make ui  (Prefect http://127.0.0.1:4200{mlflow_ui})"]
+        return [f"UIs: make ui  (Prefect http://127.0.0.1:4200{mlflow_ui})", *runs]
     lines = [
         f"Prefect UI: {prefect_api.removesuffix('/api')}"
         if prefect_api
@@ -143,7 +168,7 @@ def ui_commands(cfg: FlywheelConfig) -> list[str]:
             f"MLflow UI: {bin_dir / 'mlflow'} ui --backend-store-uri {mlflow_uri} "
             f"--default-artifact-root {artifacts} --port 5000  (http://127.0.0.1:5000)"
         )
-    return lines
+    return lines + runs
 
 
 CronOpt = Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * *".')]

@@ -42,3 +42,17 @@ def test_remote_servers_are_named(local):
         "Prefect UI: http://prefect.team:4200",
         "MLflow UI: http://mlflow.team:5000",
     ]
+
+
+def test_a_link_to_the_experiments_runs_in_the_model_training_view(local, tmp_path):
+    link = "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    cfg = FlywheelConfig(runs_dir=ROOT / "runs")
+    assert ui_commands(cfg, "7")[-1] == f"MLflow runs: {link}"
+    assert ui_commands(FlywheelConfig(runs_dir=tmp_path), "7")[-1] == f"MLflow runs: {link}"
+    local.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team:5000/")
+    assert ui_commands(cfg, "7")[-1] == (
+        "MLflow runs: http://mlflow.team:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
+    local.delenv("MLFLOW_TRACKING_URI")
+    quiet = FlywheelConfig(runs_dir=ROOT / "runs", tracking={"enabled": False})
+    assert ui_commands(quiet, "7") == ["UIs: make ui  (Prefect http://127.0.0.1:4200)"]
