@@ -174,7 +174,7 @@ def test_older_manifests_load_with_defaults_and_a_missing_key_is_named(tmp_path)
         out.update(report={"pass@1": 0.2}, model="m", params=PARAMS, generate={}, seconds=1.0)
     gen = load_generation(gdir)
     assert gen.landed == ("seeds", "eval")
-    assert gen.seeds.decontaminated == {} and gen.eval.suites == {}
+    assert gen.seeds.decontaminated == {} and gen.seeds.source is None and gen.eval.suites == {}
     with pytest.raises(FileNotFoundError, match="gen-0002/generate: stage has not completed"):
         generation_lineage(gen, {})
     with store.write_stage(gdir / "curate", "curate") as (_, out):

@@ -144,10 +144,11 @@ def test_plain_answers_and_difficulties_as_columns_hold_them():
 
 
 # -- reading ------------------------------------------------------------------------------------
-def test_gsm8k_reads_alike_from_parquet_json_save_to_disk_and_a_folder(data):
+def test_gsm8k_reads_alike_from_parquet_json_csv_save_to_disk_and_a_folder(data):
     ds = Dataset.from_list(GSM8K)
     ds.to_parquet(data / "gsm8k.parquet")
     ds.to_json(data / "gsm8k.jsonl")
+    ds.to_csv(data / "gsm8k.csv", index=False)
     ds.save_to_disk(data / "saved")
     DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(data / "saved_dict")
     (data / "folder").mkdir()
@@ -155,6 +156,7 @@ def test_gsm8k_reads_alike_from_parquet_json_save_to_disk_and_a_folder(data):
     sources = [
         spec("parquet", data_files="data/gsm8k.parquet", **cached()),
         spec("json", data_files=["data/gsm8k.jsonl"], **cached()),
+        spec("csv", data_files={"train": "data/gsm8k.csv"}, **cached()),
         spec(data / "saved"),
         spec(data / "saved_dict"),
         spec("data/folder", **cached()),
@@ -164,11 +166,11 @@ def test_gsm8k_reads_alike_from_parquet_json_save_to_disk_and_a_folder(data):
     assert all(g == got[0] for g in got)
     assert [x[2] for x in got[0]] == ["72", "1234", "10"]
     assert {x[4] for x in got[0]} == {"dataset"}
-    parquet, jsonl, saved, saved_dict, folder = (r.source for r in reports)
+    parquet, jsonl, csv, saved, saved_dict, folder = (r.source for r in reports)
     # The same Parquet bytes, named as a builder's data file or as a folder: one hash.
     assert parquet["hash"] == folder["hash"]
     assert parquet["files"] == {"gsm8k.parquet": parquet["files"]["gsm8k.parquet"]}
-    assert len({parquet["hash"], jsonl["hash"], saved["hash"]}) == 3
+    assert len({parquet["hash"], jsonl["hash"], csv["hash"], saved["hash"]}) == 4
     assert saved["fingerprint"] == Dataset.load_from_disk(data / "saved")._fingerprint
     assert saved_dict["files"] and all(
         k.startswith("saved_dict/train/") for k in saved_dict["files"]
