@@ -29,7 +29,7 @@ class Seed:
     question: str
     answer: str | None
     difficulty: int = 1
-    # file | generator | original | failures | mutations | rewrites | proposed | eval
+    # file | dataset | generator | original | failures | mutations | rewrites | proposed | eval
     origin: str = "generated"
 
     @classmethod
