@@ -251,7 +251,8 @@ def read_seed_dataset(
         "answer_format": spec.answer_format,
         "rows": len(ds),
     }
-    data = sorted(hashes.values()) or [spec.path, source["revision"]]
+    # No local file (a hub dataset, remote files): named by path, resolved commit and files.
+    data = sorted(hashes.values()) or [spec.path, source["revision"], spec.data_files]
     source["hash"] = stable_hash(
         "dataset", data, spec.split, spec.config, columns, spec.answer_format
     )
