@@ -56,6 +56,7 @@ DECISIONS = [
     "tasks.prompts",
     "tasks.requests",
     "tasks.faults",
+    "tasks.preference",
 ]
 
 
