@@ -131,6 +131,14 @@ class JudgeConfig(Section):
     max_error_share: float = Field(
         0.5, ge=0, lt=1, description="Share of unparsable votes above which a vote is infra_error."
     )
+    max_infra_error_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Largest share of a generation's judge votes that may be infra_error "
+        "(timeouts, HTTP 5xx/429 after the retries, unreadable replies, ties); above it the "
+        "curate stage stops with an error instead of training on what the judge could read.",
+    )
     combine: Literal["rules_then_judge", "both", "judge_only"] = Field(
         "rules_then_judge",
         description="How the answer check and the judge combine: `rules_then_judge`: the "

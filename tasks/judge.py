@@ -33,6 +33,7 @@ import functools
 import random
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,6 +418,28 @@ def vote(outputs: list[JudgeOutput], max_error_share: float = 0.5) -> JudgeVote:
         return JudgeVote("infra_error", "judge_tie", acc, rej, err, margin)
     outcome = "accept" if acc > rej else "reject"
     return JudgeVote(outcome, f"judge_{outcome}_{max(acc, rej)}of{k}", acc, rej, err, margin)
+
+
+class JudgeInfraErrors(RuntimeError):
+    """Too many of a generation's judge votes are infra_error for the rest to be trusted."""
+
+
+def infra_error_share(votes: list[JudgeVote], limit: float) -> float:
+    """The share of `votes` that are infra_error; `JudgeInfraErrors` when it is above `limit`.
+
+    Samples with an infra_error vote are neither accepted nor rejected, so a judge endpoint
+    that fails on a share of them (a timeout, HTTP 5xx or 429 past the retries, a garbled
+    reply) silently narrows the accepted set to what it could read: past the limit, stop."""
+    bad = [v.reason for v in votes if v.outcome == "infra_error"]
+    share = len(bad) / len(votes) if votes else 0.0
+    if share > limit:
+        reasons = ", ".join(f"{r} {n}" for r, n in Counter(bad).most_common(5))
+        raise JudgeInfraErrors(
+            f"judge: {len(bad)} of {len(votes)} votes ({share:.1%}) are infra_error ({reasons}),"
+            f" above judge.max_infra_error_share {limit:g}. Check the judge endpoint or model "
+            "and rerun: the stages before curate are kept."
+        )
+    return share
 
 
 # ---------------------------------------------------------------------------------------------
