@@ -239,9 +239,17 @@ def row_count(path: Path) -> int:
 def iter_batches(
     path: Path, columns: list[str] | None = None, batch_rows: int = BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
-    """The record batches of a Parquet file, in order. A buffered stream reads each column
-    chunk in pieces: without it Arrow loads a whole column chunk (one row group, here the whole
-    file) into memory first."""
+    """The record batches of a Parquet file, in order, verified first when it belongs to a
+    completed stage."""
+    yield from _iter_batches(verify(path), columns, batch_rows)
+
+
+def _iter_batches(
+    path: Path, columns: list[str] | None, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """`iter_batches` unverified. A buffered stream reads each column chunk in pieces: without
+    it Arrow loads a whole column chunk (one row group, here the whole file) into memory
+    first."""
     f = pq.ParquetFile(path, buffer_size=1 << 20)
     if f.metadata.num_rows == 0:
         return
@@ -254,7 +262,7 @@ class ParquetColumn(Sequence):
     ascending indices cost one pass; a smaller index starts over)."""
 
     def __init__(self, path: Path, column: str, batch_rows: int = BATCH_ROWS):
-        self.path, self.column, self.batch_rows = Path(path), column, batch_rows
+        self.path, self.column, self.batch_rows = verify(path), column, batch_rows
         self._n = pq.ParquetFile(self.path).metadata.num_rows
         self._batches: Iterator[list] | None = None
         self._start, self._values = 0, []
@@ -263,7 +271,7 @@ class ParquetColumn(Sequence):
         return self._n
 
     def _lists(self) -> Iterator[list]:
-        for b in iter_batches(self.path, [self.column], self.batch_rows):
+        for b in _iter_batches(self.path, [self.column], self.batch_rows):  # verified once
             yield b.column(0).to_pylist()
 
     def __iter__(self) -> Iterator[Any]:

@@ -18,7 +18,7 @@ from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.curate import ANSWER_RULE, JUDGE, Curation, rule_settings, sample_verdicts
 from tasks.curate_stream import BUCKET_ROWS, curate_file
-from tasks.judge import JudgeVote, cut_counts
+from tasks.judge import JudgeVote, cut_counts, infra_error_share
 from tasks.judge_qc import qc_metrics, qc_selection
 from tasks.judge_run import judge_candidates
 from tasks.records import Sample, Verdict, from_rows
@@ -154,6 +154,7 @@ def _judge_pass(cfg: FlywheelConfig, generation: int, path: Path, folder: Path) 
         seen += from_rows(Sample, batch.take(idx).to_pylist()) if idx else []
         start += batch.num_rows
     votes, stats = _judge_samples(cfg, generation, seen, folder)
+    infra_error_share(votes, cfg.judge.max_infra_error_share)  # past it: stop, not a biased set
     return JudgePass(picked, votes, stats, sum(decides[i] for i in picked), seen)
 
 
