@@ -1,0 +1,83 @@
+"""Fault 5: the disk fills up (ENOSPC) while a stage writes a dataset, its manifest, a model
+checkpoint, or uploads an MLflow artifact.
+
+Injected through `tasks.faults` (`store.write`, `store.commit`, `train.save`,
+`tracking.artifact` = `enospc`: the `OSError` a full disk raises, at the point it would). Each
+time the stage fails loudly with that error, leaves no folder that looks complete (no stage
+folder, no `.tmp-*` leftover, nothing registered), the stages before it untouched; with space
+back (the fault unset) the same call completes.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from tasks import store
+from tasks.config import FlywheelConfig
+from tasks.faults import ENV
+from tests.faults.folders import seeds_and_samples
+from tests.faults.invariants import assert_invariants, snapshot
+
+RULES = {"rewards": ["accuracy", "format"]}
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.parent.glob(f".tmp-{folder.name}-*"))
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "store.write@1",  # accepted.parquet, the first table curate writes
+        "store.write@2",  # verdicts.parquet: one table already written
+        "store.commit",  # every table written, the manifest not
+    ],
+)
+def test_curate_stage_on_a_full_disk_fails_and_lands_once_space_is_back(
+    point, tmp_path, monkeypatch
+):
+    from tasks.stages import curate_stage
+
+    cfg = FlywheelConfig(name="full", runs_dir=tmp_path, curation=RULES)
+    gen = seeds_and_samples(cfg.flywheel_dir)
+    before = snapshot(cfg.flywheel_dir)
+    folder = store.stage_dir(cfg.flywheel_dir, 1, "curate")
+
+    monkeypatch.setenv(ENV, f"{point}=enospc")
+    with pytest.raises(OSError) as e:
+        curate_stage.fn(cfg, 1, gen)
+    assert e.value.errno == errno.ENOSPC and point.split("@")[0] in str(e.value)
+    assert not folder.exists() and _leftovers(folder) == []
+    assert_invariants(cfg.flywheel_dir, before=before)
+
+    monkeypatch.delenv(ENV)
+    curate_stage.fn(cfg, 1, gen)
+    assert store.read_manifest(folder, verify=True).outputs["accepted"] == 6
+    assert_invariants(cfg.flywheel_dir, before=before)
+
+
+def test_mlflow_upload_on_a_full_disk_registers_nothing_until_space_is_back(tmp_path, monkeypatch):
+    from tasks.tracking import make_tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    fw = tmp_path / "fw"
+    train = store.stage_dir(fw, 1, "train")
+    with store.write_stage(train, "train") as (tmp, _):
+        (tmp / "model").mkdir()
+        (tmp / "model" / "model.safetensors").write_bytes(b"\0" * 512)
+    tracker = make_tracker(True, tmp_path, "full", "full")
+    tracker.start("{}", fw)
+    tracker.start_generation(1, store.gen_dir(fw, 1))
+
+    monkeypatch.setenv(ENV, "tracking.artifact=enospc")
+    with pytest.raises(OSError) as e:
+        tracker.register(train / "model", {"flywheel.generation": "1"})
+    assert e.value.errno == errno.ENOSPC
+    assert tracker.client.search_model_versions("name='full'") == []
+    monkeypatch.delenv(ENV)
+    version = tracker.register(train / "model", {"flywheel.generation": "1"})
+    assert tracker.register(train / "model", {"flywheel.generation": "1"}) == version
+    assert [v.version for v in tracker.client.search_model_versions("name='full'")] == [1]
+    assert store.read_manifest(train, verify=True) is not None  # the checkpoint untouched
