@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tasks.faults import fault
 from tasks.prompts import encode_prompts, prompt_seed
 from tasks.records import Completion
 from tasks.requests import EngineSpec, SamplingSpec
@@ -80,7 +81,13 @@ def generate_vllm(
         llm.generate([{"prompt_token_ids": ids[0]}], SamplingParams(max_tokens=8), use_tqdm=False)
     t1 = time.perf_counter()
     params = vllm_params(prompts, sampling)
-    outputs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=progress)
+    if fault("generate.batch") == "kill_engine":
+        _kill_engine_core(llm)
+    try:
+        outputs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=progress)
+    except Exception as e:
+        _raise_if_engine_died(e)
+        raise
     t2 = time.perf_counter()
     if timings is not None:
         timings.update(engine_load_s=t1 - t0, generate_s=t2 - t1)
@@ -101,6 +108,27 @@ def vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
         release_engines()
         _ENGINES[key] = _new_vllm_engine(model_path, engine, seed)
     return _ENGINES[key]
+
+
+def _kill_engine_core(llm: Any) -> None:
+    """SIGKILL the engine-core process(es) under `llm`, as the OOM killer would."""
+    import signal
+
+    manager = llm.llm_engine.engine_core.resources.engine_manager
+    for proc in manager.processes:
+        os.kill(proc.pid, signal.SIGKILL)
+
+
+def _raise_if_engine_died(e: Exception) -> None:
+    """vLLM's engine-core process died under the worker: a `TransientError`, so the stage
+    retries in a fresh process (a bad request would fail the same way and is not retried)."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from tasks.subproc import TransientError
+
+    if isinstance(e, EngineDeadError) or isinstance(e.__cause__, EngineDeadError):
+        _ENGINES.clear()  # dead: nothing to shut down
+        raise TransientError(f"the vLLM engine process died mid-generation ({e})") from e
 
 
 def release_engines() -> None:
@@ -219,6 +247,7 @@ def generate_hf(
     with Progress(disable=not progress) as bar, torch.inference_mode():
         task = bar.add_task("generate (hf)", total=len(batches))
         for batch in batches:
+            fault("generate.batch")  # sigkill here: the worker dies mid-generation
             lens = [len(ids[i]) for i in batch]
             width = max(lens)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

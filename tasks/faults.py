@@ -18,6 +18,11 @@ the point (default 1), once. Actions:
 
 Pure: standard library only, safe to import from any module. Workers inherit the variable
 from the run that starts them; a test that resumes after a fault unsets it.
+
+Hits count per process, so a worker started again (a stage's retry) would meet the same fault
+again. With `FLYWHEEL_FAULTS_ONCE=<folder>` a point fires once across every process sharing
+that folder (a marker file per point, created before the action): a crash that a retry in a
+fresh process survives.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import signal
 from collections import Counter
 
 ENV = "FLYWHEEL_FAULTS"
+ONCE_ENV = "FLYWHEEL_FAULTS_ONCE"
 _hits: Counter[str] = Counter()
 
 
@@ -61,7 +67,7 @@ def fault(point: str) -> str | None:
         return None
     _hits[point] += 1
     hit, action = wanted
-    if _hits[point] != hit:
+    if _hits[point] != hit or not _first_anywhere(point):
         return None
     if action == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -72,3 +78,16 @@ def fault(point: str) -> str | None:
     if action == "raise":
         raise FaultInjected(f"fault injected at {point}")
     return action
+
+
+def _first_anywhere(point: str) -> bool:
+    """False when `FLYWHEEL_FAULTS_ONCE` names a folder where `point` already fired."""
+    folder = os.environ.get(ONCE_ENV)
+    if not folder:
+        return True
+    os.makedirs(folder, exist_ok=True)
+    try:
+        os.close(os.open(os.path.join(folder, point), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

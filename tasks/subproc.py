@@ -9,6 +9,11 @@ A worker module defines `main(request: dict) -> dict` and ends with
 dict it returns: `wall_s` (start to exit) and `cpu_s` (user + system CPU seconds of the worker and
 of every process it reaped, e.g. vLLM's engine core). On a shared, loaded machine wall time
 measures the neighbours too; CPU seconds measure the work.
+
+A failed worker says whether a fresh process could succeed (`WorkerError.retryable`): one that
+died (a signal: SIGKILL, the OOM killer, a segfault; or an exit that skipped Python's error
+handling) or raised a `TransientError` (its engine process died) may be retried; one that
+raised any other exception (a bad request, a diverged loss) would fail the same way again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,28 @@ from typing import Any
 WORKER_WALL: list[tuple[str, float]] = []
 
 
+TRANSIENT_EXIT = 75  # EX_TEMPFAIL: the worker raised a TransientError
+ERROR_EXIT = 1  # the worker raised any other exception (Python's own status for one)
+
+
+class TransientError(RuntimeError):
+    """Raised in a worker for a failure a fresh process may not repeat (its engine process
+    died under it); the worker exits with `TRANSIENT_EXIT`."""
+
+
 class WorkerError(RuntimeError):
-    """A worker process failed; the message carries its exit status and log tail."""
+    """A worker process failed; the message carries its exit status and log tail, `code` the
+    status (negative: the signal that killed it)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a fresh process could succeed: the worker died or failed transiently, as
+        opposed to raising an error it would raise again."""
+        return self.code is not None and self.code not in (0, ERROR_EXIT)
 
 
 def _die_with_parent() -> None:
@@ -92,9 +118,9 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
             wall_s = time.perf_counter() - started
             WORKER_WALL.append((module, wall_s))
         if code != 0 or not res.is_file():
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
             raise WorkerError(
-                f"{module} exited with status {code}; last output:\n"
-                + tail.decode(errors="replace")[-3000:]
+                f"{module} {how}; last output:\n" + tail.decode(errors="replace")[-3000:], code
             )
         result = json.loads(res.read_text())
         if not isinstance(result, dict):
@@ -165,7 +191,13 @@ def worker_main(fn: Callable[[dict], dict]) -> None:
     """Entry point of a worker module: read the request, run, write the result, reap."""
     _adopt_orphans()
     req_path, res_path = Path(sys.argv[1]), Path(sys.argv[2])
-    result = fn(json.loads(req_path.read_text()))
+    try:
+        result = fn(json.loads(req_path.read_text()))
+    except Exception as e:
+        traceback.print_exc()
+        sys.stderr.flush()
+        _reap_descendants()
+        sys.exit(TRANSIENT_EXIT if isinstance(e, TransientError) else ERROR_EXIT)
     tmp = res_path.with_suffix(".part")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, res_path)

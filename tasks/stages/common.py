@@ -19,11 +19,12 @@ from tasks.subproc import WorkerError
 
 
 def _retry_on_worker_crash(task, task_run, state) -> bool:
-    """Retry only when a worker process died (OOM, engine crash); a bad input is not retried."""
+    """Retry only when a worker process died (OOM, engine crash); a bad input or a diverged
+    loss, which a fresh process would meet again, is not retried (`WorkerError.retryable`)."""
     try:
         state.result()
-    except WorkerError:
-        return True
+    except WorkerError as e:
+        return e.retryable
     except Exception:
         return False
     return False

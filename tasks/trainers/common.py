@@ -3,7 +3,10 @@ training file is read, and how a prompt/completion pair becomes token ids.
 
 - A NaN/Inf loss or gradient norm stops the run (`NonFiniteLoss`) before anything is saved:
   `logging_nan_inf_filter=False`, since the Trainer otherwise hides a non-finite step loss
-  behind the mean of earlier ones.
+  behind the mean of earlier ones; and the weights are checked after every optimizer step, so
+  a step that is not logged stops the run too (a NaN loss makes NaN gradients and weights).
+- Fault points (`tasks.faults`): `train.step` (`nan` makes that step's loss NaN; `sigkill`
+  kills the worker mid-run) and `train.save` (between the weights and the rest of the folder).
 - One rich progress bar replaces the Trainer's tqdm bar and its printed log dicts.
 - Nothing is pickled: no checkpoints, and the Trainer's `training_args.bin` is replaced by JSON.
 - Metrics go back to the caller (the orchestrator logs them to MLflow); `report_to="none"`.
@@ -26,6 +29,7 @@ import transformers
 from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback
 
+from tasks.faults import fault
 from tasks.progress import loss_bar
 from tasks.prompts import encode_prompts
 from tasks.threads import set_torch_threads
@@ -38,13 +42,33 @@ class NonFiniteLoss(RuntimeError):
 
 
 class NonFiniteGuard(TrainerCallback):
-    """Raise `NonFiniteLoss` as soon as a logged loss or gradient norm is not finite.
+    """Raise `NonFiniteLoss` as soon as a logged loss or gradient norm is not finite, or the
+    weights are not after an optimizer step (one check, one device sync per step).
 
     Raising (rather than setting `control.should_training_stop`) makes the Trainer skip the final
     save as well, so a diverged model can never reach the evaluation stage.
     """
 
     KEYS = ("loss", "grad_norm")
+
+    def __init__(self) -> None:
+        self._nan_hook: Any = None
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if fault("train.step") == "nan" and model is not None:
+            self._nan_hook = model.get_input_embeddings().register_forward_hook(_nan_loss)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self._nan_hook is not None:
+            self._nan_hook.remove()
+            self._nan_hook = None
+        params = [p.detach() for p in model.parameters()] if model is not None else []
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise NonFiniteLoss(
+                "non-finite loss or gradient (weights not finite after the optimizer step) at "
+                f"step {state.global_step}/{state.max_steps}; training stopped and no model was "
+                "saved (lower the learning rate or check the base model's weights)"
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key in self.KEYS:
@@ -56,6 +80,13 @@ class NonFiniteGuard(TrainerCallback):
                     "training stopped and no model was saved (lower the learning rate or check "
                     "the base model's weights)"
                 )
+
+
+def _nan_loss(module: Any, inputs: Any, output: Any) -> Any:
+    """Forward hook (on the input embeddings) of the `nan` fault: the training forward turns NaN
+    from its first layer on, so its loss does whichever way a trainer computes it (TRL's fused
+    log-probs included); sampling under no_grad is left alone."""
+    return output * float("nan") if torch.is_grad_enabled() else output
 
 
 class RichProgress(TrainerCallback):
@@ -218,6 +249,7 @@ def run_and_save(trainer: transformers.Trainer, out_dir: str) -> Any:
     # `save_model` (not `model.save_pretrained`) so sharded/distributed weights are gathered
     # first; it also pickles the TrainingArguments, which this project replaces with JSON.
     trainer.save_model(out_dir)
+    fault("train.save")  # a crash here leaves weights without the rest of the folder
     out = Path(out_dir)
     (out / "training_args.bin").unlink(missing_ok=True)
     (out / "training_args.json").write_text(trainer.args.to_json_string())

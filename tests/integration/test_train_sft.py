@@ -137,7 +137,7 @@ def test_nan_weights_stop_on_first_loss(tiny_model: str, sft_file: Path, tmp_pat
     save_file(weights, corrupt / "model.safetensors", metadata={"format": "pt"})
 
     out = tmp_path / "model"
-    with pytest.raises(NonFiniteLoss, match=r"\(loss=nan\) at step 1/"):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss .* at step 1/"):
         train_sft(request(str(corrupt), sft_file, out, progress=False))
     assert not out.exists() or not list(out.iterdir())
 

@@ -53,3 +53,12 @@ def test_process_ending_actions(action, code):
     env = {"FLYWHEEL_FAULTS": f"p={action}", "PATH": ""}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == code and "survived" not in out.stdout
+
+
+def test_once_folder_fires_a_point_once_across_processes(monkeypatch, tmp_path):
+    monkeypatch.setenv(faults.ENV, "generate.batch=garbage")
+    monkeypatch.setenv(faults.ONCE_ENV, str(tmp_path / "fired"))
+    assert faults.fault("generate.batch") == "garbage"
+    faults._hits.clear()  # a fresh process (a stage's retry) counts from zero ...
+    assert faults.fault("generate.batch") is None  # ... but the point has fired already
+    assert (tmp_path / "fired" / "generate.batch").is_file()

@@ -10,7 +10,7 @@ from tasks.subproc import WorkerError, run_worker
 WORKER = """
 import os
 import time
-from tasks.subproc import worker_main
+from tasks.subproc import TransientError, worker_main
 
 
 def burn(seconds):
@@ -26,6 +26,10 @@ def orphan(seconds):  # a grandchild whose parent exits at once, as vLLM's inner
         os._exit(0)
 
 def main(request):
+    if "raise" in request:
+        raise {"error": ValueError, "transient": TransientError}[request["raise"]]("bad")
+    if request.get("die"):
+        os.kill(os.getpid(), 9)
     orphan(request.get("orphan_s", 0))
     burn(request["burn_s"])  # CPU, not sleep: only this counts as cpu_s
     time.sleep(request["sleep_s"])
@@ -60,3 +64,18 @@ def test_a_result_that_is_not_a_dict_is_a_worker_error(worker):
 def test_an_orphaned_descendant_is_counted(worker):
     out = run_worker(worker, {"burn_s": 0, "sleep_s": 0, "orphan_s": 1.0})
     assert out["cpu_s"] >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "retryable"),
+    [
+        ({"raise": "error"}, "status 1", False),
+        ({"raise": "transient"}, "status 75", True),
+        ({"die": True}, "killed by signal 9", True),
+    ],
+    ids=["error", "transient", "killed"],
+)
+def test_a_failure_says_whether_a_fresh_process_could_succeed(worker, request_, status, retryable):
+    with pytest.raises(WorkerError, match=status) as e:
+        run_worker(worker, {"burn_s": 0, "sleep_s": 0, **request_})
+    assert e.value.retryable is retryable

@@ -1,0 +1,169 @@
+"""Faults inside the heavy workers, at stage level (the Prefect tasks with their retries, on the
+tiny random model; no full run):
+
+- the generate worker SIGKILLed mid-generation (between two batches): the stage retries in a
+  fresh process and lands whole;
+- the training worker SIGKILLed mid-run, and while it saves the model: the retry starts over
+  (the partial save is thrown away with its temporary folder) and trains the same model an
+  uninterrupted run does;
+- a NaN loss at a given step: training stops within that step with an error naming it; it is
+  not retried, no train folder lands and none is left half-written.
+
+After each, `tests.faults.invariants.assert_invariants` holds for the flywheel folder.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tasks import faults, store, subproc
+from tasks.config import load_config
+from tasks.domains import DOMAINS, arith, make_seeds
+from tasks.records import Sample, stable_hash, to_rows
+from tests.e2e.conftest import TINY
+from tests.faults.invariants import assert_invariants, snapshot
+
+pytestmark = pytest.mark.slow
+
+SEEDS = 8
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):  # the suite's (loaded machine)
+        yield
+
+
+def _config(runs: Path, **overrides):
+    return load_config(
+        TINY,
+        runs_dir=str(runs),
+        name="faults",
+        **{"sampling.n": 2, "engine.hf_batch_size": 4, "train.cpu_threads": 1, **overrides},
+    )
+
+
+def _seeds_stage(cfg) -> Path:
+    seeds = make_seeds(DOMAINS["arith"], SEEDS, 1, random.Random(0), set())
+    folder = store.stage_dir(cfg.flywheel_dir, 1, "seeds")
+    with store.write_stage(folder, "seeds") as (tmp, out):
+        store.write_parquet(to_rows(seeds), tmp / "seeds.parquet")
+        out.update(count=len(seeds), difficulty=1.0, hash=stable_hash(sorted(s.id for s in seeds)))
+    return folder
+
+
+def _inject(monkeypatch, tmp_path: Path, spec: str) -> Path:
+    """`FLYWHEEL_FAULTS=spec`, each point firing once across processes (a retry survives)."""
+    once = tmp_path / "fired"
+    monkeypatch.setenv(faults.ENV, spec)
+    monkeypatch.setenv(faults.ONCE_ENV, str(once))
+    faults._hits.clear()
+    return once
+
+
+def _workers(module: str) -> int:
+    return sum(m == module for m, _ in subproc.WORKER_WALL)
+
+
+def test_generate_worker_killed_mid_generation_is_retried_in_a_fresh_process(
+    harness, tiny_model, tmp_path, monkeypatch
+):
+    from tasks.stages import generate_stage
+
+    cfg = _config(tmp_path)
+    seeds = _seeds_stage(cfg)
+    once = _inject(monkeypatch, tmp_path, "generate.batch@2=sigkill")
+    started = _workers("tasks.generate")
+    folder = generate_stage(cfg, 1, tiny_model, seeds)
+
+    assert (once / "generate.batch").exists(), "the fault never fired"
+    assert _workers("tasks.generate") - started == 2  # the killed worker, then its retry
+    out = store.read_manifest(folder, verify=True).outputs
+    assert out["samples"] == SEEDS * 2
+    assert_invariants(cfg.flywheel_dir)
+
+
+@pytest.fixture
+def curated(harness, tmp_path):
+    """A flywheel whose gen-0001 has seeds, generate (each seed answered twice by the domain's
+    reference solution, so curation accepts them) and a real curate stage."""
+    from tasks.stages import curate_stage
+
+    cfg = _config(tmp_path)
+    seeds = store.read_parquet(_seeds_stage(cfg) / "seeds.parquet")
+    params = {"n": 2, "note": "reference solutions"}
+    samples = [
+        Sample(
+            Sample.make_id(1, s["id"], i, "reference", params),
+            s["id"],
+            f"Q: {s['question']}\n",
+            arith.solution(s["question"]) + " " * i,
+            s["answer"],
+            1,
+            i,
+            "reference",
+            20,
+            "stop",
+        )
+        for s in seeds
+        for i in range(2)
+    ]
+    with store.write_stage(store.stage_dir(cfg.flywheel_dir, 1, "generate"), "generate") as (
+        tmp,
+        out,
+    ):
+        store.write_parquet(to_rows(samples), tmp / "samples.parquet")
+        out.update(model="reference", params=params, samples=len(samples), hash="reference")
+    curate_stage(cfg, 1, store.stage_dir(cfg.flywheel_dir, 1, "generate"))
+    assert store.read_manifest(store.stage_dir(cfg.flywheel_dir, 1, "curate")).outputs["accepted"]
+    return cfg
+
+
+def _model_hash(cfg) -> str:
+    man = store.read_manifest(store.stage_dir(cfg.flywheel_dir, 1, "train"), verify=True)
+    return man.files["model/model.safetensors"]["sha256"]
+
+
+@pytest.mark.parametrize("spec", ["train.step@3=sigkill", "train.save=sigkill"])
+def test_training_killed_mid_run_or_mid_save_starts_over(
+    curated, tiny_model, tmp_path, monkeypatch, spec, request
+):
+    from tasks.stages import train_stage
+
+    once = _inject(monkeypatch, tmp_path, spec)
+    started = _workers("tasks.train")
+    before = snapshot(curated.flywheel_dir)
+    folder = train_stage(curated, 1, tiny_model)
+
+    assert (once / spec.split("@")[0].split("=")[0]).exists(), "the fault never fired"
+    assert _workers("tasks.train") - started == 2  # the killed worker, then its retry
+    assert (folder / "model" / "training_args.json").is_file()  # the whole folder, not a part
+    assert_invariants(curated.flywheel_dir, before=before)
+    # The retry trained from scratch: the same weights whichever way the first attempt died.
+    hashes = request.config.cache_hashes = getattr(request.config, "cache_hashes", {})
+    hashes[spec] = _model_hash(curated)
+    if len(hashes) == 2:
+        assert len(set(hashes.values())) == 1, hashes
+
+
+def test_nan_loss_stops_training_within_the_step_and_lands_nothing(
+    curated, tiny_model, tmp_path, monkeypatch
+):
+    from tasks.stages import train_stage
+    from tasks.subproc import WorkerError
+
+    _inject(monkeypatch, tmp_path, "train.step@2=nan")
+    started = _workers("tasks.train")
+    with pytest.raises(WorkerError, match=r"NonFiniteLoss: non-finite loss .* at step 2/") as e:
+        train_stage(curated, 1, tiny_model)
+    assert not e.value.retryable
+    assert _workers("tasks.train") - started == 1  # a NaN is not retried
+    gdir = store.gen_dir(curated.flywheel_dir, 1)
+    assert not (gdir / "train").exists()
+    assert not list(gdir.glob(".tmp-*")), "a half-written train folder was left"
+    assert_invariants(curated.flywheel_dir)
