@@ -8,6 +8,8 @@ flywheel bootstrap configs/demo.yaml
 flywheel status configs/demo.yaml
 flywheel compare configs/demo.yaml [--metric pass@1 --metric gate]
 flywheel lineage configs/demo.yaml 3|gen-3
+flywheel export configs/demo.yaml OUT [--generation 2] [--all]
+    [--format messages|prompt-completion|preference]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tasks.config import ConfigError, FlywheelConfig, load_config
+from tasks.config_export import ExportFormat
 from tasks.seeds import SeedFileError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,6 +337,60 @@ def lineage(
         err.print(f"[red]no lineage for {version!r} in {cfg.flywheel_dir}; known: {known}[/red]")
         raise typer.Exit(1)
     console.print_json(json.dumps(found[0]))
+
+
+@app.command()
+def export(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Argument(help="New folder: the dataset, train.jsonl, README.md.")],
+    generation: Annotated[
+        int | None,
+        typer.Option(min=1, help="Generation (default: the latest whose curation completed)."),
+    ] = None,
+    format_: Annotated[
+        ExportFormat, typer.Option("--format", help="TRL dataset format of the rows.")
+    ] = ExportFormat.messages,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every sample with its verdict, not the training set.")
+    ] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Export a generation's curated samples (or preference pairs) as a dataset with a card:
+    `datasets.load_from_disk(OUT)`, OUT/train.jsonl, OUT/README.md."""
+    cfg = _load(config, set_)
+    from tasks.export import ExportError, ExportRequest
+    from tasks.export import export as export_dataset
+
+    judge = cfg.judge
+    request = ExportRequest(
+        flywheel_dir=cfg.flywheel_dir,
+        name=cfg.name,
+        out=out,
+        fmt=format_,
+        generation=generation,
+        everything=all_,
+        chat_template=cfg.model.chat_template,
+        system_prompt=cfg.model.system_prompt,
+        domain=cfg.domain,
+        rewards=tuple(cfg.curation.rewards),
+        judge={k: getattr(judge, k) for k in ("model", "rubric", "backend", "k", "combine")}
+        if "judge" in cfg.curation.rewards
+        else None,
+        license=cfg.export.license,
+        pairs_per_seed=cfg.export.pairs_per_seed,
+        pair_seed=cfg.export.pair_seed,
+    )
+    import datasets
+
+    datasets.disable_progress_bars()  # one line says what was written
+    try:
+        result = export_dataset(request)
+    except ExportError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{result.rows} rows of gen-{result.generation:04d} ({result.fmt.value}) -> {result.out}"
+    )
 
 
 @app.command("train-rm")

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tasks.config_evaluation import EvalConfig, GateConfig, GuardSuite, JudgeConfig
+from tasks.config_export import ExportConfig
 from tasks.config_generation import (
     BootstrapConfig,
     CurationConfig,
@@ -52,6 +53,7 @@ __all__ = [
     "DistillConfig",
     "EngineConfig",
     "EvalConfig",
+    "ExportConfig",
     "FlywheelConfig",
     "GKDSection",
     "GRPOSection",
@@ -94,6 +96,7 @@ class FlywheelConfig(Section):
     judge: JudgeConfig = JudgeConfig()
     tracking: TrackingConfig = TrackingConfig()
     hygiene: HygieneConfig = HygieneConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _rewards_known(self) -> FlywheelConfig:
