@@ -11,12 +11,14 @@ back (the fault unset) the same call completes.
 from __future__ import annotations
 
 import errno
+import time
 
 import pytest
 
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.faults import ENV
+from tests.faults.figures import left_on_disk, record
 from tests.faults.folders import seeds_and_samples
 from tests.faults.invariants import assert_invariants, snapshot
 
@@ -50,12 +52,26 @@ def test_curate_stage_on_a_full_disk_fails_and_lands_once_space_is_back(
         curate_stage.fn(cfg, 1, gen)
     assert e.value.errno == errno.ENOSPC and point.split("@")[0] in str(e.value)
     assert not folder.exists() and _leftovers(folder) == []
+    left = left_on_disk(cfg.flywheel_dir)
     assert_invariants(cfg.flywheel_dir, before=before)
 
     monkeypatch.delenv(ENV)
+    t0 = time.perf_counter()
     curate_stage.fn(cfg, 1, gen)
-    assert store.read_manifest(folder, verify=True).outputs["accepted"] == 6
-    assert_invariants(cfg.flywheel_dir, before=before)
+    recovery_s = time.perf_counter() - t0
+    out = store.read_manifest(folder, verify=True).outputs
+    assert out["accepted"] == 6
+    assert_invariants(cfg.flywheel_dir, before=before)  # no sample or id twice, nothing redone
+    ids = [r["sample_id"] for r in store.read_parquet(folder / "verdicts.parquet")]
+    record(
+        5,
+        f"ENOSPC at {point} in curate",
+        recovery_s=round(recovery_s, 2),
+        regenerated=0,  # generate is unchanged (`before`); only curate's pass over it is redone
+        redone=f"curate: {len(ids)} verdicts",
+        duplicates=len(ids) - len(set(ids)),
+        left_on_disk=left,
+    )
 
 
 def test_mlflow_upload_on_a_full_disk_registers_nothing_until_space_is_back(tmp_path, monkeypatch):
@@ -77,7 +93,18 @@ def test_mlflow_upload_on_a_full_disk_registers_nothing_until_space_is_back(tmp_
     assert e.value.errno == errno.ENOSPC
     assert tracker.client.search_model_versions("name='full'") == []
     monkeypatch.delenv(ENV)
+    t0 = time.perf_counter()
     version = tracker.register(train / "model", {"flywheel.generation": "1"})
+    recovery_s = time.perf_counter() - t0
     assert tracker.register(train / "model", {"flywheel.generation": "1"}) == version
-    assert [v.version for v in tracker.client.search_model_versions("name='full'")] == [1]
+    versions = [v.version for v in tracker.client.search_model_versions("name='full'")]
+    assert versions == [1]
     assert store.read_manifest(train, verify=True) is not None  # the checkpoint untouched
+    record(
+        5,
+        "ENOSPC uploading a checkpoint to MLflow",
+        recovery_s=round(recovery_s, 2),
+        regenerated=0,
+        duplicates=len(versions) - 1,  # versions of generation 1 beyond the first
+        left_on_disk=left_on_disk(fw),
+    )
