@@ -135,6 +135,45 @@ def verify(path: Path) -> Path:
     return Path(path)
 
 
+PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+"""Suffixes of pickled weights: loading one runs code from the file (`torch.load`)."""
+
+
+class UnsafeModel(ValueError):
+    """A model folder whose weights exist only in pickled files."""
+
+
+def verify_inputs(request: Any) -> None:
+    """Check every existing path a worker request names (at any depth of its JSON) before the
+    worker loads it: `verify` against its stage's manifest, and a model folder (one with a
+    `config.json`) must hold safetensors weights, since with only pickled ones (`*.bin`, ...)
+    transformers and vLLM would unpickle them. Strings that name no existing path pass."""
+    if isinstance(request, dict):
+        for v in request.values():
+            verify_inputs(v)
+    elif isinstance(request, list | tuple):
+        for v in request:
+            verify_inputs(v)
+    elif isinstance(request, str | Path) and os.sep in str(request):
+        path = Path(request)
+        try:
+            exists = path.exists()
+        except OSError:  # a string too long to be a path
+            return
+        if not exists:
+            return
+        verify(path)
+        if path.is_dir() and (path / "config.json").is_file():
+            names = [p.name for p in path.iterdir() if p.is_file()]
+            pickled = sorted(n for n in names if n.endswith(PICKLED))
+            if pickled and not any(n.endswith(".safetensors") for n in names):
+                raise UnsafeModel(
+                    f"{path}: weights only in pickled files ({', '.join(pickled)}); models are "
+                    "loaded from safetensors only (convert with `save_pretrained(..., "
+                    "safe_serialization=True)`)"
+                )
+
+
 def file_hashes(path: Path) -> dict[str, str]:
     """Relative name -> SHA-256 of every file under the folder `path`: its stage manifest's
     entries after `verify`, or hashed on the spot for a folder in no completed stage."""

@@ -83,8 +83,13 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
     and `cpu_s` added (they replace any the worker set itself).
 
     The child's stdout/stderr stream through to ours (progress bars stay visible) and are kept
-    in `log_path` too when given.
+    in `log_path` too when given. Every existing path the request names is checked first
+    (`tasks.store.verify_inputs`): a completed stage's file changed since it landed, or a model
+    with only pickled weights, stops here, before any process starts.
     """
+    from tasks.store import verify_inputs
+
+    verify_inputs(request)
     with tempfile.TemporaryDirectory(prefix="flywheel-worker-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(request, default=str))
