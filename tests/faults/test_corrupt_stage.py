@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,6 +17,7 @@ import pytest
 
 from tasks import store
 from tasks.config import FlywheelConfig
+from tests.faults.figures import left_on_disk, record
 from tests.faults.folders import seeds_and_samples
 from tests.faults.invariants import assert_invariants
 
@@ -42,10 +44,22 @@ def test_an_edited_parquet_stops_the_next_stage_naming_the_file(tmp_path):
     with pytest.raises(AssertionError, match="samples.parquet"):
         assert_invariants(cfg.flywheel_dir)  # the checker sees it too
 
+    left = left_on_disk(cfg.flywheel_dir)
     samples.write_bytes(original)  # restored: the run goes on from there
+    t0 = time.perf_counter()
     folder = curate_stage.fn(cfg, 1, gen)
+    recovery_s = time.perf_counter() - t0
     assert store.read_manifest(folder).outputs["accepted"] == 6
     assert_invariants(cfg.flywheel_dir)
+    ids = [r["sample_id"] for r in store.read_parquet(folder / "verdicts.parquet")]
+    record(
+        4,
+        "edited samples.parquet, read by curate (file restored)",
+        recovery_s=round(recovery_s, 2),
+        regenerated=0,
+        duplicates=len(ids) - len(set(ids)),
+        left_on_disk=left,
+    )
 
 
 @pytest.fixture

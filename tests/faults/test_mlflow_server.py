@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tasks import store
+from tests.faults.figures import left_on_disk, record
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -147,6 +148,7 @@ def test_server_lost_while_promoting_and_while_logging(server, tmp_path, monkeyp
     print(f"logging outage ridden out in {ridden_out_s:.1f} s")
 
     # The resumed run (a new tracker, as a new process makes) continues the same runs.
+    t0 = time.monotonic()
     resumed = _tracker(fw)
     assert resumed.parent_run_id == tracker.parent_run_id
     assert resumed.champion() == {"version": v1, "generation": 1}  # the alias never moved
@@ -155,8 +157,25 @@ def test_server_lost_while_promoting_and_while_logging(server, tmp_path, monkeyp
     v2 = resumed.register(model2, {"flywheel.generation": "2"})
     assert _versions(resumed) == sorted([v1, v2])  # nothing registered twice
     resumed.set_alias("champion", v2)
+    promoted_s = time.monotonic() - t0
     resumed.end_generation()
     resumed.end("FINISHED")
     assert resumed.champion() == {"version": v2, "generation": 2}
     runs = resumed.client.search_runs([resumed.experiment_id])
     assert len(runs) == 3  # the flywheel's run and one per generation, none made again
+    record(
+        8,
+        "MLflow server killed during logging (ridden out by the client's retries)",
+        recovery_s=round(ridden_out_s, 1),
+        regenerated=0,
+        duplicates=len(history) - 1,
+        left_on_disk=left_on_disk(fw),
+    )
+    record(
+        8,
+        "MLflow server killed during promotion (resumed run)",
+        recovery_s=round(promoted_s, 1),
+        regenerated=0,
+        duplicates=len(_versions(resumed)) - 2 + len(runs) - 3,
+        left_on_disk=left_on_disk(fw),
+    )
