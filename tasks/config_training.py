@@ -16,7 +16,7 @@ from pydantic import (
 
 from tasks.config_generation import Section
 
-TrainMode = Literal["sft", "grpo", "sft_then_grpo", "gkd"]
+TrainMode = Literal["sft", "grpo", "sft_then_grpo", "gkd", "dpo"]
 
 # Rewards scored by a model that the GRPO worker does not load: the judge and the reward model
 # run in their own worker over a whole stage's samples (curation passes their outputs in), and
@@ -47,6 +47,21 @@ class GKDSection(Section):
     )
     temperature: float = Field(0.9, gt=0, description="Sampling temperature of on-policy batches.")
     max_new_tokens: int = Field(96, gt=0, description="Longest on-policy sample (tokens).")
+
+
+class DPOSection(Section):
+    """Preference optimisation (TRL's `DPOTrainer`) on the generation's preference pairs
+    (`tasks.preference`: an accepted and a rejected sample of one seed); the reference model is
+    the base model frozen."""
+
+    loss_type: Literal["sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "apo_zero"] = Field(
+        "sigmoid",
+        description="TRL's DPO loss: `sigmoid` (DPO), `sigmoid_norm` (length-normalised log "
+        "ratios, SimPO-style), `ipo`, `hinge`, `robust`, `apo_zero`.",
+    )
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (~5e-7 real models).")
+    pairs_per_seed: int = Field(4, gt=0, description="Most preference pairs drawn per seed.")
 
 
 class GRPOSection(Section):
@@ -114,8 +129,9 @@ class TrainConfig(Section):
     mode: TrainMode = Field(
         "sft",
         description="Training recipe per generation: `sft` on accepted samples, `grpo` on the "
-        "seeds, `sft_then_grpo` (GRPO starting from this generation's SFT model), or `gkd` "
-        "(logit distillation from a teacher on the accepted samples).",
+        "seeds, `sft_then_grpo` (GRPO starting from this generation's SFT model), `gkd` "
+        "(logit distillation from a teacher on the accepted samples), or `dpo` (preference "
+        "pairs of accepted vs rejected samples of one seed).",
     )
     schedule: list[ScheduleEntry] | None = Field(
         None,
@@ -165,6 +181,7 @@ class TrainConfig(Section):
     )
     grpo: GRPOSection = GRPOSection()
     gkd: GKDSection = GKDSection()
+    dpo: DPOSection = DPOSection()
 
     def stage(self, generation: int) -> ScheduleEntry:
         """The training recipe of `generation` (1-based)."""

@@ -79,6 +79,7 @@ from tasks.requests_generation import (  # noqa: E402
     served_engine,
 )
 from tasks.requests_training import (  # noqa: E402
+    DPORequest,
     GKDRequest,
     GRPORequest,
     RewardModelRequest,
@@ -86,6 +87,7 @@ from tasks.requests_training import (  # noqa: E402
     SFTRequest,
     SupervisedRequest,
     TrainRequest,
+    dpo_request,
     gkd_request,
     grpo_request,
     reward_model_request,
@@ -94,6 +96,7 @@ from tasks.requests_training import (  # noqa: E402
 
 __all__ = [
     "BootstrapRequest",
+    "DPORequest",
     "EngineSpec",
     "GKDRequest",
     "GRPORequest",
@@ -111,6 +114,7 @@ __all__ = [
     "SupervisedRequest",
     "TrainRequest",
     "bootstrap_request",
+    "dpo_request",
     "engine_spec",
     "eval_sampling",
     "from_json",

@@ -59,6 +59,18 @@ class GKDRequest(SupervisedRequest):
 
 
 @dataclasses.dataclass(frozen=True)
+class DPORequest(SupervisedRequest):
+    """One DPO run (`tasks.trainers.dpo.train_dpo`) on a file of prompt / chosen / rejected
+    pairs: `train.*`'s optimisation settings (`train.dpo.learning_rate` in place of
+    `train.learning_rate`) plus `train.dpo.*`'s loss."""
+
+    mode: ClassVar[str] = "dpo"
+
+    loss_type: str
+    beta: float
+
+
+@dataclasses.dataclass(frozen=True)
 class GRPORequest:
     """One GRPO run (`tasks.trainers.grpo.train_grpo`): the paths, the generation's rewards and
     weights, `train.grpo.*`'s knobs, `train.*`'s shared settings and `model.*`'s prompt format.
@@ -101,7 +113,7 @@ class GRPORequest:
     progress: bool
 
 
-TrainRequest = SFTRequest | GKDRequest | GRPORequest
+TrainRequest = SFTRequest | GKDRequest | GRPORequest | DPORequest
 
 
 def _optimisation(cfg: FlywheelConfig, generation: int) -> dict:
@@ -152,6 +164,21 @@ def gkd_request(
         temperature=k.temperature,
         max_new_tokens=k.max_new_tokens,
         **_optimisation(cfg, generation),
+    )
+
+
+def dpo_request(
+    cfg: FlywheelConfig, generation: int, base_model: str, train_file: Path, out_dir: Path
+) -> DPORequest:
+    """DPO of `base_model` on `train_file`'s preference pairs into `out_dir`."""
+    d = cfg.train.dpo
+    return DPORequest(
+        base_model=str(base_model),
+        train_file=str(train_file),
+        out_dir=str(out_dir),
+        loss_type=d.loss_type,
+        beta=d.beta,
+        **(_optimisation(cfg, generation) | {"learning_rate": d.learning_rate}),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import time
@@ -10,8 +11,9 @@ from pathlib import Path
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.curate import merge_pool, mix_replay
-from tasks.records import stable_hash
-from tasks.requests import gkd_request, grpo_request, sft_request
+from tasks.preference import preference_pairs
+from tasks.records import Sample, Verdict, from_rows, stable_hash
+from tasks.requests import dpo_request, gkd_request, grpo_request, sft_request
 from tasks.stages.common import (
     completed,
     heavy_task,
@@ -26,7 +28,8 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
 
     `sft` trains on accepted samples; `grpo` on the generation's seeds (questions and gold
     answers: the policy samples its own groups); `sft_then_grpo` runs GRPO from the SFT model
-    of the same generation, and keeps only the final model.
+    of the same generation, and keeps only the final model; `dpo` on the generation's preference
+    pairs (an accepted and a rejected sample of one seed, `tasks.preference`).
     """
     folder = store.stage_dir(cfg.flywheel_dir, generation, "train")
     if completed(folder) is not None:
@@ -48,6 +51,18 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
                 metrics,
                 train_rows=len(rows),
                 hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
+            )
+        if stage.mode == "dpo":
+            rows = _dpo_rows(cfg, generation)
+            store.write_parquet(rows, tmp / "pairs.parquet")
+            metrics = train_in_subprocess(
+                dpo_request(cfg, generation, base_model, tmp / "pairs.parquet", tmp / "model"),
+                log_path,
+            )
+            out.update(
+                metrics,
+                train_rows=len(rows),
+                hash=stable_hash(sorted((r["chosen_id"], r["rejected_id"]) for r in rows)),
             )
         if stage.mode in ("sft", "sft_then_grpo"):
             rows = _sft_rows(cfg, generation)
@@ -101,6 +116,25 @@ def _sft_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
             "Use easier seeds.levels, raise sampling.n, or check the verifier."
         )
     return rows
+
+
+def _dpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:
+    """The generation's preference pairs (`tasks.preference`), drawn with the training seed."""
+    gdir = store.gen_dir(cfg.flywheel_dir, generation)
+    samples = from_rows(Sample, store.read_parquet(gdir / "generate" / "samples.parquet"))
+    verdicts = {
+        v["sample_id"]: Verdict(v["outcome"], v["reason"])
+        for v in store.read_parquet(gdir / "curate" / "verdicts.parquet")
+    }
+    pairs = preference_pairs(
+        samples, verdicts, cfg.train.dpo.pairs_per_seed, cfg.train.seed + generation
+    )
+    if not pairs:
+        raise RuntimeError(
+            f"gen-{generation:04d}: no preference pairs to train on; no seed has both an "
+            "accepted and a rejected sample. Raise sampling.n or use train.mode sft."
+        )
+    return [dataclasses.asdict(p) for p in pairs]
 
 
 def _grpo_rows(cfg: FlywheelConfig, generation: int) -> list[dict]:

@@ -1,7 +1,8 @@
 """Training recipes, one function per `train.mode`, each a plain function of its request.
 
-A recipe takes its request (`tasks.requests`: SFTRequest, GRPORequest, GKDRequest), reads a
-Parquet file (curated samples for SFT and GKD, seeds with gold answers for GRPO), trains from a
+A recipe takes its request (`tasks.requests`: SFTRequest, GRPORequest, GKDRequest, DPORequest),
+reads a Parquet file (curated samples for SFT and GKD, seeds with gold answers for GRPO,
+preference pairs for DPO), trains from a
 base Hugging Face checkpoint, writes the result as a Hugging Face folder (safetensors,
 tokenizer, generation config) and returns its metrics as a JSON-able dict. `tasks.train` runs
 them in their own process; `TRAINERS` is the only registry of them, keyed by each request's
@@ -16,12 +17,13 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from tasks.requests import GKDRequest, GRPORequest, SFTRequest
+from tasks.requests import DPORequest, GKDRequest, GRPORequest, SFTRequest
 
 TRAINERS = {
     SFTRequest.mode: "tasks.trainers.sft:train_sft",
     GRPORequest.mode: "tasks.trainers.grpo:train_grpo",
     GKDRequest.mode: "tasks.trainers.gkd:train_gkd",
+    DPORequest.mode: "tasks.trainers.dpo:train_dpo",
 }
 
 

@@ -39,10 +39,10 @@ def completions(question: str, answer: str) -> list[tuple[str, str]]:
     ]
 
 
-def curated_flywheel(runs_dir: Path, **config) -> FlywheelConfig:
+def curated_flywheel(runs_dir: Path, seeds: int = SEEDS, **config) -> FlywheelConfig:
     """A flywheel with generation 1 curated (and generation 2's seeds only)."""
     cfg = FlywheelConfig(
-        name="fw", runs_dir=runs_dir, seeds={"count": SEEDS}, eval={"suite_size": 16}, **config
+        name="fw", runs_dir=runs_dir, seeds={"count": seeds}, eval={"suite_size": 16}, **config
     )
     suite = suite_stage.fn(cfg)
     seeds = read_seeds(seeds_stage.fn(cfg, 1, suite))

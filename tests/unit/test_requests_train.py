@@ -13,12 +13,14 @@ import pytest
 
 from tasks.config import FlywheelConfig, load_config
 from tasks.requests import (
+    DPORequest,
     GKDRequest,
     GRPORequest,
     RewardModelRequest,
     RewardModelScoreRequest,
     SFTRequest,
     TrainRequest,
+    dpo_request,
     from_json,
     gkd_request,
     grpo_request,
@@ -29,7 +31,14 @@ from tasks.requests import (
 from tasks.train import REQUESTS, main
 
 CONFIGS = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
-REQUEST_TYPES = [SFTRequest, GKDRequest, GRPORequest, RewardModelRequest, RewardModelScoreRequest]
+REQUEST_TYPES = [
+    SFTRequest,
+    GKDRequest,
+    GRPORequest,
+    DPORequest,
+    RewardModelRequest,
+    RewardModelScoreRequest,
+]
 
 
 def _requests(path: Path) -> list:
@@ -47,7 +56,9 @@ def _requests(path: Path) -> list:
             out.append(grpo_request(*args))
         if mode == "gkd":
             out.append(gkd_request(*args))
-    out += [sft_request(*args), grpo_request(*args)]
+        if mode == "dpo":
+            out.append(dpo_request(*args))
+    out += [sft_request(*args), grpo_request(*args), dpo_request(*args)]
     if cfg.train.gkd.teacher is None and not cfg.distill.teachers:
         cfg = load_config(path, **{"train.gkd.teacher": "teacher"})
     out.append(gkd_request(cfg, *args[1:]))
@@ -57,7 +68,7 @@ def _requests(path: Path) -> list:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_builds_every_training_request_and_it_round_trips(path):
     requests = _requests(path)
-    assert {type(r) for r in requests} == {SFTRequest, GRPORequest, GKDRequest}
+    assert {type(r) for r in requests} == {SFTRequest, GRPORequest, GKDRequest, DPORequest}
     for request in requests:
         # As `train_in_subprocess` sends it: the mode next to the fields, as JSON text.
         wire = json.loads(json.dumps({"mode": request.mode, **to_json(request)}))
@@ -75,6 +86,7 @@ def test_the_config_values_reach_the_request_under_their_names():
                 "min_lr_ratio": 0.2,
                 "grpo": {"repetition_ngram": 5, "max_completion_length": 77, "length_buffer": 9},
                 "gkd": {"teacher": "t", "lmbda": 0.25},
+                "dpo": {"loss_type": "sigmoid_norm", "beta": 0.3, "learning_rate": 2e-5},
             },
             "model": {"system_prompt": "be brief", "chat_template": True},
         }
@@ -88,15 +100,18 @@ def test_the_config_values_reach_the_request_under_their_names():
     gkd = gkd_request(cfg, 1, "base", Path("t.parquet"), Path("out"))
     assert gkd.teacher == "t" and gkd.lmbda == 0.25
     assert not {"packing", "min_lr_ratio"} & {f.name for f in dataclasses.fields(GKDRequest)}
+    dpo = dpo_request(cfg, 2, "base", Path("p.parquet"), Path("out"))
+    assert (dpo.loss_type, dpo.beta, dpo.learning_rate, dpo.seed) == ("sigmoid_norm", 0.3, 2e-5, 9)
     # Each section's worker settings reach the request under their YAML names (the rest are the
     # stage's: which rows, which recipe, which teacher source).
-    stage_only = {"mode", "schedule", "build_on", "replay", "replay_share", "grpo", "gkd"}
+    stage_only = {"mode", "schedule", "build_on", "replay", "replay_share", "grpo", "gkd", "dpo"}
     for section, cls in [
         (cfg.train, SFTRequest),
         (cfg.train.grpo, GRPORequest),
         (cfg.train.gkd, GKDRequest),
+        (cfg.train.dpo, DPORequest),
     ]:
-        names = set(type(section).model_fields) - stage_only - {"max_prompts"}
+        names = set(type(section).model_fields) - stage_only - {"max_prompts", "pairs_per_seed"}
         assert names <= _fields(cls), (cls.__name__, names - _fields(cls))
 
 
@@ -114,7 +129,7 @@ def test_no_request_declares_a_default(cls):
 
 def test_the_worker_knows_every_training_request_by_its_mode():
     assert set(REQUESTS.values()) == set(typing.get_args(TrainRequest))
-    assert sorted(REQUESTS) == ["gkd", "grpo", "sft"]
+    assert sorted(REQUESTS) == ["dpo", "gkd", "grpo", "sft"]
 
 
 def test_reward_model_request_round_trips():
@@ -128,5 +143,5 @@ def test_the_worker_names_a_missing_or_unknown_field():
     data.pop("packing")
     with pytest.raises(ValueError, match=r"SFTRequest: unknown fields \['ngram'\].*'packing'"):
         main({"mode": "sft", **data, "ngram": 3})
-    with pytest.raises(ValueError, match="unknown training mode 'dpo'"):
-        main({"mode": "dpo"})
+    with pytest.raises(ValueError, match="unknown training mode 'ppo'"):
+        main({"mode": "ppo"})
