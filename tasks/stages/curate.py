@@ -57,6 +57,8 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
         ),
     )
     with store.write_stage(folder, "curate") as (tmp, out):
+        # `seconds`: the curation pass, its reads and writes included (they interleave), without
+        # the judge's worker run.
         started = time.perf_counter()
         picked = judged.picked if judged else ()
         result = curate_file(path, tmp, curation, columns, picked, BUCKET_ROWS)
