@@ -72,4 +72,5 @@ def test_a_dpo_generation_raises_the_chosen_margin_on_held_out_pairs(tiny_model,
     held = held_out_pairs(trained)
     assert len(held) >= 9
     before, after = margin(tiny_model, held), margin(str(folder / "model"), held)
+    print(f"held-out chosen-rejected log-prob margin: base {before:.1f}, after DPO {after:.1f}")
     assert after > before + 1.0, (before, after)
