@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tasks.faults import fault
+from tasks.progress import task_bar, tqdm_bar
 from tasks.prompts import encode_prompts, prompt_seed
 from tasks.records import Completion
 from tasks.requests import EngineSpec, SamplingSpec
@@ -84,7 +85,9 @@ def generate_vllm(
     if fault("generate.batch") == "kill_engine":
         _kill_engine_core(llm)
     try:
-        outputs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=progress)
+        outputs = llm.generate(
+            [{"prompt_token_ids": x} for x in ids], params, use_tqdm=tqdm_bar(progress)
+        )
     except Exception as e:
         _raise_if_engine_died(e)
         raise
@@ -202,7 +205,6 @@ def generate_hf(
     """Transformers `generate`, batched with left padding: the fallback where vLLM is absent.
     `gpu_memory_utilization` and `enforce_eager` are vLLM's and unused here."""
     import torch
-    from rich.progress import Progress
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     n, temperature, top_p = sampling.n, sampling.temperature, sampling.top_p
@@ -244,7 +246,7 @@ def generate_hf(
     batches = [order[i : i + size] for i in range(0, len(order), size)]
     results: list[list[Completion]] = [[] for _ in prompts]
     torch.manual_seed(sampling.seed)
-    with Progress(disable=not progress) as bar, torch.inference_mode():
+    with task_bar(progress) as bar, torch.inference_mode():
         task = bar.add_task("generate (hf)", total=len(batches))
         for batch in batches:
             fault("generate.batch")  # sigkill here: the worker dies mid-generation

@@ -92,8 +92,9 @@ def _nan_loss(module: Any, inputs: Any, output: Any) -> Any:
 class RichProgress(TrainerCallback):
     """One rich progress bar (steps, loss, time left) in place of the Trainer's tqdm bar.
 
-    When the output is not a terminal (a worker's piped log), the bar cannot redraw, so every
-    log event is also printed as one plain line.
+    When the output is not a terminal (a worker's piped log), the bar cannot redraw: it prints
+    throttled plain lines instead (`tasks.progress`), with the last logged loss, gradient norm
+    and learning rate, and the Trainer's closing summary as one line.
     """
 
     def __init__(self, label: str) -> None:
@@ -115,9 +116,11 @@ class RichProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None or not logs:
             return
-        if "loss" in logs:
-            self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
-        if not self.progress.console.is_terminal:
+        fields = {"loss": f"{logs['loss']:.4f}"} if "loss" in logs else {}
+        fields |= {k: f"{logs[k]:.4g}" for k in ("grad_norm", "learning_rate") if k in logs}
+        if fields:
+            self.progress.update(self.task, **fields)
+        if "train_runtime" in logs and not self.progress.console.is_terminal:
             shown = {k: v for k, v in logs.items() if k != "total_flos"}
             line = " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
