@@ -25,6 +25,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from flows.stack import stack as stack_command
 from tasks.config import ConfigError, FlywheelConfig, load_config
 from tasks.config_export import ExportFormat
 from tasks.seeds import SeedFileError
@@ -411,6 +412,9 @@ def train_rm(
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from None
     console.print_json(json.dumps(report))
+
+
+app.command("stack")(stack_command)
 
 
 def main() -> None:  # pragma: no cover
