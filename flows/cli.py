@@ -225,8 +225,14 @@ def deploy(
 def bootstrap(config: ConfigArg = Path("configs/demo.yaml"), set_: SetOpt = None) -> None:
     """Freeze the eval suite and make (or find) the base model and the judge, then stop."""
     cfg = _load(config, set_)
+    from flows.local_api import ApiUnavailable, ensure_api
     from tasks.stages import base_model_stage, judge_model_stage, suite_stage
 
+    try:
+        ensure_api()  # the stages are Prefect tasks: they report to the API
+    except ApiUnavailable as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
     suite = suite_stage(cfg)
     path = base_model_stage(cfg, suite)
     console.print(f"base model: {path}")
