@@ -51,9 +51,13 @@ ERRORS = {
     "deadlock": r"deadlock detected",
     "serialization": r"could not serialize access",
     "pool_exhausted": r"QueuePool limit|too many (?:clients|connections)",
-    "db_timeout": r"asyncpg\.exceptions\.\w*Timeout|TimeoutError",
+    # Raised, not quoted: a rich traceback prints source lines such as `except TimeoutError`.
+    "db_timeout": r"(?m)^[\w.]*Timeout(?:Error)?: |asyncpg\.exceptions\.\w*Timeout",
     "http_5xx": r"\b50[0-4]\b (?:Internal Server Error|Service Unavailable|Bad Gateway)",
     "api_unreachable": r"ConnectError|Connection refused|ApiUnavailable",
+    # Not the database: MLflow's telemetry thread removing its variable from os.environ while a
+    # REST call iterates it (`tasks.tracking` turns telemetry off by default for this reason).
+    "mlflow_environ_race": r"KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'",
 }
 
 

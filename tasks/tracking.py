@@ -32,6 +32,15 @@ from typing import Any
 from tasks.faults import fault
 from tasks.projections import flatten
 
+# MLflow's telemetry fetches its settings in a background thread; where that fails (no internet,
+# as on these machines) the thread removes `_MLFLOW_TELEMETRY_SESSION_ID` from `os.environ`
+# while another thread may be iterating it (requests reads the proxy variables on every REST
+# call), and that call dies with `KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'`: one of 16
+# flywheels run at once against an MLflow server failed so (`bench/bench_load.py`). Telemetry
+# is therefore off unless the user sets MLFLOW_DISABLE_TELEMETRY themselves; set before any
+# `import mlflow`, which this module owns.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 PARENT_ID_FILE = "mlflow_parent_run.json"
 CHILD_ID_FILE = "mlflow_run_id"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}

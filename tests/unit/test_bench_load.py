@@ -21,6 +21,9 @@ from bench.bench_load import count_errors
         ("QueuePool limit of size 5 overflow 10 reached", {"pool_exhausted": 1}),
         ("httpx.ConnectError: [Errno 111] Connection refused", {"api_unreachable": 2}),
         ("503 Service Unavailable", {"http_5xx": 1}),
+        ("TimeoutError: pool timed out", {"db_timeout": 1}),
+        ("│ 1289 │   except TimeoutError as exc:", {}),
+        ("KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'", {"mlflow_environ_race": 1}),
         ("Task run 'gen-0001/curate' - Finished in state Completed()", {}),
     ],
 )
