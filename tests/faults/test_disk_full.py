@@ -108,3 +108,45 @@ def test_mlflow_upload_on_a_full_disk_registers_nothing_until_space_is_back(tmp_
         duplicates=len(versions) - 1,  # versions of generation 1 beyond the first
         left_on_disk=left_on_disk(fw),
     )
+
+
+@pytest.mark.slow
+def test_training_on_a_full_disk_fails_at_the_checkpoint_and_trains_once_space_is_back(
+    tiny_model, tmp_path, monkeypatch
+):
+    """ENOSPC as the trained model is saved (`train.save`, inside the training worker, after
+    its steps): the worker fails with the error (a full disk is not retried), nothing of train
+    lands or is left; with space back the stage trains and lands. (The stage functions are
+    called directly: no Prefect API to start.)"""
+    from tasks.config import load_config
+    from tasks.stages import curate_stage, train_stage
+    from tasks.subproc import WorkerError
+    from tests.e2e.conftest import TINY
+
+    cfg = load_config(
+        TINY, runs_dir=str(tmp_path), name="full", **{"train.cpu_threads": 1, "train.epochs": 1}
+    )
+    curate_stage.fn(cfg, 1, seeds_and_samples(cfg.flywheel_dir))
+    before = snapshot(cfg.flywheel_dir)
+    folder = store.stage_dir(cfg.flywheel_dir, 1, "train")
+    monkeypatch.setenv(ENV, "train.save=enospc")
+    with pytest.raises(WorkerError, match=r"No space left on device \(injected at train.save\)"):
+        train_stage.fn(cfg, 1, tiny_model)
+    assert not folder.exists() and _leftovers(folder) == []
+    left = left_on_disk(cfg.flywheel_dir)
+    assert_invariants(cfg.flywheel_dir, before=before)
+
+    monkeypatch.delenv(ENV)
+    t0 = time.perf_counter()
+    train_stage.fn(cfg, 1, tiny_model)
+    recovery_s = time.perf_counter() - t0
+    assert store.read_manifest(folder, verify=True).files["model/model.safetensors"]["bytes"] > 0
+    assert_invariants(cfg.flywheel_dir, before=before)
+    record(
+        5,
+        "ENOSPC saving the trained model (train worker)",
+        recovery_s=round(recovery_s, 1),
+        regenerated=0,
+        redone="train",
+        left_on_disk=left,
+    )
