@@ -47,8 +47,8 @@ SHARED_GROUPS = {
 }
 # The order work is handed out, longest first (measured serially on 2 cores), so that neither
 # worker is left with a long unit at the end: the judge group, then the end-to-end runs, then
-# the rest of integration/, then unit/.
-FIRST = ("judge", "tests/e2e/", "tests/integration/", "tests/unit/")
+# the fault scenarios, then the rest of integration/, then unit/.
+FIRST = ("judge", "tests/e2e/", "tests/faults/", "tests/integration/", "tests/unit/")
 
 
 def xdist_group(nodeid: str) -> str:
