@@ -1,5 +1,6 @@
-"""The fault suite's figures: runs `tests/faults` with `FLYWHEEL_FAULT_FIGURES` set, so each
-fault scenario records what it measured (`tests/faults/figures.py`), then prints one row per
+"""The fault suite's figures: runs `tests/faults` (and the judge endpoint's scenario in
+`tests/integration/test_judge_server.py`) with `FLYWHEEL_FAULT_FIGURES` set, so each fault
+scenario records what it measured (`tests/faults/figures.py`), then prints one row per
 scenario and saves the JSON under bench/results/.
 
     python -m bench.bench_faults                 # every fault test (~10 min on 2 cores)
@@ -26,6 +27,12 @@ from bench.report import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+TESTS = (
+    "tests/faults",
+    # The judge endpoint's faults need the served embedded judge, which integration/ has.
+    "tests/integration/test_judge_server.py::"
+    "test_curate_stage_stops_past_the_infra_error_share_and_resumes_once_healed",
+)
 COLUMNS = ("fault", "scenario", "recovery_s", "regenerated", "duplicates", "left_on_disk")
 
 
@@ -34,7 +41,7 @@ def run(expr: str | None) -> tuple[list[dict], int, float]:
     with tempfile.TemporaryDirectory(prefix="flywheel-faults-") as tmp:
         figures = Path(tmp) / "figures.jsonl"
         env = dict(os.environ, FLYWHEEL_FAULT_FIGURES=str(figures), OMP_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/faults"]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS]
         cmd += ["-k", expr] if expr else []
         t0 = time.perf_counter()
         code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
