@@ -19,7 +19,10 @@ orchestration and tracking stores, not the bootstrap.
   `mlflow.db` in its own runs folder.
 
 Not part of `make test`: at 16 runs it takes tens of minutes on 2 cores. The figures are
-written to bench/results/<stamp>-load.json.
+written to bench/results/<stamp>-load-<runs>.json. On a checkout that others edit, run it from a
+snapshot of the committed code (`git archive HEAD | tar -x -C /tmp/snap`, then
+`python -m bench.bench_load` in /tmp/snap): a worker started after an edit imports the new code
+while its flow process runs the old, and the runs die of that, not of the load.
 """
 
 from __future__ import annotations
@@ -123,7 +126,12 @@ def make_base_model(work: Path) -> Path:
 
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
