@@ -120,7 +120,7 @@ def sample_verdicts(
 
 class Curation:
     """Rejection sampling fed a few whole seeds at a time (`add`), in seed-id order, so a
-    generation of any size is curated one bucket of seeds at a time (`tasks.stages.curate`).
+    generation of any size is curated one bucket of seeds at a time (`tasks.curate_stream`).
 
     Everything a decision needs lies inside one seed: its verdicts, near-duplicates (counted
     per seed), the cap. The one exception is an exact duplicate, which `curate` looks up across

@@ -3,8 +3,10 @@
 The table is split by seed into buckets of whole seeds with consecutive ids (Arrow stream files
 in the stage's temporary folder), each bucket is curated by `tasks.curate.Curation` in seed-id
 order, and the outputs are written in the table's order, byte for byte what curating every
-sample at once writes. What stays whole in memory: the per-seed counts, one bucket as Python
-objects, and the two output tables as Arrow columns (see `curate_file`).
+sample at once writes. What stays whole in memory: the per-seed counts, the exact-duplicate key
+of each accepted sample, one bucket as Python objects, and the two output tables as Arrow
+columns (see `curate_file`). Where two seeds share a prompt and `self_consistency` is a reward
+(it votes per prompt), the whole table is one bucket.
 """
 
 from __future__ import annotations
@@ -55,10 +57,10 @@ def curate_file(
     order, and the outputs written in input order. `columns` hold one value per sample of
     `path`, in its order (the judge's verdicts, reward-model scores).
 
-    Memory: what is held whole is the per-seed counts and, in Arrow's compact form, the rows of
-    the two output tables: each is written as one row group (Parquet's writer holds a row
-    group's pages until it closes anyway), so that the files are byte for byte those of
-    curating all samples at once (`tasks.curate.curate`)."""
+    Memory: what is held whole is the per-seed counts, the exact keys of accepted samples and,
+    in Arrow's compact form, the rows of the two output tables: each is written as one row
+    group (Parquet's writer holds a row group's pages until it closes anyway), so that the files
+    are byte for byte those of curating all samples at once (`tasks.curate.curate`)."""
     columns = columns or {}
     seeds = _seed_counts(path, "self_consistency" in curation.rewards)
     if seeds is None:  # a prompt that two seeds share: self-consistency votes across them
