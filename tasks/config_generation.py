@@ -88,6 +88,12 @@ class EngineConfig(Section):
     enforce_eager: bool = Field(
         True, description="vLLM without compilation/CUDA graphs (faster start on CPU; off on GPU)."
     )
+    cpu_threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch threads of the hf backend's generate and judge workers "
+        "(None: the free cores; vLLM sets its own).",
+    )
 
 
 class SamplingConfig(Section):

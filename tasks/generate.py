@@ -22,6 +22,7 @@ from tasks.prompts import apply_template, render_prompts
 from tasks.requests import GenerateRequest, SamplingSpec, from_json, to_json
 from tasks.store import write_parquet
 from tasks.subproc import run_worker, worker_main
+from tasks.threads import set_torch_threads
 
 # The columns of the samples file the worker writes.
 SAMPLES_SCHEMA = pa.schema(
@@ -69,6 +70,8 @@ def main(request: dict) -> dict:
         raise ValueError(
             f"engine.backend: unknown {req.engine.backend!r}; known: {sorted(BACKENDS)}"
         )
+    if req.engine.backend == "hf":  # torch computes here; vLLM and a server set their own
+        set_torch_threads(req.engine.cpu_threads, "engine.cpu_threads")
     questions = pq.read_table(req.questions_file, columns=["seed_id", "question"]).to_pylist()
     tokenizer, student = prompt_tokenizers(req)
     texts = [q["question"] for q in questions]

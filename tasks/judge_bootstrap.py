@@ -179,6 +179,7 @@ def sample_policy(
         enforce_eager=True,  # vLLM's; unused by HF generate
         base_url=None,
         api_key_env=None,
+        cpu_threads=None,  # this worker set its threads at start (`main`)
     )
     one = SamplingSpec(
         n=1,

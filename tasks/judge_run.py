@@ -32,6 +32,7 @@ from tasks.records import stable_hash
 from tasks.requests import JudgeRequest, JudgeSettings, from_json, to_json
 from tasks.store import write_parquet
 from tasks.subproc import run_worker, worker_main
+from tasks.threads import set_torch_threads
 
 VOTES_SCHEMA = pa.schema(
     [
@@ -59,6 +60,8 @@ def main(request: dict) -> dict:
     backend = BACKENDS.get(j.engine.backend)
     if backend is None:
         raise ValueError(f"judge.backend: unknown {j.engine.backend!r}; known: {sorted(BACKENDS)}")
+    if j.engine.backend == "hf":  # torch computes here; vLLM and a server set their own
+        set_torch_threads(j.engine.cpu_threads, "engine.cpu_threads")
     rubric = load_rubric(j.rubric)
     rows = pq.read_table(req.candidates_file, columns=["question", "completion"]).to_pylist()
     prompts = [

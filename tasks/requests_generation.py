@@ -17,7 +17,8 @@ class EngineSpec:
     context are `judge.backend` and `judge.max_model_len`). A served model (backend `openai`)
     is reached at `base_url` with the key in the variable `api_key_env` names (None: the
     environment's, `tasks.backends.HttpSettings`); the in-process backends ignore those two,
-    the served one ignores the engine's own knobs."""
+    the served one ignores the engine's own knobs. `cpu_threads`: the torch threads of a worker
+    generating with `hf` (None: the free cores, `tasks.threads`)."""
 
     backend: str
     dtype: str
@@ -27,6 +28,7 @@ class EngineSpec:
     enforce_eager: bool
     base_url: str | None
     api_key_env: str | None
+    cpu_threads: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +187,7 @@ def engine_spec(cfg: FlywheelConfig) -> EngineSpec:
         enforce_eager=e.enforce_eager,
         base_url=None,
         api_key_env=None,
+        cpu_threads=e.cpu_threads,
     )
 
 
@@ -293,6 +296,7 @@ def judge_settings(
             enforce_eager=e.enforce_eager,
             base_url=None,
             api_key_env=None,
+            cpu_threads=e.cpu_threads,
         ),
         sampling=SamplingSpec(
             n=j.k, temperature=j.temperature, top_p=1.0, max_tokens=j.max_tokens, seed=seed

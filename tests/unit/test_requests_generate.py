@@ -155,3 +155,13 @@ def test_no_request_dataclass_declares_a_default():
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     ]
     assert defaults == []
+
+
+def test_thread_settings_reach_their_workers():
+    cfg = FlywheelConfig(engine={"cpu_threads": 1}, bootstrap={"cpu_threads": 2})
+    assert rq.engine_spec(cfg).cpu_threads == 1
+    assert rq.judge_settings(cfg, "/judge", 0).engine.cpu_threads == 1
+    assert rq.bootstrap_request(cfg, []).cpu_threads == 2
+    assert rq.judge_bootstrap_request(cfg, [], "/policy").cpu_threads == 2
+    unset = FlywheelConfig()
+    assert (unset.engine.cpu_threads, unset.bootstrap.cpu_threads) == (None, None)
