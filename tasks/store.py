@@ -8,8 +8,10 @@ the next attempt removes and redoes. Completed stages are never rewritten.
 
 Readers check before they load: `verify(path)` compares every file of a completed stage at or
 under `path` with its manifest (size, SHA-256) and raises `StageCorrupt` naming the file that
-was truncated, edited or deleted since; `read_parquet` does it for every table it reads, and the
-workers' requests (`tasks.subproc.run_worker`) for every model folder and file they name.
+was truncated, edited or deleted since; `read_parquet` and the streamed readers do it for every
+table they read, and `verify_inputs` for every model folder and file a worker's request names
+(`tasks.subproc.run_worker`, before the process starts), refusing too a model folder whose
+weights are only pickled: nothing is ever unpickled.
 Fault points (`tasks.faults`): `store.write` (a table being written), `store.commit` (the
 manifest).
 """
