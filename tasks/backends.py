@@ -19,11 +19,14 @@ where vLLM is absent, and importing this module loads neither.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import random
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -82,12 +85,13 @@ def generate_vllm(
         llm.generate([{"prompt_token_ids": ids[0]}], SamplingParams(max_tokens=8), use_tqdm=False)
     t1 = time.perf_counter()
     params = vllm_params(prompts, sampling)
-    if fault("generate.batch") == "kill_engine":
-        _kill_engine_core(llm)
     try:
-        outputs = llm.generate(
-            [{"prompt_token_ids": x} for x in ids], params, use_tqdm=tqdm_bar(progress)
-        )
+        with _engine_watchdog(llm):
+            if fault("generate.batch") == "kill_engine":
+                _kill_engine_core(llm)
+            outputs = llm.generate(
+                [{"prompt_token_ids": x} for x in ids], params, use_tqdm=tqdm_bar(progress)
+            )
     except Exception as e:
         _raise_if_engine_died(e)
         raise
@@ -120,6 +124,46 @@ def _kill_engine_core(llm: Any) -> None:
     manager = llm.llm_engine.engine_core.resources.engine_manager
     for proc in manager.processes:
         os.kill(proc.pid, signal.SIGKILL)
+
+
+ENGINE_CHECK_S = 1.0
+"""How often the watchdog looks at the engine-core processes during a generate call."""
+
+
+@contextlib.contextmanager
+def _engine_watchdog(llm: Any) -> Iterator[None]:
+    """End the worker when its vLLM engine-core process dies during the block.
+
+    vLLM 0.32's in-process `LLM.generate` waits forever once the engine core is gone (its
+    monitor thread cleans the client up, but the blocked call is never woken: measured, a
+    worker still waiting minutes after the SIGKILL). A stuck worker is a stuck stage, so a
+    thread checks the processes every `ENGINE_CHECK_S` and, when one has died, exits the
+    worker with `TRANSIENT_EXIT`: the stage retries in a fresh process (`WorkerError`).
+    """
+    from tasks.subproc import TRANSIENT_EXIT
+
+    procs = list(llm.llm_engine.engine_core.resources.engine_manager.processes)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(ENGINE_CHECK_S):
+            dead = [p for p in procs if not p.is_alive()]
+            if dead and not done.is_set():
+                print(
+                    f"the vLLM engine process {dead[0].pid} died mid-generation "
+                    f"(exit {dead[0].exitcode}); ending the worker so the stage can retry",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(TRANSIENT_EXIT)
+
+    thread = threading.Thread(target=watch, name="vllm-engine-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _raise_if_engine_died(e: Exception) -> None:

@@ -44,6 +44,8 @@ SHARED_GROUPS = {
     "tests/integration/test_judge_model.py": "judge",
     "tests/integration/test_judge_server.py": "judge",
     "tests/integration/test_openai_teacher.py": "judge",
+    # one Prefect test harness for the file's stage-level fault tests
+    "tests/faults/test_worker_faults.py": "tests/faults/test_worker_faults.py",
 }
 # The order work is handed out, longest first (measured serially on 2 cores), so that neither
 # worker is left with a long unit at the end: the judge group, then the end-to-end runs, then
