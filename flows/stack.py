@@ -42,6 +42,7 @@ DEFAULT_SECRETS = Path("~/.config/flywheel/stack-secrets.json")
 CLIENT_ENV = "client.env"
 READY = "stack ready"
 AUTH_CACHE_S = 60
+WORKER_PING_S = 300
 # What the servers must not inherit from the shell that starts them: a client's own settings.
 CLIENT_VARS = (
     "PREFECT_API_URL",
@@ -149,6 +150,9 @@ def server_commands(cfg: StackConfig) -> dict[str, list[str]]:
             "--artifacts-destination",
             f"s3://{cfg.bucket}/mlartifacts",
             *("--workers", str(cfg.mlflow_workers)),
+            # uvicorn restarts a worker that does not answer its supervisor's ping in 5 s; a
+            # worker still importing MLflow on a busy machine never would (a restart loop).
+            *("--uvicorn-opts", f"--timeout-worker-healthcheck {WORKER_PING_S}"),
             *(("--allowed-hosts", cfg.mlflow_allowed_hosts) if cfg.mlflow_allowed_hosts else ()),
         ],
     }
@@ -340,15 +344,17 @@ def provision_mlflow(cfg: StackConfig, s: StackSecrets) -> None:
                 ).raise_for_status()
             for user, level in ((WRITER, "MANAGE"), (READER, "READ")):
                 for kind, rid in (("experiment", exp_id), ("registered_model", name)):
-                    admin.post(
-                        routes.GRANT_USER_PERMISSION,
-                        json={
-                            "username": user,
-                            "resource_type": kind,
-                            "resource_id": rid,
-                            "permission": level,
-                        },
-                    ).raise_for_status()
+                    grant = {
+                        "username": user,
+                        "resource_type": kind,
+                        "resource_id": rid,
+                        "permission": level,
+                    }
+                    r = admin.post(routes.GRANT_USER_PERMISSION, json=grant)
+                    if r.status_code == 400 and "RESOURCE_ALREADY_EXISTS" in r.text:
+                        continue  # granted on an earlier start (or changed by an admin since)
+                    if r.status_code != 200:
+                        raise StackError(f"MLflow: granting {grant}: {r.status_code} {r.text}")
 
 
 def _stop(procs: dict[str, subprocess.Popen], grace_s: float = 20) -> None:
@@ -389,6 +395,7 @@ def run_stack(cfg: StackConfig, startup_s: float = 600) -> int:
     write_private(cfg.state_dir / "mlflow-auth.ini", auth_ini(cfg))
     if not s3_recording(cfg).exists():
         write_private(s3_recording(cfg), "")
+    recorded = s3_recording(cfg).stat().st_size > 0  # before the server records our own calls
     commands, envs = server_commands(cfg), server_envs(cfg, secrets, dict(os.environ))
     bases = {"s3": cfg.s3_url, "prefect": cfg.prefect_api, "mlflow": cfg.mlflow_uri}
     health = {"s3": f"{cfg.s3_url}/moto-api/", "prefect": f"{cfg.prefect_api}/health"}
@@ -419,7 +426,7 @@ def run_stack(cfg: StackConfig, startup_s: float = 600) -> int:
             )
             wait_healthy(name, health[name], procs[name], log, startup_s)
             print(f"{name} server up: {bases[name]}  (log {log})", flush=True)
-            if name == "s3" and s3_recording(cfg).stat().st_size:
+            if name == "s3" and recorded:
                 replay_s3(cfg)
             if name == "s3" or (name == "mlflow" and cfg.s3_endpoint):
                 ensure_bucket(cfg, secrets)
