@@ -14,7 +14,9 @@ environment, and neither tree's config sets a thread count: each picks its own.
     ln -s $PWD/.venv /tmp/busy-before/.venv
     python -m bench.bench_busy --before /tmp/busy-before --rounds 2 --steps 40 --epochs 2
 
-The JSON goes to bench/results/<stamp>-busy.json, rewritten after every run.
+The JSON goes to bench/results/<stamp>-busy.json, rewritten after every run. `--api` instead
+starts Prefect's local API the way each tree does (`flows.local_api.ensure_api` here, Prefect's
+own 20 s budget before), `--rounds` times each, into <stamp>-busy-api.json.
 """
 
 from __future__ import annotations
@@ -60,6 +62,24 @@ else:
 print("RESULT " + json.dumps({k: res[k] for k in ("wall_s", "cpu_s")} | {"path": res.get("path")}))
 """
 
+# Prefect's local API started the way each tree starts it: this tree through `ensure_api` (its
+# budget), the earlier one as Prefect's client does on a flow's first call (Prefect's 20 s).
+API_DRIVER = r"""
+import json, time
+t = time.perf_counter()
+try:
+    from flows.local_api import ensure_api
+except ImportError:
+    from prefect.server.api.server import SubprocessASGIServer
+    ensure_api = lambda: SubprocessASGIServer().start()
+try:
+    ensure_api()
+    error = None
+except Exception as e:
+    error = f"{type(e).__name__}: {str(e)[:200]}"
+print("RESULT " + json.dumps({"wall_s": time.perf_counter() - t, "error": error}))
+"""
+
 BUSY_LOOP = "while True: pass"
 THREADS_LINE = re.compile(r"torch threads: .*")
 
@@ -91,6 +111,20 @@ def run_job(tree: Path, job: dict, out: Path) -> dict:
     log = (out / "worker.log").read_text(errors="replace")
     line = THREADS_LINE.search(log)
     return {**result, "threads": line.group(0) if line else "torch default (no line)"}
+
+
+def api_start(tree: Path, home: Path) -> dict:
+    """One start of the local Prefect API by `tree`'s code, in a fresh Prefect home, no server
+    configured and no budget set: its seconds, or the error that ended it."""
+    home.mkdir(parents=True)
+    drop = ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env |= {"PYTHONPATH": str(tree), "PREFECT_HOME": str(home)}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    proc = subprocess.run(
+        [sys.executable, "-c", API_DRIVER], cwd=tree, env=env, capture_output=True, text=True
+    )
+    return json.loads(proc.stdout.split("RESULT ", 1)[1])
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -196,11 +230,36 @@ def cli() -> None:
     ap.add_argument("--epochs", type=float, default=2.0, help="SFT epochs (7 steps each)")
     ap.add_argument("--load", type=int, default=2, help="busy-loop processes")
     ap.add_argument("--config", type=Path, default=ROOT / "configs/demo.yaml")
+    ap.add_argument(
+        "--api", action="store_true", help="only the local Prefect API's start, each tree"
+    )
     args = ap.parse_args()
     from bench.report import machine_info
 
     machine = machine_info()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if args.api:
+        path = ROOT / "bench" / "results" / f"{stamp}-busy-api.json"
+        trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+        busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(args.load)]
+        runs = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-busy-api-") as tmp:
+                for r in range(args.rounds):
+                    for side, tree in trees.items():
+                        load = round(os.getloadavg()[0], 2)
+                        res = api_start(tree, Path(tmp) / f"{side}-{r}")
+                        runs.append({"side": side, "round": r + 1, "load_avg": load, **res})
+                        print(runs[-1], flush=True)
+        finally:
+            for p in busy:
+                p.kill()
+                p.wait()
+        doc = {"machine": machine, "busy_loops": args.load, "runs": runs}
+        doc |= {"before_commit": git_commit(args.before), "after_commit": git_commit(args.after)}
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {path.relative_to(ROOT)}")
+        return
     path = ROOT / "bench" / "results" / f"{stamp}-busy.json"
 
     def save(doc: dict) -> None:
