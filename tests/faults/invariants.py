@@ -11,7 +11,7 @@
   accepted set a subset of the samples with no id or (prompt, normalised completion) twice;
 - no partial model promoted: each gate's champion is the base model or a generation whose train
   folder verifies, whose eval landed and whose own gate promoted it; with a tracking URI the
-  registry's `champion` alias names the same generation;
+  registry's `champion` alias names the same generation, and no generation is registered twice;
 - infra errors are never verdicts: an infra_error sample is never kept, and a reject has a
   reward that scored it 0 (or was truncated), never only rewards that could not score it;
 - idempotent rerun: with `before` (a `snapshot` taken before the rerun) every stage that had
@@ -239,11 +239,16 @@ def check_registry(gens: list[Generation], tracking_uri: str, name: str) -> None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    client = MlflowClient(tracking_uri=tracking_uri)
+    per_generation = Counter(
+        v.tags.get("flywheel.generation") for v in client.search_model_versions(f"name='{name}'")
+    )
+    twice = sorted(g for g, n in per_generation.items() if n > 1)
+    assert not twice, f"registry: generation {twice[0]} registered {per_generation[twice[0]]} times"
     gated = [g for g in gens if g.gate is not None]
     if not gated:
         return
     want = gated[-1].gate.champion
-    client = MlflowClient(tracking_uri=tracking_uri)
     try:
         mv = client.get_model_version_by_alias(name, "champion")
     except MlflowException:

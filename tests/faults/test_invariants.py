@@ -124,7 +124,7 @@ def _rewrite(folder: Path, name: str, rows: list[dict] | None = None, **outputs)
     man["outputs"].update(outputs)
     if rows is not None:
         man["files"][name] = {
-            "bytes": 0,
+            "bytes": (folder / name).stat().st_size,
             "sha256": store.sha256_file(folder / name),
             "rows": len(rows),
         }
@@ -212,7 +212,7 @@ BROKEN = {
     "duplicate accepted content": (_duplicate_content, "duplicates the content"),
     "infra error counted as reject": (_infra_as_reject, "no reward scored it 0"),
     "infra error kept": (_infra_kept, "infra_error sample"),
-    "partial model promoted": (_partial_model, "missing or changed"),
+    "partial model promoted": (_partial_model, "config.json: changed"),
     "champion its gate refused": (_promoted_without_gate, "did not promote"),
     "champion without eval": (_champion_without_eval, "eval has not landed"),
     "temporary folder left": (_leftover_tmp, "temporary folder"),
@@ -251,3 +251,18 @@ def test_a_run_that_differs_from_the_uninterrupted_one_fails(fw, tmp_path):
     assert_invariants(fw)
     with pytest.raises(AssertionError, match="gen-0001/curate: differs .* accepted.parquet"):
         assert_invariants(fw, reference=ref)
+
+
+def test_a_generation_registered_twice_fails(fw, tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_registered_model("fw")
+    for _ in range(2):  # the same generation registered again, as a resume must never do
+        client.create_model_version("fw", "file:///nowhere", tags={"flywheel.generation": "1"})
+    client.set_registered_model_alias("fw", "champion", "1")
+    with pytest.raises(AssertionError, match="generation 1 registered 2 times"):
+        assert_invariants(fw, tracking_uri=uri, registered_model="fw")
+    client.delete_model_version("fw", "2")
+    assert_invariants(fw, tracking_uri=uri, registered_model="fw")
