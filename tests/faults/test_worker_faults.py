@@ -6,6 +6,8 @@ tiny random model; no full run):
 - the training worker SIGKILLed mid-run, and while it saves the model: the retry starts over
   (the partial save is thrown away with its temporary folder) and trains the same model an
   uninterrupted run does;
+- vLLM's engine-core process SIGKILLed as a generate call starts: the worker ends at once,
+  retryable, instead of waiting forever on the dead engine (vLLM 0.32's behaviour);
 - a NaN loss at a given step: training stops within that step with an error naming it; it is
   not retried, no train folder lands and none is left half-written.
 
@@ -15,6 +17,9 @@ After each, `tests.faults.invariants.assert_invariants` holds for the flywheel f
 from __future__ import annotations
 
 import random
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +29,7 @@ from tasks.config import load_config
 from tasks.domains import DOMAINS, arith, make_seeds
 from tasks.records import Sample, stable_hash, to_rows
 from tests.e2e.conftest import TINY
+from tests.faults.figures import left_on_disk, record
 from tests.faults.invariants import assert_invariants, snapshot
 
 pytestmark = pytest.mark.slow
@@ -35,7 +41,7 @@ SEEDS = 8
 def harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=None):  # the suite's (loaded machine)
+    with prefect_test_harness(server_startup_timeout=600):  # a loaded 2-core machine is slow
         yield
 
 
@@ -86,6 +92,61 @@ def test_generate_worker_killed_mid_generation_is_retried_in_a_fresh_process(
     out = store.read_manifest(folder, verify=True).outputs
     assert out["samples"] == SEEDS * 2
     assert_invariants(cfg.flywheel_dir)
+    samples = store.read_parquet(folder / "samples.parquet")
+    record(
+        "2",
+        "generate worker SIGKILLed at its 2nd batch; the stage retried",
+        recovery_s=round(subproc.WORKER_WALL[-1][1], 1),  # the retry's worker, start to exit
+        regenerated=len(samples),  # the whole stage again (the dead worker wrote nothing)
+        duplicates=len(samples) - len({s["id"] for s in samples}),
+        left_on_disk=left_on_disk(cfg.flywheel_dir),
+        attempts=2,
+    )
+
+
+def test_vllm_engine_killed_mid_generation_ends_the_worker_not_hangs(
+    tiny_model, tmp_path, monkeypatch
+):
+    """One real vLLM CPU engine start, in the generate worker."""
+    pytest.importorskip("vllm")
+    from tasks.config import FlywheelConfig
+    from tasks.generate import generate_in_subprocess
+    from tasks.requests import generate_request, sampling_spec
+
+    cfg = FlywheelConfig(
+        engine={"backend": "vllm", "max_model_len": 128, "gpu_memory_utilization": 0.1},
+        sampling={"n": 2, "max_tokens": 16},
+    )
+    questions, out = tmp_path / "q.parquet", tmp_path / "raw.parquet"
+    store.write_parquet([{"seed_id": f"s{i}", "question": f"{i}+1"} for i in range(4)], questions)
+    req = generate_request(cfg, tiny_model, sampling_spec(cfg, 0), questions, out)
+    _inject(monkeypatch, tmp_path, "generate.batch=kill_engine")
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            generate_in_subprocess(replace(req, progress=False), tmp_path / "generate.log")
+        except BaseException as e:  # noqa: BLE001 (handed to the test thread)
+            failed.append(e)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=600)
+    assert not worker.is_alive(), "the worker hangs on its dead engine"
+    assert len(failed) == 1 and isinstance(failed[0], subproc.WorkerError), failed
+    assert "died mid-generation" in str(failed[0])
+    assert failed[0].retryable and failed[0].code == subproc.TRANSIENT_EXIT
+    assert not out.exists()
+    record(
+        "2",
+        "vLLM engine-core process SIGKILLed as generate starts; the worker ends, retryable",
+        recovery_s=None,
+        regenerated=0,
+        duplicates=0,
+        left_on_disk=[],
+        worker_s=round(time.monotonic() - started, 1),
+    )
 
 
 @pytest.fixture
@@ -149,6 +210,16 @@ def test_training_killed_mid_run_or_mid_save_starts_over(
     hashes[spec] = _model_hash(curated)
     if len(hashes) == 2:
         assert len(set(hashes.values())) == 1, hashes
+    record(
+        "3",
+        f"training worker SIGKILLed ({spec}); the stage retried from scratch",
+        recovery_s=round(subproc.WORKER_WALL[-1][1], 1),
+        regenerated=0,
+        duplicates=0,
+        left_on_disk=left_on_disk(curated.flywheel_dir),
+        attempts=2,
+        same_weights_as_other_kill=len(set(hashes.values())) == 1 if len(hashes) == 2 else None,
+    )
 
 
 def test_nan_loss_stops_training_within_the_step_and_lands_nothing(
@@ -167,3 +238,13 @@ def test_nan_loss_stops_training_within_the_step_and_lands_nothing(
     assert not (gdir / "train").exists()
     assert not list(gdir.glob(".tmp-*")), "a half-written train folder was left"
     assert_invariants(curated.flywheel_dir)
+    record(
+        "6",
+        "NaN loss at step 2: training stopped, not retried",
+        recovery_s=None,
+        regenerated=0,
+        duplicates=0,
+        left_on_disk=left_on_disk(curated.flywheel_dir),
+        attempts=1,
+        error=str(e.value).splitlines()[-1][:200],
+    )
