@@ -438,13 +438,14 @@ def run_stack(cfg: StackConfig, startup_s: float = 600) -> int:
         write_private(cfg.state_dir / CLIENT_ENV, "".join(f"{k}={v}\n" for k, v in env.items()))
         print(f"\n{READY}. Users and workers export (Ctrl-C stops the stack):", flush=True)
         print(exports_text(cfg, env), flush=True)
-        print(
-            f"MLflow users: {WRITER} (writes), {READER} (reads), {ADMIN}; passwords in "
-            f"{cfg.secrets.expanduser()}. Artifacts: s3://{cfg.bucket}/mlartifacts at "
-            f"{cfg.s3_url} (MLFLOW_S3_ENDPOINT_URL), served through MLflow: clients need no "
-            "AWS_* keys.",
-            flush=True,
-        )
+        if "mlflow" in cfg.only:
+            print(
+                f"MLflow users: {WRITER} (writes), {READER} (reads), {ADMIN}; passwords in "
+                f"{cfg.secrets.expanduser()}. Artifacts: s3://{cfg.bucket}/mlartifacts at "
+                f"{cfg.s3_url} (MLFLOW_S3_ENDPOINT_URL), served through MLflow: clients need no "
+                "AWS_* keys.",
+                flush=True,
+            )
         while True:
             for name, proc in procs.items():
                 if proc.poll() is not None:
@@ -537,9 +538,11 @@ def stack(
         public_host=public_host,
         mlflow_allowed_hosts=mlflow_allowed_hosts,
     )
+    import httpx
+
     try:
         raise typer.Exit(run_stack(cfg))
-    except StackError as e:
+    except (StackError, httpx.HTTPError) as e:  # a server's refusal names its URL and status
         print(f"flywheel stack: {e}", file=sys.stderr, flush=True)
         raise typer.Exit(1) from None
 
