@@ -28,8 +28,9 @@ from tasks import store
 from tasks.hygiene import exact_key
 from tasks.outputs import STAGES, Generation, load_flywheel
 
-# Files whose bytes depend on more than the data: logs, timings, plots.
-VOLATILE = (".log", ".png", ".svg", ".html", "trainer_state.json", "training_args.bin")
+# Files whose bytes depend on more than the data: logs, timings, plots, and the trainer's
+# arguments (they name the stage's temporary folder, a random name per attempt).
+VOLATILE = (".log", ".png", ".svg", ".html", "trainer_state.json", "training_args.json")
 
 
 def snapshot(flywheel_dir: Path) -> dict[str, tuple[float, dict]]:

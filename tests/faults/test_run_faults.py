@@ -1,66 +1,178 @@
-"""SIGKILL `flywheel run` in the middle of a stage; the rerun finishes with nothing lost,
-nothing redone and nothing duplicated."""
+"""Faults of the whole run: `flywheel run` SIGKILLed three times in a row at random moments,
+and its Prefect server restarted while a stage runs; the run that finally completes has the
+same stage outputs as an uninterrupted run of the same config.
+
+One generation of the tiny config, two runs in all: the uninterrupted reference (its folder
+moved aside, its registered model deleted, so the faulted run has the same paths and the same
+registry), then the faulted run against a real `prefect server start`:
+
+1. three times: start the run, wait for a stage to land that had not before, wait a moment
+   drawn from a seeded RNG, SIGKILL the run's whole process group (CLI, workers); after each
+   kill the folder keeps its invariants and no landed stage was redone;
+2. start it again and, while a stage is in flight, SIGKILL the Prefect server and start it
+   again on the same port and database: the run carries on or stops with its clear error (no
+   hang), and a rerun resumes;
+3. the folder equals the reference stage by stage (same file hashes: the loop is
+   deterministic), nothing landed before the last rerun was redone, no model was registered
+   twice and `champion` names what the gate chose (`tests.faults.invariants`).
+"""
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tasks import store
 from tests.e2e.conftest import ROOT, TINY, flywheel
+from tests.e2e.test_schedule import BIN, _free_port, _start, _stop, _wait_healthy
+from tests.faults.figures import left_on_disk, record
+from tests.faults.invariants import assert_invariants, snapshot
 
 pytestmark = pytest.mark.slow
 
-
-def _completed(fw):
-    out = {}
-    for man in fw.rglob("manifest.json"):
-        m = store.read_manifest(man.parent)
-        out[str(man.parent.relative_to(fw))] = (m.created, m.files)
-    return out
+NAME = "faulted"
+KILLS = 3
+RNG_SEED = 20261206
 
 
-def test_sigkill_mid_stage_then_resume(runs_dir, cli_env):
-    fw = runs_dir / "killed"
-    args = ["run", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=killed"]
-    proc = subprocess.Popen(
+def _args(runs_dir: Path) -> list[str]:
+    return [
+        "run",
+        str(TINY),
+        "--set",
+        f"runs_dir={runs_dir}",
+        "--set",
+        f"name={NAME}",
+        "--set",
+        "generations=1",
+    ]
+
+
+def _launch(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=ROOT,
-        env=cli_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    # Wait until generation 2 is in the middle of a stage, then kill everything at once.
-    gen2 = fw / "gen-0002"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if gen2.exists() and any(p.name.startswith(".tmp-") for p in gen2.iterdir()):
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed mid-stage"
-    in_flight = [p.name for p in gen2.iterdir() if p.name.startswith(".tmp-")]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = _completed(fw)
-    assert "gen-0001/gate" in before
-    stage = in_flight[0].split("-")[1]
-    assert f"gen-0002/{stage}" not in before
 
-    r = flywheel(args, cli_env, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    after = _completed(fw)
-    for key, value in before.items():
-        assert after[key] == value, f"{key} was redone or changed"
-    assert not [p for p in fw.rglob(".tmp-*")]
-    for g in (1, 2):
-        gdir = store.gen_dir(fw, g)
-        samples = store.read_parquet(gdir / "generate" / "samples.parquet")
-        seeds = store.read_manifest(gdir / "seeds").outputs["count"]
-        assert len(samples) == seeds * 4 == len({s["id"] for s in samples})
-        accepted = store.read_parquet(gdir / "curate" / "accepted.parquet")
-        assert len({a["id"] for a in accepted}) == len(accepted)
-        assert {a["id"] for a in accepted} <= {s["id"] for s in samples}
+
+def _wait_for(what, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while not what():
+        assert proc.poll() is None, (
+            f"the run ended (status {proc.returncode}) too early:\n" + (log.read_text()[-3000:])
+        )
+        assert time.time() < deadline, f"no progress in {timeout} s:\n" + log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def _in_flight(fw: Path) -> bool:
+    return any(p.name.startswith(".tmp-") for p in fw.glob("gen-*/.tmp-*"))
+
+
+class PrefectServer:
+    """`prefect server start` on one port and one database, killed and started again."""
+
+    def __init__(self, home: Path, env: dict) -> None:
+        self.port, self.home = _free_port(), home
+        self.env = {**env, "PREFECT_HOME": str(home)}
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
+        self.proc = _start([*cmd, "--port", str(self.port)], self.env, self.home / "server.log")
+        _wait_healthy(f"{self.url}/health", self.proc, timeout=300)
+
+    def kill(self) -> None:
+        _stop(self.proc)
+
+
+def _delete_registered_model(runs_dir: Path) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{runs_dir}/mlflow.db").delete_registered_model(NAME)
+
+
+def test_killed_three_times_and_prefect_restarted_ends_as_an_uninterrupted_run(
+    runs_dir, cli_env, tmp_path
+):
+    args, fw = _args(runs_dir), runs_dir / NAME
+    (tmp_path / "prefect").mkdir()
+    server = PrefectServer(tmp_path / "prefect", cli_env)
+    server.start()  # one server for every command: no local API to start each time
+    env = {**cli_env, "PREFECT_API_URL": server.url}
+    log, rng = tmp_path / "run.log", random.Random(RNG_SEED)
+    try:
+        ref = flywheel(args, env, timeout=1800)
+        assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+        reference = tmp_path / "reference"
+        fw.rename(reference)
+        _delete_registered_model(runs_dir)
+
+        before: dict = {}
+        killed_in: list[str] = []
+        for kill in range(1, KILLS + 1):
+            proc = _launch(args, env, log)
+            landed = len(before)
+            _wait_for(lambda: fw.is_dir() and len(snapshot(fw)) > landed, proc, log)  # noqa: B023
+            time.sleep(rng.uniform(0.0, 1.5))
+            assert proc.poll() is None, f"the run finished before kill {kill}"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed_in += [p.name.split("-")[1] for p in fw.glob("gen-*/.tmp-*")]
+            assert_invariants(fw, finished=False, before=before)
+            before = snapshot(fw)
+        assert "gen-0001/gate" not in before, "three kills and nothing left to do"
+        left = left_on_disk(fw)
+
+        proc = _launch(args, env, log)
+        _wait_for(lambda: _in_flight(fw), proc, log)
+        server.kill()
+        server.start()
+        status = proc.wait(timeout=1800)  # carries on, or stops: never hangs
+        out = log.read_text()
+        assert status == 0 or "Completed stages are kept" in out, out[-3000:]
+        assert_invariants(fw, finished=status == 0, before=before)
+        before = snapshot(fw)
+        started = time.monotonic()
+        if status != 0:
+            r = flywheel(args, env, timeout=1800)
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        recovery_s = time.monotonic() - started
+    finally:
+        server.kill()
+
+    gens = assert_invariants(
+        fw,
+        before=before,
+        reference=reference,
+        tracking_uri=f"sqlite:///{runs_dir}/mlflow.db",
+        registered_model=NAME,
+    )
+    per_sample = gens[1].seeds.count * gens[1].generate.params["n"]
+    record(
+        "1",
+        f"flywheel run SIGKILLed {KILLS} times at random moments (in {', '.join(killed_in)})",
+        recovery_s=None,
+        regenerated=per_sample * killed_in.count("generate"),
+        duplicates=0,
+        left_on_disk=left,
+        same_hashes_as_uninterrupted=True,
+    )
+    record(
+        "9",
+        "Prefect server SIGKILLed and restarted while a stage ran",
+        recovery_s=round(recovery_s, 1) if status != 0 else 0.0,
+        regenerated=None,
+        duplicates=0,
+        left_on_disk=left_on_disk(fw),
+        run_carried_on=status == 0,
+    )
