@@ -208,7 +208,9 @@ def test_curate_stage_goes_on_and_counts_nothing_as_rejected(proxy, tmp_path):
     assert_invariants(cfg.flywheel_dir)
 
 
-def test_curate_stage_stops_past_the_infra_error_share_and_resumes_once_healed(proxy, tmp_path):
+def test_curate_stage_stops_past_the_infra_error_share_and_resumes_once_healed(
+    proxy, tmp_path, monkeypatch
+):
     """Fault 7: half the candidates end as infra_error (hang, garbage, 503, 429) against a limit
     of 0.25: the stage stops naming the share and the limit, nothing of curate lands, the
     folders before it stay; the endpoint healed, the same stage lands with every sample."""
@@ -230,6 +232,9 @@ def test_curate_stage_stops_past_the_infra_error_share_and_resumes_once_healed(p
 
     left = left_on_disk(cfg.flywheel_dir)
     proxy.healed = True
+    # Healed: nothing hangs any more, and all 8 prompts now reach the CPU server at once (24
+    # completions in one batch), longer than the 4 s that made the hangs cheap to wait out.
+    monkeypatch.setenv("FLYWHEEL_HTTP_TIMEOUT_S", "120")
     forwarded = proxy.seen["forwarded"]
     t0 = time.perf_counter()
     folder = curate_stage.fn(cfg, 1, gen)
