@@ -230,6 +230,28 @@ def shared_args(seed: int, gradient_checkpointing: bool, logging_steps: int) -> 
     )
 
 
+def supervised_args(request: Any, rows: int, scheduler: str | None = None) -> dict:
+    """The TrainingArguments a `SupervisedRequest` sets alike in every recipe that takes one
+    (SFT, GKD, DPO): its optimisation schedule on `rows` training rows, and `shared_args`.
+    `scheduler` replaces the request's scheduler name (SFT's cosine with a floor)."""
+    r = request
+    return dict(
+        learning_rate=r.learning_rate,
+        num_train_epochs=r.epochs,
+        per_device_train_batch_size=r.batch_size,
+        gradient_accumulation_steps=r.grad_accum,
+        warmup_steps=r.warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type=scheduler or scheduler_type(r.scheduler, r.warmup_ratio),
+        max_length=r.max_length,
+        bf16=r.bf16,
+        **shared_args(
+            r.seed,
+            r.gradient_checkpointing,
+            logging_steps(rows, r.batch_size, r.grad_accum, r.epochs),
+        ),
+    )
+
+
 def show_progress(trainer: transformers.Trainer, label: str) -> None:
     """With tqdm disabled the Trainer prints each log dict; one rich bar replaces both."""
     trainer.remove_callback(PrinterCallback)

@@ -26,13 +26,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tasks.requests import DPORequest
 from tasks.trainers.common import (
     NonFiniteGuard,
-    logging_steps,
     prepare_process,
     read_training_table,
     run_and_save,
-    scheduler_type,
-    shared_args,
     show_progress,
+    supervised_args,
     train_summary,
 )
 
@@ -61,19 +59,7 @@ def train_dpo(request: DPORequest) -> dict:
         output_dir=r.out_dir,
         loss_type=[r.loss_type],
         beta=r.beta,
-        learning_rate=r.learning_rate,
-        num_train_epochs=r.epochs,
-        per_device_train_batch_size=r.batch_size,
-        gradient_accumulation_steps=r.grad_accum,
-        warmup_steps=r.warmup_ratio,  # a float below 1 is a share of the total steps
-        lr_scheduler_type=scheduler_type(r.scheduler, r.warmup_ratio),
-        max_length=r.max_length,
-        bf16=r.bf16,
-        **shared_args(
-            r.seed,
-            r.gradient_checkpointing,
-            logging_steps(len(dataset), r.batch_size, r.grad_accum, r.epochs),
-        ),
+        **supervised_args(r, len(dataset)),
     )
     model = AutoModelForCausalLM.from_pretrained(r.base_model, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(r.base_model, dtype=torch.float32)

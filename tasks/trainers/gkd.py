@@ -29,12 +29,10 @@ from tasks.trainers.common import (
     NonFiniteGuard,
     encode_pairs,
     load_pairs,
-    logging_steps,
     prepare_process,
     run_and_save,
-    scheduler_type,
-    shared_args,
     show_progress,
+    supervised_args,
     train_summary,
 )
 
@@ -103,19 +101,7 @@ def train_gkd(request: GKDRequest) -> dict:
         beta=r.beta,
         temperature=r.temperature,
         max_new_tokens=r.max_new_tokens,
-        learning_rate=r.learning_rate,
-        num_train_epochs=r.epochs,
-        per_device_train_batch_size=r.batch_size,
-        gradient_accumulation_steps=r.grad_accum,
-        warmup_steps=r.warmup_ratio,
-        lr_scheduler_type=scheduler_type(r.scheduler, r.warmup_ratio),
-        max_length=r.max_length,
-        bf16=r.bf16,
-        **shared_args(
-            r.seed,
-            r.gradient_checkpointing,
-            logging_steps(len(dataset), r.batch_size, r.grad_accum, r.epochs),
-        ),
+        **supervised_args(r, len(dataset)),
     )
     model = AutoModelForCausalLM.from_pretrained(r.base_model, dtype=torch.float32)
     teacher_model = AutoModelForCausalLM.from_pretrained(r.teacher, dtype=torch.float32)

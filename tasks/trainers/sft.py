@@ -38,12 +38,11 @@ from tasks.trainers.common import (
     NonFiniteGuard,
     encode_pairs,
     load_pairs,
-    logging_steps,
     prepare_process,
     run_and_save,
     scheduler_type,
-    shared_args,
     show_progress,
+    supervised_args,
     train_summary,
 )
 
@@ -74,24 +73,12 @@ def build_trainer(request: SFTRequest) -> SFTTrainer:
         scheduler, scheduler_kwargs = "cosine_with_min_lr", {"min_lr_rate": r.min_lr_ratio}
     config = SFTConfig(
         output_dir=r.out_dir,
-        learning_rate=r.learning_rate,
-        num_train_epochs=r.epochs,
-        per_device_train_batch_size=r.batch_size,
-        gradient_accumulation_steps=r.grad_accum,
-        warmup_steps=r.warmup_ratio,  # a float below 1 is a share of the total steps
-        lr_scheduler_type=scheduler,
         lr_scheduler_kwargs=scheduler_kwargs,
-        max_length=r.max_length,
         packing=r.packing,
         packing_strategy="bfd",  # whole samples only: a sample is never split across rows
         padding_free=r.packing,
         completion_only_loss=True,
-        bf16=r.bf16,
-        **shared_args(
-            r.seed,
-            r.gradient_checkpointing,
-            logging_steps(len(dataset), r.batch_size, r.grad_accum, r.epochs),
-        ),
+        **supervised_args(r, len(dataset), scheduler),
     )
     tokenizer = AutoTokenizer.from_pretrained(r.base_model)
     # fp32 master weights; with bf16=True the Trainer autocasts the forward pass.

@@ -157,5 +157,5 @@ def test_empty_or_missing_train_file_is_named(
 
 
 def test_unknown_mode_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown training mode 'dpo'"):
-        main({"mode": "dpo"})
+    with pytest.raises(ValueError, match="unknown training mode 'ppo'"):
+        main({"mode": "ppo"})
