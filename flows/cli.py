@@ -39,7 +39,8 @@ app = typer.Typer(
 )
 # Tables are wide; keep them readable when the output is a file or a pipe too.
 console = Console(width=None if Console().is_terminal else 160)
-err = Console(stderr=True)
+# Errors are never wrapped: a path or a field name split across lines cannot be copied or grepped.
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config (see configs/).")]
 SetOpt = Annotated[
