@@ -90,6 +90,10 @@ class Server:
             "--host", "127.0.0.1", "--port", str(port),
             "--dtype", "float32", "--max-model-len", "384", "--enforce-eager",
             "--gpu-memory-utilization", "0.2",
+            # Whole prompts per step, as the in-process engine runs (tasks.backends): a seeded
+            # prompt split across steps crashes the CPU engine ("CPU Generator does not use
+            # offset"), which 24 judge prompts of ~110 tokens at once did.
+            "--no-enable-chunked-prefill",
         ]  # fmt: skip
         with open(log, "w") as out:
             self.proc = subprocess.Popen(

