@@ -40,29 +40,21 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
         t0 = time.perf_counter()
         out.update(mode=stage.mode, label=stage.label)
         model_in = base_model
-        if stage.mode == "gkd":
-            rows = _sft_rows(cfg, generation)
-            store.write_parquet(rows, tmp / "train.parquet")
+        if stage.mode in ("gkd", "dpo"):
+            # One request on one table: GKD on the accepted pairs, DPO on preference pairs.
+            gkd = stage.mode == "gkd"
+            rows = _sft_rows(cfg, generation) if gkd else _dpo_rows(cfg, generation)
+            keys = ("prompt", "completion") if gkd else ("chosen_id", "rejected_id")
+            table = tmp / ("train.parquet" if gkd else "pairs.parquet")
+            store.write_parquet(rows, table)
+            build = gkd_request if gkd else dpo_request
             metrics = train_in_subprocess(
-                gkd_request(cfg, generation, base_model, tmp / "train.parquet", tmp / "model"),
-                log_path,
+                build(cfg, generation, base_model, table, tmp / "model"), log_path
             )
             out.update(
                 metrics,
                 train_rows=len(rows),
-                hash=stable_hash(sorted((r["prompt"], r["completion"]) for r in rows)),
-            )
-        if stage.mode == "dpo":
-            rows = _dpo_rows(cfg, generation)
-            store.write_parquet(rows, tmp / "pairs.parquet")
-            metrics = train_in_subprocess(
-                dpo_request(cfg, generation, base_model, tmp / "pairs.parquet", tmp / "model"),
-                log_path,
-            )
-            out.update(
-                metrics,
-                train_rows=len(rows),
-                hash=stable_hash(sorted((r["chosen_id"], r["rejected_id"]) for r in rows)),
+                hash=stable_hash(sorted(tuple(r[k] for k in keys) for r in rows)),
             )
         if stage.mode in ("sft", "sft_then_grpo"):
             rows = _sft_rows(cfg, generation)
