@@ -4,6 +4,7 @@ flywheel run configs/demo.yaml [--generations N] [--set sampling.n=4]
 flywheel run configs/demo.yaml --more 1          # one generation past the newest finished one
 flywheel serve configs/demo.yaml --cron "0 3 * * *"   # or --interval SECONDS
 flywheel deploy configs/demo.yaml --pool gpu --cron "0 3 * * *"
+flywheel deploy-stages configs/cluster.yaml    # the stages' deployments on their work pools
 flywheel bootstrap configs/demo.yaml
 flywheel status configs/demo.yaml
 flywheel compare configs/demo.yaml [--metric pass@1 --metric gate]
@@ -220,6 +221,20 @@ def deploy(
         raise typer.Exit(2) from None
     console.print(f"deployment flywheel/{cfg.name} ({deployment_id}) on work pool {pool!r}")
     console.print(f"start a worker: prefect worker start --pool {pool}")
+
+
+@app.command("deploy-stages")
+def deploy_stages(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Register each stage's deployment on the work pool `cluster.pools` names for it (with
+    Prefect server PREFECT_API_URL), for runs with `cluster.stage_runner: deployment`."""
+    cfg = _load(config, set_)
+    from flows import deployments
+    from flows.stage_runner import stage_pools
+
+    for name, deployment_id in deployments.deploy_stages(cfg).items():
+        console.print(f"deployment {name} ({deployment_id})", highlight=False)
+    for pool in sorted(set(stage_pools(cfg).values())):
+        console.print(f"start a worker: prefect worker start --pool {pool} --type process")
 
 
 @app.command()

@@ -6,6 +6,10 @@ set-up: see README). Both pass the whole resolved config as the deployment's par
 `advance=1`, so every scheduled run continues the same flywheel from its champion, and both
 cap the deployment at one active run (later ones wait: ENQUEUE). The guard that also holds
 across CLI runs is the flow's own run lock (flows/run_lock.py).
+
+`deploy_stages` registers the stages' own deployments, one per stage kind on the work pool the
+config names, for a flywheel that runs its stages on pools (`cluster.stage_runner: deployment`,
+flows/stage_runner.py).
 """
 
 from __future__ import annotations
@@ -69,3 +73,39 @@ def deploy(
         **_deployment_args(cfg, cron, interval),
     )
     return str(deployment_id)
+
+
+def deploy_stages(cfg: FlywheelConfig) -> dict[str, str]:
+    """Register the deployment of each stage kind on the pool `cluster.pools` names for it
+    (`stage-<kind>/<pool>`, a `process` pool made when missing), for
+    `cluster.stage_runner: deployment`; deployment name -> id. The code is this checkout: a
+    worker runs it in this folder, so on other machines it must lie at the same path."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from flows.stage_flows import STAGE_FLOWS
+    from flows.stage_runner import deployment_name, stage_pools
+
+    pools = stage_pools(cfg)
+    with get_client(sync_client=True) as client:
+        for pool in sorted(set(pools.values())):
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    out = {}
+    for kind, pool in pools.items():
+        entrypoint = f"flows/stage_flows.py:{STAGE_FLOWS[kind].fn.__name__}"
+        remote = flow.from_source(source=str(ROOT), entrypoint=entrypoint)
+        out[deployment_name(kind, pool)] = str(
+            remote.deploy(
+                name=pool,
+                work_pool_name=pool,
+                build=False,
+                push=False,
+                print_next_steps=False,
+                tags=["flywheel", f"stage:{kind}"],
+                description=f"The {kind} stage of flywheels whose cluster.pools.{kind} is {pool}.",
+            )
+        )
+    return out

@@ -6,7 +6,9 @@
         ─► report (flows/report.py: lineage, plot, MLflow metrics, Prefect artifacts)
 
 Every stage is a task in `tasks.stages` (a module each) that skips itself when its folder
-already has a manifest, so running the same config again resumes at the first unfinished stage. The
+already has a manifest, so running the same config again resumes at the first unfinished stage.
+Evaluation and a generation's stages before the gate run where `cluster` places them: inline, or
+as flow runs on work pools (`flows.stage_runner`), and leave the same folders either way. The
 champion passed from one generation to the next is whatever the gate stage wrote: a rejected
 challenger never becomes the next generation's policy. The champion is one record
 (`tasks.outputs.Champion`), and what each stage left is read back once per generation
@@ -22,6 +24,7 @@ from prefect.input import RunInput
 
 from flows.report import artifact_key, publish_summary, report_generation
 from flows.run_lock import one_run_at_a_time
+from flows.stage_runner import check_placement, run_stage
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.outputs import Champion, load_flywheel, load_generation
@@ -75,11 +78,13 @@ def _run_generation(
 ) -> Champion:
     log = get_run_logger()
     policy = _policy(cfg, g, champion)
-    seeds = seeds_stage(cfg, g, suite, policy)
-    generated = generate_stage(cfg, g, policy, seeds)
-    curate_stage(cfg, g, generated)
-    trained = train_stage(cfg, g, policy)
-    eval_stage(cfg, gdir / "eval", str(trained / "model"), suite, label=f"gen-{g:04d}")
+    # Each stage runs inline or on its work pool (`cluster`); either way it leaves its folder.
+    seeds = run_stage(cfg, "seeds", seeds_stage, g, suite, policy)
+    generated = run_stage(cfg, "generate", generate_stage, g, policy, seeds)
+    run_stage(cfg, "curate", curate_stage, g, generated)
+    trained = run_stage(cfg, "train", train_stage, g, policy)
+    model = str(trained / "model")
+    run_stage(cfg, "eval", eval_stage, gdir / "eval", model, suite, label=f"gen-{g:04d}")
     gen = load_generation(gdir)
     version = tracker.register(
         trained / "model",
@@ -152,6 +157,7 @@ def flywheel(config: FlywheelConfig, advance: int | None = None) -> list[dict]:
     cfg = config
     log = get_run_logger()
     check_seed_inputs(cfg)  # a bad seed file stops the run before any folder is made
+    check_placement(cfg)  # so does a runs_dir the stages' workers could not share
     with one_run_at_a_time(cfg.flywheel_dir, log):
         upto = cfg.generations if advance is None else last_generation(cfg.flywheel_dir) + advance
         with tags("flywheel", cfg.name):
@@ -190,7 +196,7 @@ def _run_flywheel(cfg: FlywheelConfig, upto: int) -> None:
         suite = suite_stage(cfg)
         base = base_model_stage(cfg, suite)
         base_dir = store.gen_dir(cfg.flywheel_dir, 0)
-        eval_stage(cfg, base_dir / "eval", base, suite, label="gen-0000")
+        run_stage(cfg, "eval", eval_stage, base_dir / "eval", base, suite, label="gen-0000")
         champion = Champion.of(load_generation(base_dir), None, model=base)
         tracker.log_metrics({f"champion.{k}": v for k, v in champion.report.items()}, step=0)
         log.info("base model %s: pass@1 %.3f", base, champion.report["pass@1"])

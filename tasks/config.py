@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.config_cluster import ClusterConfig
 from tasks.config_evaluation import EvalConfig, GateConfig, GuardSuite, JudgeConfig
 from tasks.config_export import ExportConfig
 from tasks.config_generation import (
@@ -48,6 +49,7 @@ from tasks.config_training import (
 __all__ = [
     "MODEL_REWARDS",
     "BootstrapConfig",
+    "ClusterConfig",
     "ConfigError",
     "CurationConfig",
     "DistillConfig",
@@ -97,6 +99,7 @@ class FlywheelConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     hygiene: HygieneConfig = HygieneConfig()
     export: ExportConfig = ExportConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _rewards_known(self) -> FlywheelConfig:
