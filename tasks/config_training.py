@@ -1,11 +1,12 @@
-"""The flywheel config's training sections: the recipe (`train`: SFT, GRPO, GKD, schedules) and
-the teachers of distillation (`distill`)."""
+"""The flywheel config's training sections: the recipe (`train`: SFT, GRPO, GKD, schedules, how
+the trainer is launched) and the teachers of distillation (`distill`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
 
+import yaml
 from pydantic import (
     Discriminator,
     Field,
@@ -33,6 +34,38 @@ def _grpo_callable(rewards: dict[str, float] | None) -> dict[str, float] | None:
             "curation (list them in curation.rewards); use rule rewards here"
         )
     return rewards
+
+
+# What each `distributed_type` of an accelerate config file runs under `accelerate launch`. The
+# others are refused: `MULTI_CPU` and `NO` go to accelerate's single-process launcher, which
+# starts one process whatever `--num_processes` says (`--cpu --num_processes 2` too); DDP on CPU
+# is `MULTI_GPU`, whose torchrun launcher gives processes without a GPU the gloo backend.
+LAUNCHED = {
+    "MULTI_GPU": "DDP: a full replica per process, gradients all-reduced; gloo on CPU",
+    "FSDP": "parameters, gradients and optimizer state sharded; GPUs only",
+    "DEEPSPEED": "DeepSpeed ZeRO; GPUs only, needs the deepspeed package",
+}
+
+
+def accelerate_type(path: Path | str) -> str:
+    """The `distributed_type` of the accelerate config file at `path`; a missing or unreadable
+    file, or a type `accelerate launch` would not run as several processes, is an error naming
+    `train.accelerate_config`."""
+    where = f"train.accelerate_config: {path}"
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read it ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: not valid YAML: {e}") from None
+    kind = data.get("distributed_type") if isinstance(data, dict) else None
+    if kind not in LAUNCHED:
+        raise ValueError(
+            f"{where}: distributed_type {kind!r} is not one this project launches; use one of "
+            f"{sorted(LAUNCHED)} (MULTI_CPU and NO start a single process under accelerate "
+            "launch; DDP on CPU is MULTI_GPU, configs/accelerate/ddp.yaml)"
+        )
+    return kind
 
 
 class GKDSection(Section):
@@ -103,6 +136,20 @@ class GRPOSection(Section):
         32, gt=0, description="`length` reward: soft-penalty zone before max_completion_length."
     )
     repetition_ngram: int = Field(3, gt=0, description="`repetition` reward: n-gram size.")
+    vllm_mode: Literal["colocate", "server"] | None = Field(
+        None,
+        description="GPUs only: sample the groups with vLLM (TRL's `use_vllm`), `colocate` (an "
+        "engine inside each training process) or `server` (a `trl vllm-serve` at "
+        "vllm_server_url); None: TRL's transformers `generate` in the trainer (CPU).",
+    )
+    vllm_server_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="vllm_mode server: the base URL of `trl vllm-serve`, e.g. http://gpu-0:8000.",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="vllm_mode colocate: share of each GPU the engine reserves."
+    )
 
     _rewards_callable = field_validator("rewards")(_grpo_callable)
 
@@ -110,6 +157,15 @@ class GRPOSection(Section):
     def _buffer_fits(self) -> GRPOSection:
         if self.length_buffer > self.max_completion_length:
             raise ValueError("length_buffer must not exceed max_completion_length")
+        return self
+
+    @model_validator(mode="after")
+    def _server_named(self) -> GRPOSection:
+        if (self.vllm_mode == "server") != (self.vllm_server_url is not None):
+            raise ValueError(
+                "vllm_server_url is needed with vllm_mode server, and only then "
+                f"(vllm_mode={self.vllm_mode!r}, vllm_server_url={self.vllm_server_url!r})"
+            )
         return self
 
 
@@ -179,9 +235,51 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass (large models)."
     )
+    launcher: Literal["local", "accelerate"] = Field(
+        "local",
+        description="How the training worker starts: `local` (one Python process) or "
+        "`accelerate` (`accelerate launch` of num_processes processes, configured by "
+        "accelerate_config).",
+    )
+    num_processes: int = Field(
+        1,
+        gt=0,
+        description="Training processes (one per GPU; on CPU each a gloo rank); more than 1 "
+        "needs launcher accelerate. batch_size is per process.",
+    )
+    accelerate_config: Path | None = Field(
+        None,
+        description="With launcher accelerate: an accelerate config file, e.g. "
+        "configs/accelerate/ddp.yaml (DDP, CPU or GPU), zero3.yaml or fsdp.yaml (GPUs).",
+    )
     grpo: GRPOSection = GRPOSection()
     gkd: GKDSection = GKDSection()
     dpo: DPOSection = DPOSection()
+
+    @model_validator(mode="after")
+    def _launch(self) -> TrainConfig:
+        """A launch that could not run as written stops here: several processes without
+        accelerate, accelerate without its file, a file `accelerate launch` would run as one
+        process, or DDP of one process (accelerate refuses it)."""
+        if self.launcher == "local":
+            if self.num_processes != 1 or self.accelerate_config is not None:
+                raise ValueError(
+                    "train.num_processes > 1 and train.accelerate_config need train.launcher: "
+                    f"accelerate (got num_processes={self.num_processes}, "
+                    f"accelerate_config={self.accelerate_config})"
+                )
+            return self
+        if self.accelerate_config is None:
+            raise ValueError(
+                "train.accelerate_config: train.launcher accelerate needs an accelerate config "
+                "file, e.g. configs/accelerate/ddp.yaml"
+            )
+        if accelerate_type(self.accelerate_config) == "MULTI_GPU" and self.num_processes < 2:
+            raise ValueError(
+                f"train.num_processes: DDP ({self.accelerate_config}) needs at least 2 "
+                "processes; one process is train.launcher: local"
+            )
+        return self
 
     def stage(self, generation: int) -> ScheduleEntry:
         """The training recipe of `generation` (1-based)."""

@@ -1,5 +1,5 @@
 """Requests for training: SFT, GKD, GRPO and the reward model's; one builder each from the
-config (see `tasks.requests`)."""
+config (see `tasks.requests`). Every trainer's request also says how its worker is launched."""
 
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ from tasks.config import FlywheelConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class SupervisedRequest:
+class LaunchedRequest:
+    """How a training worker is started (`train.launcher`, `train.num_processes`,
+    `train.accelerate_config`): `tasks.train` builds the command from them, and every process
+    checks that what accelerate set up is what they asked for."""
+
+    launcher: str
+    num_processes: int
+    accelerate_config: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedRequest(LaunchedRequest):
     """What an SFT and a GKD run share: the paths, then `train.*`'s optimisation settings.
 
     `seed` is `train.seed` plus the generation, so each generation shuffles its data anew;
@@ -71,7 +82,7 @@ class DPORequest(SupervisedRequest):
 
 
 @dataclasses.dataclass(frozen=True)
-class GRPORequest:
+class GRPORequest(LaunchedRequest):
     """One GRPO run (`tasks.trainers.grpo.train_grpo`): the paths, the generation's rewards and
     weights, `train.grpo.*`'s knobs, `train.*`'s shared settings and `model.*`'s prompt format.
 
@@ -100,6 +111,9 @@ class GRPORequest:
     drop_zero_signal: bool
     length_buffer: int
     repetition_ngram: int
+    vllm_mode: str | None
+    vllm_server_url: str | None
+    vllm_gpu_memory_utilization: float
     warmup_ratio: float
     scheduler: str
     max_length: int
@@ -116,10 +130,22 @@ class GRPORequest:
 TrainRequest = SFTRequest | GKDRequest | GRPORequest | DPORequest
 
 
+def _launch(cfg: FlywheelConfig) -> dict:
+    """`train.*`'s launch settings, under their YAML names."""
+    t = cfg.train
+    config = t.accelerate_config
+    return dict(
+        launcher=t.launcher,
+        num_processes=t.num_processes,
+        accelerate_config=str(config) if config is not None else None,
+    )
+
+
 def _optimisation(cfg: FlywheelConfig, generation: int) -> dict:
     """`train.*`'s settings that SFT and GKD share, under their YAML names."""
     t = cfg.train
     return dict(
+        **_launch(cfg),
         learning_rate=t.learning_rate,
         epochs=t.epochs,
         batch_size=t.batch_size,
@@ -208,6 +234,9 @@ def grpo_request(
         drop_zero_signal=g.drop_zero_signal,
         length_buffer=g.length_buffer,
         repetition_ngram=g.repetition_ngram,
+        vllm_mode=g.vllm_mode,
+        vllm_server_url=g.vllm_server_url,
+        vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
         warmup_ratio=t.warmup_ratio,
         scheduler=t.scheduler,
         max_length=t.max_length,
@@ -219,6 +248,7 @@ def grpo_request(
         gradient_checkpointing=t.gradient_checkpointing,
         cpu_threads=t.cpu_threads,
         progress=True,
+        **_launch(cfg),
     )
 
 

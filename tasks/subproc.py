@@ -14,6 +14,12 @@ A failed worker says whether a fresh process could succeed (`WorkerError.retryab
 died (a signal: SIGKILL, the OOM killer, a segfault; or an exit that skipped Python's error
 handling) or raised a `TransientError` (its engine process died) may be retried; one that
 raised any other exception (a bad request, a diverged loss) would fail the same way again.
+
+A worker may also run as several processes under a launcher (`run_worker(..., launcher=...)`,
+e.g. `accelerate launch`, whose torchrun starts one process per rank with `RANK` set): every
+rank reads the same request and runs `main`, only rank 0 writes the result, and each rank dies
+with the launcher (torchrun starts ranks in sessions of their own, out of reach of a signal to
+the launcher's group; a killed launcher would otherwise leave them training).
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ from typing import Any
 # split a flow's wall time into work done in workers and the orchestration around it.
 WORKER_WALL: list[tuple[str, float]] = []
 
+
+LAUNCHED_ENV = "FLYWHEEL_LAUNCHED"
+"""Set for a worker started under a launcher: only then does its `RANK` (which a cluster may set
+for other reasons) make it one rank of several."""
 
 TRANSIENT_EXIT = 75  # EX_TEMPFAIL: the worker raised a TransientError
 ERROR_EXIT = 1  # the worker raised any other exception (Python's own status for one)
@@ -78,14 +88,21 @@ def _echo(chunk: bytes) -> None:
     sys.stderr.flush()
 
 
-def run_worker(module: str, request: dict[str, Any], log_path: Path | None = None) -> dict:
+def run_worker(
+    module: str,
+    request: dict[str, Any],
+    log_path: Path | None = None,
+    launcher: list[str] | None = None,
+) -> dict:
     """Run `python -m module` on `request`; return its result dict with the worker's `wall_s`
     and `cpu_s` added (they replace any the worker set itself).
 
-    The child's stdout/stderr stream through to ours (progress bars stay visible) and are kept
-    in `log_path` too when given. Every existing path the request names is checked first
-    (`tasks.store.verify_inputs`): a completed stage's file changed since it landed, or a model
-    with only pickled weights, stops here, before any process starts.
+    `launcher` replaces `python -m` in front of the module (`accelerate launch ... -m`); its
+    `cpu_s` counts the ranks too (the launcher reaps them). The child's stdout/stderr stream
+    through to ours (progress bars stay visible) and are kept in `log_path` too when given.
+    Every existing path the request names is checked first (`tasks.store.verify_inputs`): a
+    completed stage's file changed since it landed, or a model with only pickled weights, stops
+    here, before any process starts.
     """
     from tasks.store import verify_inputs
 
@@ -94,10 +111,13 @@ def run_worker(module: str, request: dict[str, Any], log_path: Path | None = Non
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(request, default=str))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(LAUNCHED_ENV, None)
+        if launcher:
+            env[LAUNCHED_ENV] = "1"
         if sys.stderr.isatty():
             # The child writes into a pipe; tell rich and tqdm to draw live bars anyway.
             env.update(FORCE_COLOR="1", TTY_COMPATIBLE="1", TTY_INTERACTIVE="1")
-        cmd = [sys.executable, "-m", module, str(req), str(res)]
+        cmd = [*(launcher or [sys.executable, "-m"]), module, str(req), str(res)]
         started = time.perf_counter()
         tail, cpu_s = b"", 0.0
         log = open(log_path, "ab") if log_path else None
@@ -192,8 +212,31 @@ def _reap_descendants(grace_s: float = REAP_GRACE_S) -> None:
             time.sleep(0.05)
 
 
+def _die_with_launcher() -> None:
+    """A rank: SIGKILL this process when its launcher dies, and at once if it already has (its
+    parent changed before the death signal was set)."""
+    launcher = os.getppid()
+    _die_with_parent()
+    if os.getppid() != launcher:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _tell_launcher(error: Exception) -> None:
+    """A rank's error into torchrun's error file for it (`TORCHELASTIC_ERROR_FILE`): the
+    launcher's failure summary, the last lines of the log, then shows the failed ranks' errors
+    and tracebacks (without it: a link to the docs), the first failure's last of all."""
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+    ErrorHandler().record_exception(error)
+
+
 def worker_main(fn: Callable[[dict], dict]) -> None:
-    """Entry point of a worker module: read the request, run, write the result, reap."""
+    """Entry point of a worker module: read the request, run, write the result, reap. Started
+    as one rank of several (`RANK` set by the launcher), it dies with the launcher and writes
+    the result only from rank 0."""
+    rank = os.environ.get("RANK") if os.environ.get(LAUNCHED_ENV) else None
+    if rank is not None:
+        _die_with_launcher()
     _adopt_orphans()
     req_path, res_path = Path(sys.argv[1]), Path(sys.argv[2])
     try:
@@ -201,9 +244,12 @@ def worker_main(fn: Callable[[dict], dict]) -> None:
     except Exception as e:
         traceback.print_exc()
         sys.stderr.flush()
+        if rank is not None:
+            _tell_launcher(e)
         _reap_descendants()
         sys.exit(TRANSIENT_EXIT if isinstance(e, TransientError) else ERROR_EXIT)
-    tmp = res_path.with_suffix(".part")
-    tmp.write_text(json.dumps(result, default=str))
-    os.replace(tmp, res_path)
+    if rank in (None, "0"):
+        tmp = res_path.with_suffix(".part")
+        tmp.write_text(json.dumps(result, default=str))
+        os.replace(tmp, res_path)
     _reap_descendants()

@@ -30,6 +30,10 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
     answers: the policy samples its own groups); `sft_then_grpo` runs GRPO from the SFT model
     of the same generation, and keeps only the final model; `dpo` on the generation's preference
     pairs (an accepted and a rejected sample of one seed, `tasks.preference`).
+
+    The worker starts as `train.launcher` says (one process, or `accelerate launch` of
+    `train.num_processes`); the manifest records the launch asked for and what ran (the
+    worker's `world_size`, `distributed_type` and `steps_per_process`).
     """
     folder = store.stage_dir(cfg.flywheel_dir, generation, "train")
     if completed(folder) is not None:
@@ -38,7 +42,14 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
     log_path = folder.parent / f"{folder.name}.log"
     with store.write_stage(folder, "train") as (tmp, out):
         t0 = time.perf_counter()
-        out.update(mode=stage.mode, label=stage.label)
+        t = cfg.train
+        out.update(
+            mode=stage.mode,
+            label=stage.label,
+            launcher=t.launcher,
+            num_processes=t.num_processes,
+            accelerate_config=str(t.accelerate_config) if t.accelerate_config else None,
+        )
         model_in = base_model
         if stage.mode in ("gkd", "dpo"):
             # One request on one table: GKD on the accepted pairs, DPO on preference pairs.
@@ -85,6 +96,7 @@ def train_stage(cfg: FlywheelConfig, generation: int, base_model: str) -> Path:
                     grpo_rows=len(rows),
                     grpo_hash=grpo_hash,
                     grpo_steps=metrics["steps"],
+                    grpo_steps_per_process=metrics["steps_per_process"],
                     grpo_seconds=metrics["seconds"],
                     reward_history=metrics["reward_history"],
                 )

@@ -13,11 +13,17 @@ training file is read, and how a prompt/completion pair becomes token ids.
 - A pair is tokenized as the generator encodes the prompt (`tasks.prompts.encode_prompts`: one
   BOS, also when a chat template writes its own), then the completion verbatim and the
   tokenizer's eos, so the model learns to stop after `</answer>`.
+- Under `accelerate launch` every rank runs the recipe: before the first step each checks that
+  what accelerate set up is what the request asked for (accelerate silently runs FSDP as DDP on
+  a machine without GPUs, and one process where its file says MULTI_CPU), every rank takes part
+  in saving (FSDP and ZeRO-3 gather the shards) and rank 0 alone writes the folder. The summary
+  says what ran: the world size, accelerate's distributed type, each process's optimizer steps.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,9 +32,11 @@ import datasets
 import pyarrow.parquet as pq
 import torch
 import transformers
+from accelerate.utils import gather_object
 from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback
 
+from tasks.config_training import LAUNCHED, accelerate_type
 from tasks.faults import fault
 from tasks.progress import loss_bar
 from tasks.prompts import encode_prompts
@@ -227,6 +235,9 @@ def shared_args(seed: int, gradient_checkpointing: bool, logging_steps: int) -> 
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         disable_tqdm=True,
+        # DDP: every parameter gets a gradient each step; the Trainer's default (True) walks the
+        # autograd graph every step looking for ones that do not.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -258,11 +269,33 @@ def show_progress(trainer: transformers.Trainer, label: str) -> None:
     trainer.add_callback(RichProgress(label))
 
 
-def run_and_save(trainer: transformers.Trainer, out_dir: str) -> Any:
-    """`trainer.train()`, then save the model as a Hugging Face folder, nothing pickled.
+def check_launch(trainer: transformers.Trainer, request: Any) -> None:
+    """Under `accelerate launch`: stop before the first step unless accelerate set up what the
+    request asked for, `num_processes` processes of the kind its `accelerate_config` names
+    (`MULTI_GPU` there is DDP, which accelerate reports as MULTI_GPU on GPUs and MULTI_CPU
+    without). A local request is one process by construction."""
+    if request.launcher == "local":
+        return
+    config, wanted = request.accelerate_config, accelerate_type(request.accelerate_config)
+    ran, world = trainer.accelerator.distributed_type.value, trainer.accelerator.num_processes
+    same = ran == wanted or (wanted == "MULTI_GPU" and ran == "MULTI_CPU")
+    if world != request.num_processes or not same:
+        raise ValueError(
+            f"train.accelerate_config: {config} asks for {wanted} ({LAUNCHED[wanted]}) on "
+            f"train.num_processes={request.num_processes}, but accelerate set up {ran} on "
+            f"{world} process(es); FSDP and DeepSpeed need GPUs (on CPU use "
+            "configs/accelerate/ddp.yaml)"
+        )
 
-    A `NonFiniteLoss` raised during training propagates before anything is saved.
+
+def run_and_save(trainer: transformers.Trainer, request: Any) -> Any:
+    """`trainer.train()` once the launch is checked (`check_launch`), then save the model to
+    `request.out_dir` as a Hugging Face folder, nothing pickled.
+
+    A `NonFiniteLoss` raised during training propagates before anything is saved. Every rank
+    calls this (saving gathers sharded weights); only the main process writes files.
     """
+    check_launch(trainer, request)
     try:
         result = trainer.train()
     finally:
@@ -273,11 +306,12 @@ def run_and_save(trainer: transformers.Trainer, out_dir: str) -> Any:
     trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True
     # `save_model` (not `model.save_pretrained`) so sharded/distributed weights are gathered
     # first; it also pickles the TrainingArguments, which this project replaces with JSON.
-    trainer.save_model(out_dir)
-    fault("train.save")  # a crash here leaves weights without the rest of the folder
-    out = Path(out_dir)
-    (out / "training_args.bin").unlink(missing_ok=True)
-    (out / "training_args.json").write_text(trainer.args.to_json_string())
+    trainer.save_model(request.out_dir)
+    if trainer.is_world_process_zero():
+        fault("train.save")  # a crash here leaves weights without the rest of the folder
+        out = Path(request.out_dir)
+        (out / "training_args.bin").unlink(missing_ok=True)
+        (out / "training_args.json").write_text(trainer.args.to_json_string())
     return result
 
 
@@ -292,9 +326,17 @@ def loss_history(trainer: transformers.Trainer, key: str = "loss") -> list[list[
 
 def train_summary(trainer: transformers.Trainer, result: Any, start: float) -> dict:
     """What every training run reports: first/last/mean loss, steps, samples, seconds (the
-    worker's and the Trainer's own) and the loss history."""
+    worker's and the Trainer's own), the loss history, and what ran: the processes, accelerate's
+    distributed type (`NO` for one local process) and each process's optimizer steps and pid
+    (gathered from every rank: every rank calls this)."""
     history = loss_history(trainer)
+    acc = trainer.accelerator
+    ranks = gather_object([(trainer.state.global_step, os.getpid())])
     return {
+        "world_size": acc.num_processes,
+        "distributed_type": acc.distributed_type.value,
+        "steps_per_process": [steps for steps, _ in ranks],
+        "process_pids": [pid for _, pid in ranks],
         "train_loss_first": history[0][1] if history else float("nan"),
         "train_loss_last": history[-1][1] if history else float("nan"),
         "train_loss": float(result.training_loss),

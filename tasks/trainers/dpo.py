@@ -73,7 +73,7 @@ def train_dpo(request: DPORequest) -> dict:
     )
     if r.progress:
         show_progress(trainer, "dpo")
-    result = run_and_save(trainer, r.out_dir)
+    result = run_and_save(trainer, r)
     logged = [h for h in trainer.state.log_history if "rewards/margins" in h]
     last = logged[-1] if logged else {}
     return {

@@ -116,5 +116,5 @@ def train_gkd(request: GKDRequest) -> dict:
     )
     if r.progress:
         show_progress(trainer, "gkd")
-    result = run_and_save(trainer, r.out_dir)
+    result = run_and_save(trainer, r)
     return {**train_summary(trainer, result, start), "samples": len(dataset), "teacher": r.teacher}

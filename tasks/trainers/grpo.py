@@ -22,7 +22,9 @@ Departures from TRL's defaults, each deliberate:
 - Plain-text prompts are tokenized by `tasks.prompts.encode_prompts`, the function the
   generation stage uses, so the policy sees the same tokens online as offline (one BOS, also
   after a chat template). Prompts are rendered by `tasks.prompts.render_prompts`.
-- Generation is TRL's own (transformers `generate`); vLLM colocation is a GPU-only option.
+- Groups are sampled by TRL's transformers `generate` in the trainer (the default, and the only
+  choice on CPU), or on GPUs by vLLM (`train.grpo.vllm_mode`: TRL's `use_vllm` with `colocate`,
+  an engine in each training process, or `server`, a `trl vllm-serve` on other GPUs).
 - Metrics go back to the caller, which writes them into the train stage's manifest; per-step
   reward history is kept so a run's trend can be plotted.
 """
@@ -225,6 +227,11 @@ def train_grpo(request: GRPORequest) -> dict:
     start = time.perf_counter()
     if not r.rewards:
         raise ValueError("train.grpo.rewards: at least one reward is needed")
+    if r.vllm_mode is not None and not torch.cuda.is_available():
+        raise ValueError(
+            f"train.grpo.vllm_mode: {r.vllm_mode!r} samples with vLLM on GPUs, and this machine "
+            "has none; leave it unset (null) to sample with the trainer's generate"
+        )
     prepare_process(r.cpu_threads)
     tokenizer = AutoTokenizer.from_pretrained(r.base_model)
     dataset = load_prompts(
@@ -252,6 +259,10 @@ def train_grpo(request: GRPORequest) -> dict:
         lr_scheduler_type=scheduler_type(r.scheduler, r.warmup_ratio),
         bf16=r.bf16,
         log_completions=False,
+        use_vllm=r.vllm_mode is not None,
+        vllm_mode=r.vllm_mode or "colocate",  # TRL's default; read only with use_vllm
+        vllm_server_base_url=r.vllm_server_url,
+        vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization,
         **shared_args(r.seed, r.gradient_checkpointing, LOGGING_STEPS),
     )
     model = AutoModelForCausalLM.from_pretrained(r.base_model, dtype=torch.float32)
@@ -267,7 +278,7 @@ def train_grpo(request: GRPORequest) -> dict:
     )
     if r.progress:
         show_progress(trainer, "grpo")
-    result = run_and_save(trainer, r.out_dir)
+    result = run_and_save(trainer, r)
     reward_history = loss_history(trainer, "reward")
     return {
         **train_summary(trainer, result, start),

@@ -112,7 +112,7 @@ def train_sft(request: SFTRequest) -> dict:
     """
     start = time.perf_counter()
     trainer = build_trainer(request)
-    result = run_and_save(trainer, request.out_dir)
+    result = run_and_save(trainer, request)
     return {
         **train_summary(trainer, result, start),
         "samples": sample_count(trainer.train_dataset),
