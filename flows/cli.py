@@ -102,9 +102,11 @@ def run(
     cfg = _load(config, set_, **extra)
     from flows.flywheel import flywheel
     from flows.local_api import ensure_api
+    from tasks.stages import check_seed_inputs
     from tasks.subproc import WorkerError
 
     try:
+        check_seed_inputs(cfg)  # a bad seed file is named before the API is even started
         ensure_api()  # a busy machine's slow local API start is not a failed run
         rows = flywheel(cfg, advance=more)
     except (SeedFileError, FileNotFoundError, WorkerError, RuntimeError) as e:
