@@ -33,14 +33,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+
+from flows.servers import Server, free_port, mlflow_server_cmd, prefect_server_cmd, start, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -68,28 +68,6 @@ def count_errors(text: str) -> dict[str, int]:
     """Occurrences of every `ERRORS` pattern in `text` (zeros left out)."""
     out = {k: len(re.findall(p, text)) for k, p in ERRORS.items()}
     return {k: v for k, v in out.items() if v}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> float:
-    """Seconds until `url` answers 200; raises if `proc` dies or `timeout` passes."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url}: no answer in {timeout:.0f} s")
 
 
 def create_databases(names: list[str]) -> None:
@@ -124,27 +102,6 @@ def make_base_model(work: Path) -> Path:
     return models
 
 
-def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def run_flywheels(
     count: int, work: Path, models: Path, env: dict, timeout: float, generations: int
 ) -> list[dict]:
@@ -158,7 +115,7 @@ def run_flywheels(
         cmd += ["--set", f"runs_dir={runs}", "--set", f"name=load-{i:02d}"]
         cmd += ["--generations", str(generations)]
         log = work / f"run-{i:02d}.log"
-        procs.append((i, start(cmd, env, log), log, time.monotonic()))
+        procs.append((i, start(cmd, log, env, ROOT), log, time.monotonic()))
     out = []
     deadline = time.monotonic() + timeout
     for i, proc, log, t0 in procs:
@@ -203,32 +160,32 @@ def load_postgres(count: int, work: Path, models: Path, timeout: float, gens: in
         "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{PG}/{dbs[0]}",
         "PREFECT_UI_ENABLED": "false",
     }
-    prefect_cmd = [str(Path(sys.executable).parent / "prefect"), "server", "start"]
-    prefect_cmd += ["--host", "127.0.0.1", "--port", str(p_port), "--no-ui"]
-    mlflow_cmd = [str(Path(sys.executable).parent / "mlflow"), "server"]
-    mlflow_cmd += ["--host", "127.0.0.1", "--port", str(m_port)]
-    mlflow_cmd += ["--backend-store-uri", f"postgresql+psycopg://{PG}/{dbs[1]}"]
-    mlflow_cmd += ["--artifacts-destination", str(work / "mlartifacts")]
+    p_api, m_url = f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}"
+    mlflow_cmd = mlflow_server_cmd(
+        m_port, f"postgresql+psycopg://{PG}/{dbs[1]}", str(work / "mlartifacts"), workers=4
+    )
     servers = {
-        "prefect": start(prefect_cmd, server_env, work / "prefect-server.log"),
-        "mlflow": start(mlflow_cmd, env, work / "mlflow-server.log"),
+        "prefect": Server(
+            "prefect",
+            [*prefect_server_cmd(p_port), "--no-ui"],
+            p_api,
+            f"{p_api}/health",
+            work / "prefect-server.log",
+            server_env,
+        ),
+        "mlflow": Server(
+            "mlflow", mlflow_cmd, m_url, f"{m_url}/health", work / "mlflow-server.log", env
+        ),
     }
     try:
-        ready = {
-            "prefect": wait_http(f"http://127.0.0.1:{p_port}/api/health", 300, servers["prefect"]),
-            "mlflow": wait_http(f"http://127.0.0.1:{m_port}/health", 300, servers["mlflow"]),
-        }
-        run_env = {
-            **env,
-            "PREFECT_API_URL": f"http://127.0.0.1:{p_port}/api",
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{m_port}",
-        }
+        ready = {name: server.start() for name, server in servers.items()}
+        run_env = {**env, "PREFECT_API_URL": p_api, "MLFLOW_TRACKING_URI": m_url}
         t0 = time.monotonic()
         runs = run_flywheels(count, work, models, run_env, timeout, gens)
         wall = time.monotonic() - t0
     finally:
-        for proc in servers.values():
-            stop(proc)
+        for server in servers.values():
+            server.stop()
         drop_databases(dbs)
     server_errors = {
         name: count_errors((work / f"{name}-server.log").read_text(errors="replace"))

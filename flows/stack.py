@@ -33,6 +33,7 @@ from typing import Annotated
 
 import typer
 
+from flows.servers import ServerError, kill, start, wait_healthy
 from flows.stack_secrets import SecretsError, StackSecrets, write_private
 from flows.stack_secrets import load as load_secrets
 
@@ -55,7 +56,7 @@ CLIENT_VARS = (
 )
 
 
-class StackError(RuntimeError):
+class StackError(ServerError):
     """The stack cannot start; the message says which part and why."""
 
 
@@ -276,23 +277,6 @@ def replay_s3(cfg: StackConfig) -> None:
     print(f"S3 store: objects restored from {s3_recording(cfg)}", flush=True)
 
 
-def wait_healthy(name: str, url: str, proc: subprocess.Popen | None, log: Path, timeout: float):
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise StackError(f"{name} server exited with {proc.returncode}; {log}:\n{tail}")
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise StackError(f"{name} server did not answer {url} within {timeout:.0f} s (log: {log})")
-
-
 def provision_mlflow(cfg: StackConfig, s: StackSecrets) -> None:
     """Create (or re-password) the writer and reader users, and grant them their permissions
     on each flywheel's experiment and registered model (made here if missing)."""
@@ -368,8 +352,7 @@ def _stop(procs: dict[str, subprocess.Popen], grace_s: float = 20) -> None:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(f"{name} server did not stop in {grace_s:.0f} s: killing it", flush=True)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill(proc)
 
 
 def run_stack(cfg: StackConfig, startup_s: float = 600) -> int:
@@ -416,14 +399,8 @@ def run_stack(cfg: StackConfig, startup_s: float = 600) -> int:
             if name not in cfg.only or (name == "s3" and cfg.s3_endpoint):
                 continue
             log = logs / f"{name}.log"
-            procs[name] = subprocess.Popen(
-                commands[name],
-                env=envs[name],
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches the stack, which stops each in turn
-            )
+            # In its own session: Ctrl-C reaches the stack, which stops each in turn.
+            procs[name] = start(commands[name], log, envs[name])
             wait_healthy(name, health[name], procs[name], log, startup_s)
             print(f"{name} server up: {bases[name]}  (log {log})", flush=True)
             if name == "s3" and recorded:
@@ -542,7 +519,7 @@ def stack(
 
     try:
         raise typer.Exit(run_stack(cfg))
-    except (StackError, httpx.HTTPError) as e:  # a server's refusal names its URL and status
+    except (ServerError, httpx.HTTPError) as e:  # a server's refusal names its URL and status
         print(f"flywheel stack: {e}", file=sys.stderr, flush=True)
         raise typer.Exit(1) from None
 

@@ -178,3 +178,28 @@ def tiny_model(shared_dir: Path) -> str:
 def tiny_tokenizer() -> Any:
     """The tiny model's tokenizer, without building the model."""
     return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path:
+    """This worker's runs folder for `flywheel` CLI runs (`tests.runs`): its own MLflow database,
+    and a `models/` linked to one folder for the whole session, where the tiny config's base model
+    is made once, under a file lock, before any run needs it (no two runs write one model)."""
+    from tests.runs import make_tiny_base_model
+
+    models = built_once(shared_dir / "e2e-models", make_tiny_base_model)
+    runs = tmp_path_factory.mktemp("runs")
+    (runs / "models").symlink_to(models)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The environment `flywheel` CLI runs get: this worker's own Prefect home, no tracking or
+    Prefect server of the shell's."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
+    }
+    env["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

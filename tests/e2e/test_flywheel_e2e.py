@@ -8,7 +8,7 @@ import pytest
 
 from tasks import store
 from tasks.domains import DOMAINS, eval_suite, make_seeds
-from tests.e2e.conftest import TINY, flywheel
+from tests.runs import TINY, flywheel
 
 pytestmark = pytest.mark.slow
 

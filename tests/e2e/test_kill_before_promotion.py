@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tasks import store
-from tests.e2e.conftest import ROOT, TINY, flywheel
+from tests.runs import ROOT, TINY, flywheel
 
 pytestmark = pytest.mark.slow
 

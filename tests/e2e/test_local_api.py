@@ -3,7 +3,7 @@ traceback, nothing written."""
 
 from __future__ import annotations
 
-from tests.e2e.conftest import TINY, flywheel
+from tests.runs import TINY, flywheel
 
 
 def test_a_local_api_that_misses_its_startup_budget_stops_the_run_with_what_to_do(

@@ -4,10 +4,6 @@ runs have completed, each advancing the same flywheel by one generation from its
 Both are read back through the servers' REST APIs. `flywheel deploy` registers a cron
 deployment for a work pool, read back the same way."""
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,87 +11,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, TINY, flywheel
+from flows import servers as srv
+from tests.runs import ROOT, TINY, flywheel
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"server for {url} exited with {proc.returncode}"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(url)
-
-
-def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args,
-        env=env,
-        cwd=ROOT,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 @pytest.fixture
 def servers(tmp_path, cli_env):
-    env = dict(cli_env)
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-server")
+    env = dict(cli_env, PREFECT_HOME=str(tmp_path / "prefect-server"))
     env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
     env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
-    p_port, m_port = _free_port(), _free_port()
-    prefect = _start(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(p_port)],
-        env,
-        tmp_path / "prefect.log",
-    )
-    mlflow = _start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(m_port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/mlflow.db",
-            "--artifacts-destination",
-            str(tmp_path / "mlartifacts"),
-            "--workers",
-            "1",
-        ],
-        env,
-        tmp_path / "mlflow.log",
-    )
+    prefect = srv.prefect_server(Path(env["PREFECT_HOME"]), env)
+    mlflow = srv.mlflow_server(tmp_path / "mlflow-server", env)
     try:
-        _wait_healthy(f"http://127.0.0.1:{p_port}/api/health", prefect)
-        _wait_healthy(f"http://127.0.0.1:{m_port}/health", mlflow)
-        env["PREFECT_API_URL"] = f"http://127.0.0.1:{p_port}/api"
-        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{m_port}"
-        yield env
+        prefect.start()
+        mlflow.start()
+        yield {**env, "PREFECT_API_URL": prefect.url, "MLFLOW_TRACKING_URI": mlflow.url}
     finally:
-        _stop(prefect)
-        _stop(mlflow)
+        prefect.kill()
+        mlflow.kill()
 
 
 def _completed_runs(api: str, deployment: str) -> list[dict]:
@@ -115,7 +50,7 @@ def _completed_runs(api: str, deployment: str) -> list[dict]:
 def test_schedule_fires_twice_and_continues_the_flywheel(servers, runs_dir, tmp_path):
     env, api, tracking = servers, servers["PREFECT_API_URL"], servers["MLFLOW_TRACKING_URI"]
     name = "scheduled"
-    serve = _start(
+    serve = srv.start(
         [
             sys.executable,
             "-m",
@@ -129,8 +64,9 @@ def test_schedule_fires_twice_and_continues_the_flywheel(servers, runs_dir, tmp_
             "--set",
             f"name={name}",
         ],
-        env,
         tmp_path / "serve.log",
+        env,
+        ROOT,
     )
     try:
         deadline = time.time() + 900
@@ -143,7 +79,7 @@ def test_schedule_fires_twice_and_continues_the_flywheel(servers, runs_dir, tmp_
                 pass  # a busy 2-core machine can stall one poll; the deadline still bounds the wait
             time.sleep(3)
     finally:
-        _stop(serve)
+        srv.kill(serve)
     log = (tmp_path / "serve.log").read_text()[-3000:]
     assert len(runs) >= 2, log
     first, second = runs[:2]

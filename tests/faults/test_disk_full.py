@@ -121,7 +121,7 @@ def test_training_on_a_full_disk_fails_at_the_checkpoint_and_trains_once_space_i
     from tasks.config import load_config
     from tasks.stages import curate_stage, train_stage
     from tasks.subproc import WorkerError
-    from tests.e2e.conftest import TINY
+    from tests.runs import TINY
 
     cfg = load_config(
         TINY, runs_dir=str(tmp_path), name="full", **{"train.cpu_threads": 1, "train.epochs": 1}

@@ -16,66 +16,22 @@ own (`tasks.tracking.make_tracker` with `MLFLOW_TRACKING_URI`):
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from flows.servers import mlflow_server
 from tasks import store
 from tests.faults.figures import left_on_disk, record
-from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
 
-class MlflowServer:
-    """`mlflow server` on a SQLite file in `root`; `kill` is abrupt, `start` reuses the port."""
-
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 240) -> float:
-        """Start and wait until it answers; the seconds that took."""
-        t0 = time.monotonic()
-        cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination", str(self.root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-        ]  # fmt: skip
-        log = open(self.root / "server.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        while time.monotonic() - t0 < timeout_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.root / "server.log").read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return time.monotonic() - t0
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"mlflow server not up in {timeout_s:.0f} s")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    s = mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     s.start()
     yield s
     s.kill()

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, TINY, flywheel
-from tests.e2e.test_schedule import BIN, _free_port, _start, _stop, _wait_healthy
+from flows.servers import prefect_server
 from tests.faults.figures import left_on_disk, record
 from tests.faults.invariants import assert_invariants, snapshot
+from tests.runs import ROOT, TINY, flywheel
 
 pytestmark = pytest.mark.slow
 
@@ -77,24 +77,6 @@ def _in_flight(fw: Path) -> bool:
     return any(p.name.startswith(".tmp-") for p in fw.glob("gen-*/.tmp-*"))
 
 
-class PrefectServer:
-    """`prefect server start` on one port and one database, killed and started again."""
-
-    def __init__(self, home: Path, env: dict) -> None:
-        self.port, self.home = _free_port(), home
-        self.env = {**env, "PREFECT_HOME": str(home)}
-        self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.port}/api"
-
-    def start(self) -> None:
-        cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
-        self.proc = _start([*cmd, "--port", str(self.port)], self.env, self.home / "server.log")
-        _wait_healthy(f"{self.url}/health", self.proc, timeout=300)
-
-    def kill(self) -> None:
-        _stop(self.proc)
-
-
 def _delete_registered_model(runs_dir: Path) -> None:
     from mlflow import MlflowClient
 
@@ -105,8 +87,7 @@ def test_killed_three_times_and_prefect_restarted_ends_as_an_uninterrupted_run(
     runs_dir, cli_env, tmp_path
 ):
     args, fw = _args(runs_dir), runs_dir / NAME
-    (tmp_path / "prefect").mkdir()
-    server = PrefectServer(tmp_path / "prefect", cli_env)
+    server = prefect_server(tmp_path / "prefect", cli_env)
     server.start()  # one server for every command: no local API to start each time
     env = {**cli_env, "PREFECT_API_URL": server.url}
     log, rng = tmp_path / "run.log", random.Random(RNG_SEED)

@@ -28,9 +28,9 @@ from tasks import faults, store, subproc
 from tasks.config import load_config
 from tasks.domains import DOMAINS, arith, make_seeds
 from tasks.records import Sample, stable_hash, to_rows
-from tests.e2e.conftest import TINY
 from tests.faults.figures import left_on_disk, record
 from tests.faults.invariants import assert_invariants, snapshot
+from tests.runs import TINY
 
 pytestmark = pytest.mark.slow
 

@@ -9,17 +9,12 @@ stopped as soon as the next test on this worker does not (its KV cache holds gig
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from flows import servers
 from tasks.domains import DOMAINS, eval_suite
 from tests.conftest import locked
 
@@ -50,30 +45,7 @@ def judge_model(judge_suite, shared_dir: Path) -> Path:
 SERVED_NAME = "flywheel-judge"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"vllm serve not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-class Server:
+class Server(servers.Server):
     """vLLM's OpenAI-compatible server (what `vllm serve` starts) on a model, as SERVED_NAME, on
     a free port; `stop` ends it with its engine processes.
 
@@ -83,7 +55,7 @@ class Server:
     """
 
     def __init__(self, model: Path, log: Path):
-        self.model, port = model, free_port()
+        self.model, port = model, servers.free_port()
         cmd = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model), "--served-model-name", SERVED_NAME,
@@ -95,26 +67,10 @@ class Server:
             # offset"), which 24 judge prompts of ~110 tokens at once did.
             "--no-enable-chunked-prefill",
         ]  # fmt: skip
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.url = f"http://127.0.0.1:{port}/v1"
-        try:
-            _wait_ready(f"{self.url}/models", self.proc, log)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        url = f"http://127.0.0.1:{port}/v1"
+        log.unlink(missing_ok=True)
+        super().__init__("vllm", cmd, url, f"{url}/models", log)
+        self.start()
 
 
 _served: list[Server] = []  # this worker's running server, if any

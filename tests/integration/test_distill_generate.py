@@ -13,7 +13,7 @@ from tasks.domains import DOMAINS, make_seeds
 from tasks.records import Sample, from_rows, to_rows
 from tasks.stages import generate_stage
 from tests.conftest import build_tiny_model
-from tests.e2e.conftest import TINY
+from tests.runs import TINY
 
 pytestmark = pytest.mark.slow
 

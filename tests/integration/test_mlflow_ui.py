@@ -5,16 +5,13 @@ traces overview), and the headline figures lead the chart view, one point per ge
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from flows.servers import mlflow_server
 from tasks.gate import GateDecision
 from tasks.outputs import (
     Champion,
@@ -28,7 +25,6 @@ from tasks.outputs import (
 )
 from tasks.projections import HEADLINE, generation_metrics
 from tasks.tracking import EXPERIMENT_KIND, make_tracker
-from tests.integration.conftest import _wait_ready, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -69,18 +65,10 @@ def chart_order(keys: list[str]) -> list[str]:
 
 
 def test_experiment_kind_and_headline_metrics_through_the_rest_api(tmp_path, monkeypatch):
-    url = f"http://127.0.0.1:{free_port()}"
-    log = tmp_path / "server.log"
-    cmd = [
-        sys.executable, "-m", "mlflow", "server", "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "--artifacts-destination", str(tmp_path / "artifacts"),
-        "--host", "127.0.0.1", "--port", url.rpartition(":")[2],
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
+    server = mlflow_server(tmp_path / "mlflow-server")
+    url = server.url
+    server.start()
     try:
-        _wait_ready(f"{url}/health", proc, log)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         fw = tmp_path / "runs" / "ui"
         tracker = make_tracker(True, fw.parent, "ui", "ui-model")
@@ -132,5 +120,4 @@ def test_experiment_kind_and_headline_metrics_through_the_rest_api(tmp_path, mon
         tags = {t["key"]: t["value"] for t in exp["experiment"]["tags"]}
         assert tags["mlflow.experimentKind"] == "custom_model_development"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        server.stop()

@@ -13,13 +13,14 @@ import random
 
 import pytest
 
+from flows.servers import free_port
 from tasks import store
 from tasks.config import load_config
 from tasks.domains import DOMAINS, make_seeds
 from tasks.records import Sample, from_rows, to_rows
 from tasks.stages import generate_stage
-from tests.e2e.conftest import TINY
-from tests.integration.conftest import SERVED_NAME, free_port
+from tests.integration.conftest import SERVED_NAME
+from tests.runs import TINY
 
 pytestmark = pytest.mark.slow
 

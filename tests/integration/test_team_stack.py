@@ -15,7 +15,6 @@ a local S3 server, authentication on both. It is started once for the module; ev
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,20 +26,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.servers import free_port
 from flows.stack import ADMIN, CLIENT_ENV, READER, READY, WRITER
 from flows.stack_secrets import StackSecrets
 from flows.stack_secrets import load as load_secrets
-from tests.e2e.conftest import ROOT, TINY, cli_env, flywheel, runs_dir  # noqa: F401
+from tests.runs import ROOT, TINY, flywheel
 
 pytestmark = pytest.mark.slow
 PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 NAME = "stacktiny"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -77,8 +71,8 @@ def stack(tmp_path_factory) -> Stack:
     log = tmp / "stack.log"
     args = [
         *(sys.executable, "-m", "flows.stack", "--db-prefix", prefix, "--flywheel", NAME),
-        *("--prefect-port", str(_free_port()), "--mlflow-port", str(_free_port())),
-        *("--s3-port", str(_free_port()), "--mlflow-workers", "1"),
+        *("--prefect-port", str(free_port()), "--mlflow-port", str(free_port())),
+        *("--s3-port", str(free_port()), "--mlflow-workers", "1"),
         *("--state-dir", str(tmp / "state"), "--secrets", str(tmp / "secrets.json")),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_"))}

@@ -5,7 +5,7 @@ import pytest
 
 from tasks import store
 from tasks.config import load_config
-from tests.e2e.conftest import TINY
+from tests.runs import TINY
 
 pytestmark = pytest.mark.slow
 
