@@ -245,30 +245,10 @@ class Bucket:
     rules: list[Verdict | None]  # the rules' verdict per sample (judge QC)
 
 
-def curate(
-    samples: list[Sample],
-    rewards: list[str],
-    domain: str,
-    max_per_seed: int,
-    *,
-    near_dup: float | None = None,
-    shingle: int = 5,
-    num_perm: int = 128,
-    columns: dict | None = None,
-    combine: str = "rules_then_judge",
-    settings: dict[str, dict] | None = None,
-) -> Curated:
-    """All of `samples` curated in memory, as one bucket of `Curation`."""
-    c = Curation(
-        rewards,
-        domain,
-        max_per_seed,
-        near_dup=near_dup,
-        shingle=shingle,
-        num_perm=num_perm,
-        combine=combine,
-        settings=settings,
-    )
+def curate(samples: list[Sample], *args, columns: dict | None = None, **kwargs) -> Curated:
+    """All of `samples` curated in memory, as one bucket of `Curation(*args, **kwargs)`;
+    `columns` are per-sample reward inputs (`Curation.add`)."""
+    c = Curation(*args, **kwargs)
     b = c.add(samples, columns)
     kept = [samples[i] for i in b.kept]
     return Curated(

@@ -32,19 +32,10 @@ from tasks.stages.common import (
 from tasks.stages.judge import judge_model_path
 
 
-@stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
-def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) -> Path:
-    folder = store.stage_dir(cfg.flywheel_dir, generation, "curate")
-    if completed(folder) is not None:
-        return folder
-    path = store.verify(generate_folder / "samples.parquet")
-    n = store.row_count(path)
-    judged = _judge_pass(cfg, generation, path, folder) if JUDGE in cfg.curation.rewards else None
-    columns = {"judge_verdict": judged.verdicts(n)} if judged else {}
-    if RM in cfg.curation.rewards:
-        columns["rm_score"] = _rm_scores(cfg, path)
+def new_curation(cfg: FlywheelConfig) -> Curation:
+    """The curation a generation runs, from the config: rewards, cap, hygiene, rule settings."""
     h = cfg.hygiene
-    curation = Curation(
+    return Curation(
         cfg.curation.rewards,
         cfg.domain,
         cfg.curation.max_per_seed,
@@ -56,6 +47,20 @@ def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) ->
             cfg.sampling.max_tokens, cfg.curation.length_buffer, cfg.curation.repetition_ngram
         ),
     )
+
+
+@stage_task(name="curate", task_run_name="gen-{generation:04d}/curate")
+def curate_stage(cfg: FlywheelConfig, generation: int, generate_folder: Path) -> Path:
+    folder = store.stage_dir(cfg.flywheel_dir, generation, "curate")
+    if completed(folder) is not None:
+        return folder
+    path = store.verify(generate_folder / "samples.parquet")
+    n = store.row_count(path)
+    judged = _judge_pass(cfg, generation, path, folder) if JUDGE in cfg.curation.rewards else None
+    columns = {"judge_verdict": judged.verdicts(n)} if judged else {}
+    if RM in cfg.curation.rewards:
+        columns["rm_score"] = _rm_scores(cfg, path)
+    curation = new_curation(cfg)
     with store.write_stage(folder, "curate") as (tmp, out):
         # `seconds`: the curation pass, its reads and writes included (they interleave), without
         # the judge's worker run.

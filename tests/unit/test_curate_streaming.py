@@ -19,25 +19,17 @@ import pytest
 from bench.bench_curate import make_samples
 from tasks import store
 from tasks.config import FlywheelConfig
-from tasks.curate import Curated, rule_settings, sample_verdicts
+from tasks.curate import Curated, Curation, sample_verdicts
 from tasks.hygiene import dedup, diversity
 from tasks.records import Sample, stable_hash, to_rows
 from tasks.stages import curate as curate_module
 
 
-def reference_curate(
-    samples: list[Sample],
-    rewards: list[str],
-    domain: str,
-    max_per_seed: int,
-    *,
-    near_dup: float | None = None,
-    shingle: int = 5,
-    num_perm: int = 128,
-    columns: dict | None = None,
-    combine: str = "rules_then_judge",
-    settings: dict[str, dict] | None = None,
-) -> Curated:
+def reference_curate(samples: list[Sample], c: Curation, columns: dict | None = None) -> Curated:
+    """All samples curated at once with the settings of `c` (a `Curation`, not used itself)."""
+    rewards, domain, max_per_seed = c.rewards, c.domain, c.max_per_seed
+    near_dup, shingle, num_perm = c.near_dup, c.shingle, c.num_perm
+    combine, settings = c.combine, c.settings
     judged = sample_verdicts(samples, rewards, domain, columns, combine, settings)
     rows, counts = [], Counter()
     accepted: list[Sample] = []
@@ -104,20 +96,7 @@ def reference_curate(
 
 def reference_stage(samples: list[Sample], cfg: FlywheelConfig, out) -> dict:
     """The curate stage's files and figures as it made them from all samples at once."""
-    h = cfg.hygiene
-    result = reference_curate(
-        samples,
-        cfg.curation.rewards,
-        cfg.domain,
-        cfg.curation.max_per_seed,
-        near_dup=h.near_dup,
-        shingle=h.shingle,
-        num_perm=h.num_perm,
-        combine=cfg.judge.combine,
-        settings=rule_settings(
-            cfg.sampling.max_tokens, cfg.curation.length_buffer, cfg.curation.repetition_ngram
-        ),
-    )
+    result = reference_curate(samples, curate_module.new_curation(cfg))
     store.write_parquet(to_rows(result.kept), out / "accepted.parquet")
     store.write_parquet(result.rows, out / "verdicts.parquet")
     store.write_parquet(
