@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from pathlib import Path
 
 from prefect import get_run_logger
@@ -108,6 +109,7 @@ def _run_deployment(cfg: FlywheelConfig, kind: str, pool: str, params: dict, fol
     where = f"stage {kind} on pool {pool!r}"
     log = _logger()
     log.info("%s: running deployment %s for %s", where, name, folder)
+    started = time.monotonic()
     try:
         run = run_deployment(
             name,
@@ -134,7 +136,9 @@ def _run_deployment(cfg: FlywheelConfig, kind: str, pool: str, params: dict, fol
         raise StageRunError(
             f"{where}: flow run {run.name} ({run.id}) ended {state.name}: {state.message or ''}"
         )
-    log.info("%s: flow run %s completed", where, run.name)
+    # The wait as the flow saw it, queueing and the worker's process start included
+    # (bench/bench_dispatch.py reads it back from the flow run's logs).
+    log.info("%s: flow run %s completed in %.2f s", where, run.name, time.monotonic() - started)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
