@@ -1,0 +1,90 @@
+"""P7's pure helpers: compute matching, GRPO's step cap, paired gains and their intervals."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.bench_p7 import (
+    LEVERS,
+    Compute,
+    gain_ratio,
+    grpo_steps,
+    matched_epochs,
+    mean_interval,
+    paired_diffs,
+)
+from tasks.config import load_config
+
+BENCH = Path(__file__).parents[2] / "configs" / "bench.yaml"
+
+
+def test_matched_epochs_sees_the_target_tokens():
+    # The flywheel saw 3 generations x 2 epochs over 10k, 20k, 30k tokens = 120k tokens; a
+    # one-shot set of 48k tokens needs 2.5 epochs for as many.
+    assert matched_epochs(2 * (10_000 + 20_000 + 30_000), 48_000) == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("target, per_epoch", [(100.0, 0), (0.0, 10), (-1.0, 10)])
+def test_matched_epochs_refuses_what_cannot_match(target, per_epoch):
+    with pytest.raises(ValueError, match="cannot match compute"):
+        matched_epochs(target, per_epoch)
+
+
+@pytest.mark.parametrize(
+    "budget, tokens, rows, per_row, want",
+    [
+        (12_288, 1e9, 32, 50.0, 384),  # the sampling budget binds: 12,288 / 32
+        (12_288, 320_000, 32, 50.0, 200),  # the training tokens bind: 320k / (32 x 50)
+        (12_288, 10.0, 32, 50.0, 1),  # at least one step
+        (20, 1e9, 32, 50.0, 1),  # a budget below one step still trains one
+    ],
+)
+def test_grpo_steps_take_the_tighter_cap(budget, tokens, rows, per_row, want):
+    assert grpo_steps(budget, tokens, rows, per_row) == want
+
+
+def test_grpo_steps_refuse_empty_steps():
+    with pytest.raises(ValueError, match="rows_per_step"):
+        grpo_steps(100, 100.0, 0, 10.0)
+
+
+def _items(scores: dict[str, tuple[int, int]]) -> list[dict]:
+    return [{"item_id": k, "correct": c, "n": n} for k, (c, n) in scores.items()]
+
+
+def test_paired_diffs_pair_items_by_id_whatever_their_order():
+    before = _items({"b": (1, 4), "a": (0, 4)})
+    after = _items({"a": (2, 4), "b": (1, 4)})
+    assert paired_diffs(before, after) == [0.5, 0.0]
+
+
+def test_paired_diffs_refuse_different_suites():
+    with pytest.raises(ValueError, match="different items"):
+        paired_diffs(_items({"a": (0, 4)}), _items({"b": (0, 4)}))
+
+
+def test_mean_interval_brackets_the_mean_and_is_seeded():
+    values = [0.0] * 90 + [0.25] * 10
+    mean, low, high = mean_interval(values)
+    assert mean == pytest.approx(0.025)
+    assert 0 <= low < mean < high
+    assert mean_interval(values) == (mean, low, high)
+    assert mean_interval([0.1] * 20) == pytest.approx((0.1, 0.1, 0.1))
+
+
+@pytest.mark.parametrize(
+    "gain, ref, want", [(0.03, 0.02, 1.5), (0.01, 0.0, None), (0.01, -0.01, None)]
+)
+def test_gain_ratio_is_undefined_without_a_reference_gain(gain, ref, want):
+    assert gain_ratio(gain, ref) == (pytest.approx(want) if want else None)
+
+
+def test_compute_adds_up():
+    total = Compute(3, 100.0, 8.0, 0) + Compute(sampled=64) + Compute(2, 50.0, 4.0, 0)
+    assert total == Compute(5, 150.0, 12.0, 64)
+
+
+@pytest.mark.parametrize("lever", sorted(LEVERS))
+def test_every_lever_is_a_valid_bench_config(lever):
+    cfg = load_config(BENCH, **LEVERS[lever])
+    assert cfg.generations == 3
