@@ -36,6 +36,7 @@ def stage_outputs(folder: Path) -> dict:
 def isolate_services(folder: Path) -> None:
     """Before Prefect is imported: a Prefect home of the benchmark's own (its ephemeral API's
     database), no telemetry, and MLflow on the run's own SQLite file."""
+    (folder / "prefect-home").mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_HOME"] = str(folder / "prefect-home")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
