@@ -88,3 +88,80 @@ def test_compute_adds_up():
 def test_every_lever_is_a_valid_bench_config(lever):
     cfg = load_config(BENCH, **LEVERS[lever])
     assert cfg.generations == 3
+
+
+def _arm(p1: float, gain: float | None, tokens: float = 1000.0, sampled: int = 64) -> dict:
+    arm = {
+        "pass@1": p1,
+        "pass@1_ci": [p1 - 0.01, p1 + 0.01],
+        "greedy": 0.3,
+        "pass@k": 0.2,
+        "mean_tokens": 20.0,
+        "compute": {"steps": 4, "tokens": tokens, "rows_seen": 40.0, "sampled": sampled},
+    }
+    if gain is not None:
+        arm.update(gain=gain, gain_ci=[gain - 0.01, gain + 0.01])
+    return arm
+
+
+def _figures(fw_gain: float, rft_gain: float) -> dict:
+    check = {
+        "generation": 1,
+        "promoted": True,
+        "pass@1_gain": 0.02,
+        "pass@1_gain_ci": [0.01, 0.03],
+        "greedy_change": -0.01,
+        "ok": True,
+    }
+    return {
+        "config": "configs/bench.yaml",
+        "generations": 3,
+        "k": 4,
+        "base": _arm(0.10, None),
+        "arms": {
+            "flywheel": {**_arm(0.10 + fw_gain, fw_gain), "checks": [check]},
+            "rft": _arm(0.10 + rft_gain, rft_gain),
+            "grpo": _arm(0.11, 0.01),
+            "reference": _arm(0.20, 0.10, sampled=0),
+        },
+        "flywheel_vs_rft": {"diff": fw_gain - rft_gain, "low": -0.01, "high": 0.02},
+        "dpo": {"dpo": {**_arm(0.09, -0.01), "pairs": 30}, "sft": _arm(0.12, 0.02)},
+        "levers": {"curriculum": {"set": LEVERS["curriculum"], **_arm(0.13, 0.03)}},
+    }
+
+
+def test_p7_rows_put_the_goal_on_the_gain_ratio():
+    from bench.bench_p7 import ratios
+
+    rows = ratios(_figures(0.03, 0.02))
+    head = rows[0]
+    assert head.key == "P7" and head.value == pytest.approx(1.5)
+    assert str(head.goal) == ">= 1.2" and head.status == "met"
+    lever = [r for r in rows if r.name.startswith("lever curriculum")]
+    assert lever[0].value == pytest.approx(1.5)
+    checks = [r for r in rows if "greedy" in r.name]
+    assert checks[0].value == 0 and checks[0].status == "met"
+
+
+def test_p7_ratio_is_undefined_when_rft_did_not_gain():
+    from bench.bench_p7 import ratios
+
+    head = ratios(_figures(0.03, 0.0))[0]
+    assert head.value is None and head.status == "failed" and "did not gain" in head.note
+
+
+def test_markdown_table_has_a_row_per_arm_dpo_and_lever():
+    from bench.bench_p7 import markdown_table
+
+    lines = markdown_table(_figures(0.03, 0.02)).splitlines()
+    names = [line.split("|")[1].strip() for line in lines[2:]]
+    assert names == [
+        "base",
+        "flywheel",
+        "one-shot RFT",
+        "GRPO only",
+        "reference SFT (upper bound)",
+        "gen 1 SFT",
+        "gen 1 DPO",
+        "lever curriculum",
+    ]
