@@ -1,7 +1,9 @@
 """Generation backends: n samples per prompt, behind one interface (`BACKENDS`).
 
-Three: vLLM in process, Hugging Face `generate` in process, and an OpenAI-compatible HTTP
-endpoint (a `vllm serve` or any provider) for served teachers and judges.
+Four: vLLM in process, Hugging Face `generate` in process, an OpenAI-compatible HTTP
+endpoint (a `vllm serve` or any provider) for served teachers and judges, and vLLM engine
+replicas on a Ray cluster (`tasks.backend_ray`), which sample exactly what the in-process
+engine samples.
 
 Each takes `(model_path, prompts, engine, sampling)`: the engine and sampling specs of a worker
 request (`tasks.requests.EngineSpec`, `SamplingSpec`), built once from the config.
@@ -12,8 +14,8 @@ request (`tasks.requests.EngineSpec`, `SamplingSpec`), built once from the confi
 - `max_model_len` bounds prompt + completion in both in-process backends (vLLM's rule), so
   switching backend does not change how long completions may be.
 
-vLLM and torch are imported only inside the backend that needs them: the HF backend works
-where vLLM is absent, and importing this module loads neither.
+vLLM, torch and Ray are imported only inside the backend that needs them: the HF backend
+works where vLLM is absent, and importing this module loads none of them.
 """
 
 from __future__ import annotations
@@ -190,12 +192,18 @@ def release_engines() -> None:
 def _new_vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
     from vllm import LLM
 
-    return LLM(
-        model=model_path,
+    return LLM(model=model_path, **vllm_engine_args(engine, seed))
+
+
+def vllm_engine_args(engine: EngineSpec, seed: int) -> dict[str, Any]:
+    """A vLLM engine's arguments, the in-process engine's and every Ray replica's alike (the
+    same engine samples the same tokens from the same per-prompt seeds)."""
+    return dict(
         dtype=engine.dtype,
         gpu_memory_utilization=engine.gpu_memory_utilization,
         max_model_len=engine.max_model_len,
         enforce_eager=engine.enforce_eager,
+        tensor_parallel_size=engine.tensor_parallel_size,
         seed=seed,
         generation_config="vllm",  # ignore the checkpoint's sampling defaults (see docstring)
         # A prompt split across scheduler steps rolls its seeded generator back, which the CPU
@@ -471,9 +479,24 @@ def generate_openai(
     return results
 
 
+def generate_ray(
+    model_path: str,
+    prompts: list[str],
+    engine: EngineSpec,
+    sampling: SamplingSpec,
+    **kwargs: Any,
+) -> list[list[Completion]]:
+    """vLLM engine replicas under Ray Data (`tasks.backend_ray.generate_ray`), imported on
+    use so that this module never loads Ray."""
+    from tasks.backend_ray import generate_ray as run
+
+    return run(model_path, prompts, engine, sampling, **kwargs)
+
+
 Backend = Callable[..., list[list[Completion]]]
 BACKENDS: dict[str, Backend] = {
     "vllm": generate_vllm,
     "hf": generate_hf,
     "openai": generate_openai,
+    "ray": generate_ray,
 }

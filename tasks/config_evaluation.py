@@ -114,8 +114,10 @@ class JudgeConfig(Section):
     model: str = Field(
         "bootstrap", description="Judge checkpoint path, or `bootstrap` for the tiny default."
     )
-    backend: Literal["vllm", "hf", "openai"] = Field(
-        "vllm", description="Judge backend; `openai`: an OpenAI-compatible server (model = name)."
+    backend: Literal["vllm", "hf", "openai", "ray"] = Field(
+        "vllm",
+        description="Judge backend; `openai`: an OpenAI-compatible server (model = name); `ray`: "
+        "vLLM replicas on the engine's Ray cluster (engine.ray_address, replicas, ...).",
     )
     k: int = Field(3, gt=0, le=32, description="Judge samples per candidate (majority vote).")
     temperature: float = Field(

@@ -72,10 +72,13 @@ class ModelConfig(Section):
 
 
 class EngineConfig(Section):
-    """Where samples come from. One engine load per stage, in its own process."""
+    """Where samples come from. One engine load per stage, in its own process; with `ray`, that
+    process drives vLLM engine replicas on a Ray cluster (`tasks.backend_ray`)."""
 
-    backend: Literal["vllm", "hf"] = Field(
-        "vllm", description="`vllm` (in-process engine) or `hf` (transformers generate)."
+    backend: Literal["vllm", "hf", "ray"] = Field(
+        "vllm",
+        description="`vllm` (in-process engine), `hf` (transformers generate) or `ray` (vLLM "
+        "engine replicas under Ray Data, on the cluster at ray_address).",
     )
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         "float32", description="Weights' dtype in the engine (bf16 on GPUs)."
@@ -93,6 +96,43 @@ class EngineConfig(Section):
         gt=0,
         description="torch threads of the hf backend's generate and judge workers "
         "(None: the free cores; vLLM sets its own).",
+    )
+    tensor_parallel_size: int = Field(
+        1,
+        gt=0,
+        description="Devices one vLLM engine spans (GPUs; `vllm` and each `ray` replica).",
+    )
+    ray_address: str | None = Field(
+        None,
+        min_length=1,
+        description="Ray cluster the `ray` backend joins (`auto`, `host:6379`); None: a local "
+        "Ray started by the worker for the stage and stopped with it.",
+    )
+    replicas: int = Field(
+        1, gt=0, description="vLLM engine replicas of the `ray` backend, each sampling a share."
+    )
+    ray_num_cpus: float = Field(
+        1.0,
+        gt=0,
+        description="Ray CPUs each engine rank reserves (`ray`; a replica has "
+        "tensor_parallel_size ranks).",
+    )
+    ray_num_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="Ray GPUs each engine rank reserves (`ray`; 0 on CPU nodes, 1 on GPU).",
+    )
+    ray_batch_size: int = Field(
+        64,
+        gt=0,
+        description="Samples per batch sent to a replica (`ray`); a batch whose replica dies is "
+        "sampled again whole, with the same seeds.",
+    )
+    ray_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest one `ray` sampling pass may take, replica starts included: Ray "
+        "retries an engine that fails to start forever, so the stage ends here with an error.",
     )
 
 

@@ -180,6 +180,13 @@ def sample_policy(
         base_url=None,
         api_key_env=None,
         cpu_threads=None,  # this worker set its threads at start (`main`)
+        tensor_parallel_size=1,  # vLLM's and the ray backend's; unused by HF generate
+        ray_address=None,
+        replicas=1,
+        ray_num_cpus=1.0,
+        ray_num_gpus=0.0,
+        ray_batch_size=1,
+        ray_timeout_s=1.0,
     )
     one = SamplingSpec(
         n=1,

@@ -18,7 +18,9 @@ class EngineSpec:
     is reached at `base_url` with the key in the variable `api_key_env` names (None: the
     environment's, `tasks.backends.HttpSettings`); the in-process backends ignore those two,
     the served one ignores the engine's own knobs. `cpu_threads`: the torch threads of a worker
-    generating with `hf` (None: the free cores, `tasks.threads`)."""
+    generating with `hf` (None: the free cores, `tasks.threads`). The `ray_*` fields and
+    `replicas` are the `ray` backend's (`tasks.backend_ray`); `tensor_parallel_size` is every
+    vLLM engine's."""
 
     backend: str
     dtype: str
@@ -29,6 +31,13 @@ class EngineSpec:
     base_url: str | None
     api_key_env: str | None
     cpu_threads: int | None
+    tensor_parallel_size: int
+    ray_address: str | None
+    replicas: int
+    ray_num_cpus: float
+    ray_num_gpus: float
+    ray_batch_size: int
+    ray_timeout_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +197,13 @@ def engine_spec(cfg: FlywheelConfig) -> EngineSpec:
         base_url=None,
         api_key_env=None,
         cpu_threads=e.cpu_threads,
+        tensor_parallel_size=e.tensor_parallel_size,
+        ray_address=e.ray_address,
+        replicas=e.replicas,
+        ray_num_cpus=e.ray_num_cpus,
+        ray_num_gpus=e.ray_num_gpus,
+        ray_batch_size=e.ray_batch_size,
+        ray_timeout_s=e.ray_timeout_s,
     )
 
 
@@ -280,23 +296,15 @@ def generate_request(
 def judge_settings(
     cfg: FlywheelConfig, model_path: str, seed: int, *, progress: bool = True
 ) -> JudgeSettings:
-    """The judge worker's settings (`judge.*`, the engine's dtype, memory and batch settings)
-    for the curate stage and the judge benchmarks alike; `seed` is the run's (curation: the
-    judge's seed plus the generation)."""
-    j, e = cfg.judge, cfg.engine
+    """The judge worker's settings (`judge.*`, the engine's dtype, memory, batch and Ray
+    settings) for the curate stage and the judge benchmarks alike; `seed` is the run's
+    (curation: the judge's seed plus the generation)."""
+    j = cfg.judge
     return JudgeSettings(
         model_path=str(model_path),
         rubric=j.rubric,
-        engine=EngineSpec(
-            backend=j.backend,
-            dtype=e.dtype,
-            gpu_memory_utilization=e.gpu_memory_utilization,
-            max_model_len=j.max_model_len,
-            hf_batch_size=e.hf_batch_size,
-            enforce_eager=e.enforce_eager,
-            base_url=None,
-            api_key_env=None,
-            cpu_threads=e.cpu_threads,
+        engine=dataclasses.replace(
+            engine_spec(cfg), backend=j.backend, max_model_len=j.max_model_len
         ),
         sampling=SamplingSpec(
             n=j.k, temperature=j.temperature, top_p=1.0, max_tokens=j.max_tokens, seed=seed

@@ -19,7 +19,7 @@ def test_every_config_file_validates(path):
     [
         ("sampling:\n  n: 0\n", "sampling.n", "greater than 0"),
         ("sampling:\n  top_p: 1.5\n", "sampling.top_p", "less than or equal to 1"),
-        ("engine:\n  backend: tgi\n", "engine.backend", "'vllm' or 'hf'"),
+        ("engine:\n  backend: tgi\n", "engine.backend", "'vllm', 'hf' or 'ray'"),
         ("sampling:\n  nn: 3\n", "sampling.nn", "Extra inputs are not permitted"),
         ("curation:\n  rewards: [accuracy, vibes]\n", "curation", "unknown reward"),
         ("bootstrap:\n  hidden_size: 100\n  num_heads: 3\n", "bootstrap", "divisible"),
