@@ -181,3 +181,35 @@ def test_only_rank_0_of_a_launch_writes_the_result(tmp_path, env, writes):
     assert res.is_file() == writes
     if writes:
         assert json.loads(res.read_text()) == {"ok": 1}
+
+
+@pytest.mark.parametrize(
+    ("file", "ran", "world", "ok"),
+    [
+        ("ddp.yaml", "MULTI_CPU", 2, True),  # DDP without GPUs: gloo
+        ("ddp.yaml", "MULTI_GPU", 2, True),
+        ("ddp.yaml", "NO", 1, False),  # the `--cpu --num_processes 2` trap: one process ran
+        ("fsdp.yaml", "MULTI_CPU", 2, False),  # FSDP without GPUs falls back to DDP
+        ("fsdp.yaml", "FSDP", 2, True),
+        ("zero3.yaml", "DEEPSPEED", 2, True),
+        ("zero3.yaml", "MULTI_GPU", 2, False),
+    ],
+)
+def test_a_rank_trains_only_what_the_request_asked_for(file, ran, world, ok):
+    """`check_launch` on what accelerate reports (its state, faked here: the launches that
+    produce these are GPU machines' or the traps'; ddp and fsdp on CPU run for real in
+    tests/integration/test_accelerate_launch.py)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from tasks.trainers.common import check_launch
+
+    request = sft_request(accelerate(FILES / file), 1, "base", Path("t"), Path("o"))
+    accelerator = SimpleNamespace(distributed_type=DistributedType(ran), num_processes=world)
+    trainer = SimpleNamespace(accelerator=accelerator)
+    if ok:
+        check_launch(trainer, request)
+    else:
+        with pytest.raises(ValueError, match=f"train.accelerate_config: .*set up {ran} on {world}"):
+            check_launch(trainer, request)
