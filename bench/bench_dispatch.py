@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -187,6 +189,26 @@ def dispatch_figures(api: str, flywheel: str, flywheel_dir: Path) -> list[dict]:
     return out
 
 
+def flow_start_cost(repeats: int = 3) -> dict:
+    """What every dispatch pays whatever the polling: a fresh `python -m prefect.engine`-like
+    process importing Prefect's engine and loading a stage flow from its entrypoint (wall and
+    CPU seconds of the process; the lowest of `repeats`)."""
+    code = (
+        "import prefect.engine\n"
+        "from prefect.flows import load_flow_from_entrypoint\n"
+        "load_flow_from_entrypoint('flows/stage_flows.py:generate_flow')\n"
+    )
+    walls, cpus = [], []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+        walls.append(time.monotonic() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return {"wall_s": round(min(walls), 2), "cpu_s": round(min(cpus), 2), "repeats": repeats}
+
+
 def run_once(work: Path, models: Path, query_s: float | None, timeout: float) -> dict:
     """One generation of configs/cluster.yaml on a fresh local cluster; its figures."""
     from tasks.config import load_config
@@ -221,7 +243,12 @@ def run_once(work: Path, models: Path, query_s: float | None, timeout: float) ->
         if r.returncode != 0:
             raise RuntimeError(f"flywheel run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
         stages = dispatch_figures(cluster.api, "dispatch", runs / "dispatch")
-    return {"query_s": query_s, "run_wall_s": round(wall, 1), "stages": stages}
+    return {
+        "query_s": query_s,
+        "run_wall_s": round(wall, 1),
+        "load_1min_after": round(os.getloadavg()[0], 1),  # the machine is shared: its load
+        "stages": stages,
+    }
 
 
 def main() -> None:
@@ -232,6 +259,8 @@ def main() -> None:
     a = ap.parse_args()
     from bench.report import machine_info
 
+    machine = machine_info()  # the load when it starts; each round records its own after
+    start_cost = flow_start_cost()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as tmp:
         work = Path(tmp)
@@ -254,7 +283,10 @@ def main() -> None:
         print(
             f"  dispatch per stage: mean {sum(per) / len(per):.1f} s, {min(per):.1f}-{max(per):.1f}"
         )
-    doc = {"bench": "dispatch", "machine": machine_info(), "rounds": rounds}
+    print(
+        f"a stage flow's process start: {start_cost['wall_s']} s wall, {start_cost['cpu_s']} CPU-s"
+    )
+    doc = {"bench": "dispatch", "machine": machine, "flow_start": start_cost, "rounds": rounds}
     if not a.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-dispatch.json"
