@@ -213,3 +213,20 @@ def test_a_rank_trains_only_what_the_request_asked_for(file, ran, world, ok):
     else:
         with pytest.raises(ValueError, match=f"train.accelerate_config: .*set up {ran} on {world}"):
             check_launch(trainer, request)
+
+
+@pytest.mark.parametrize(
+    "grpo",
+    [{"vllm_mode": "colocate"}, {"vllm_mode": "server", "vllm_server_url": "http://gpu-0:8000"}],
+    ids=["colocate", "server"],
+)
+def test_grpo_vllm_modes_stop_before_training_without_gpus(grpo):
+    import torch
+
+    from tasks.trainers.grpo import train_grpo
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the mode would run")
+    request = grpo_request(FlywheelConfig(train={"grpo": grpo}), 1, "base", Path("t"), Path("o"))
+    with pytest.raises(ValueError, match=f"train.grpo.vllm_mode: '{grpo['vllm_mode']}'.*has none"):
+        train_grpo(request)
