@@ -1,0 +1,136 @@
+"""The `ray` backend on a real local Ray cluster (one head, 2 CPUs, 127.0.0.1) and the tiny
+random Llama: its generate worker, on two replicas one of which is SIGKILLed after its first
+batch, leaves exactly the rows the in-process vLLM worker leaves for the same seeds; a pass
+that cannot start its engines ends at `engine.ray_timeout_s`. (One pass covers both replica
+counts' equality and the kill: each Ray pass starts its engines, the suite's costliest part.
+`bench/bench_ray.py` checks 1 and 2 replicas equal too.)
+
+The head (`bench.bench_ray.local_head`) runs with token authentication, as `ray start` sets
+it up by default; the drivers (this process, the worker subprocess) get its token through
+RAY_AUTH_MODE / RAY_AUTH_TOKEN.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from bench.bench_ray import local_head
+from tasks.backend_ray import generate_ray
+from tasks.config import FlywheelConfig
+from tasks.generate import generate_in_subprocess
+from tasks.requests import engine_spec, generate_request, sampling_spec
+from tasks.store import write_parquet
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [f"{a}+{b}" for a, b in [(1, 2), (13, 4), (7, 7), (2, 0), (5, 11), (3, 9)]]
+ENGINE = {"max_model_len": 128, "gpu_memory_utilization": 0.05, "ray_batch_size": 4}
+SAMPLING = {"n": 4, "max_tokens": 24}
+ACTOR = "ray::MapWorker(MapBatches(vLLMEngineStageUDF))"
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A local Ray head (2 CPUs, on 127.0.0.1, no dashboard) for the module; stopped, with
+    every process it started, at its end."""
+    with local_head(num_cpus=2) as head:
+        yield head
+
+
+def config(**engine) -> FlywheelConfig:
+    return FlywheelConfig(engine={**ENGINE, **engine}, sampling=SAMPLING)
+
+
+def run_worker(tmp: Path, model: str, cfg: FlywheelConfig, name: str) -> list[dict]:
+    """One generate worker run of the questions; the rows of the samples file it wrote."""
+    questions = tmp / "questions.parquet"
+    if not questions.exists():
+        write_parquet(
+            [{"seed_id": f"s{i}", "question": q} for i, q in enumerate(QUESTIONS)], questions
+        )
+    out = tmp / name / "raw.parquet"
+    generate_in_subprocess(
+        generate_request(cfg, model, sampling_spec(cfg, 0), questions, out), tmp / f"{name}.log"
+    )
+    return pq.read_table(out).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def vllm_rows(tiny_model, tmp_path_factory):
+    """What the in-process vLLM worker writes for the questions."""
+    return run_worker(tmp_path_factory.mktemp("vllm"), tiny_model, config(backend="vllm"), "vllm")
+
+
+def _actors() -> list[int]:
+    """The pids of this machine's Ray Data vLLM engine actors."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(ACTOR.encode()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _batches_done(temp: Path, pid: str = "*") -> int:
+    """How many batches the engine actor `pid` (every one: "*") has finished, from the logs."""
+    logs = temp.glob(f"session_*/logs/worker-*-{pid}.*")
+    return sum(p.read_text(errors="replace").count("[vLLM] Elapsed time for batch") for p in logs)
+
+
+def test_ray_worker_with_a_replica_killed_mid_run_writes_the_vllm_workers_rows(
+    ray_head, tiny_model, vllm_rows, tmp_path
+):
+    """The generate worker on 2 replicas, batches of 2 samples; once a replica has finished a
+    batch it is SIGKILLed. Ray restarts it and samples its unfinished batches again from the
+    same seeds: the worker's rows equal the in-process engine's."""
+    cfg = config(backend="ray", ray_address=ray_head["address"], replicas=2, ray_batch_size=2)
+    killed: list[tuple[int, int]] = []  # (pid, batches all replicas had finished by then)
+    done = threading.Event()
+
+    def kill_after_first_batch() -> None:
+        while not done.is_set() and not killed:
+            finished = {pid: _batches_done(ray_head["temp"], str(pid)) for pid in _actors()}
+            victim = next((pid for pid, n in finished.items() if n >= 1), None)
+            if victim is not None:
+                os.kill(victim, signal.SIGKILL)
+                killed.append((victim, sum(finished.values())))
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_first_batch, daemon=True)
+    killer.start()
+    try:
+        rows = run_worker(tmp_path, tiny_model, cfg, "ray")
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "no engine replica finished a batch while the worker ran"
+    # Killed mid-run: batches were finished after the kill (its own, sampled again, among them).
+    assert killed[0][1] < _batches_done(ray_head["temp"])
+    assert len(rows) == len(QUESTIONS) * SAMPLING["n"]
+    assert rows == vllm_rows
+    # The seeds make both ends of a sample: an EOS and the token budget.
+    assert {r["finish_reason"] for r in rows} == {"stop", "length"}
+    assert len({r["completion"] for r in rows}) > len(QUESTIONS)  # the n samples differ
+
+
+# Ray Data's own executor thread ends with SystemExit when the driver disconnects mid-pass.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_pass_whose_engines_cannot_start_ends_at_its_timeout(ray_head, tiny_model):
+    """A GPU per rank on a CPU-only cluster: Ray would wait forever; the pass ends at
+    `engine.ray_timeout_s` with an error naming it."""
+    cfg = config(
+        backend="ray", ray_address=ray_head["address"], ray_num_gpus=1.0, ray_timeout_s=15.0
+    )
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="engine.ray_timeout_s"):
+        generate_ray(tiny_model, ["Q: 1+1\n"], engine_spec(cfg), sampling_spec(cfg, 0))
+    assert time.monotonic() - start < 120
