@@ -30,7 +30,8 @@ from tasks.store import write_parquet
 def untrained_default_policy(root: Path) -> str:
     from tasks.bootstrap import bootstrap
 
-    recipe = BootstrapConfig().model_dump() | {"pretrain_steps": 0}
+    # The recipe only: `cpu_threads` is how fast it is made, not what (not a `bootstrap` argument).
+    recipe = BootstrapConfig().model_dump(exclude={"cpu_threads"}) | {"pretrain_steps": 0}
     return str(bootstrap(root, **recipe, progress=False))
 
 
