@@ -26,10 +26,12 @@ bench/results/<stamp>-dispatch.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.bench_load import PG, base_env, create_databases, drop_databases, make_base_model
-from flows.servers import BIN, prefect_server, start, stop
+from flows.servers import BIN, kill, prefect_server, start
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "configs" / "cluster.yaml"
@@ -48,6 +50,9 @@ RESULTS = ROOT / "bench" / "results"
 
 OWN_WALL = {"seeds": "seconds", "generate": "wall_s", "curate": "seconds", "train": "wall_s"}
 """The manifest output that holds each stage's own wall time (eval: `seconds`)."""
+
+WORKER_GRACE_S = 10
+"""How long stopping workers wait for them to exit before killing them."""
 
 WAITED = re.compile(
     r"stage (?P<kind>\w+) on pool '(?P<pool>[^']+)': flow run (?P<name>\S+) completed in "
@@ -93,8 +98,16 @@ class LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:
+        # Each worker's process group (the flow processes it started go with it), all at once:
+        # a worker takes its time to stop, and one after the other they add up.
         for proc in self.workers.values():
-            stop(proc)  # its process group: the flow processes it started go with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + WORKER_GRACE_S
+        for proc in self.workers.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            kill(proc)  # still there after the grace (a no-op for one that stopped)
         if self.server is not None:
             self.server.stop()
         drop_databases([self.database])
