@@ -66,8 +66,14 @@ def local_head(num_cpus: int, log: Path | None = None) -> Iterator[dict]:
         "--ray-client-server-port", str(_free_port()),
         "--dashboard-agent-listen-port", str(_free_port()),
     ]  # fmt: skip
+    # Ray's memory monitor kills workers once the machine's memory passes 95 %, whoever uses it:
+    # on a machine shared with other jobs it killed the engine replicas over and over (15 in a
+    # minute). Off for this head; the kernel's OOM killer still guards the machine.
+    env = {**os.environ, "RAY_memory_monitor_refresh_ms": "0"}
     with open(log, "w") as out:
-        head = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        head = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     try:
         deadline = time.monotonic() + 300
         while "Ray runtime started" not in log.read_text():
