@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -50,6 +51,7 @@ from typing import Any
 from bench.bench_flywheel import DEFAULT_CONFIG, isolate_services, stage_outputs
 
 ARMS = ("flywheel", "rft", "grpo", "reference")
+EXTRAS = ("reference", "grpo", "dpo")  # what runs after the flywheel and one-shot RFT
 
 # Config overrides of the flywheel arm, one run each (`--lever`); the comment says what each tries.
 LEVERS: dict[str, dict[str, Any]] = {
@@ -299,6 +301,15 @@ def generation_checks(cfg, k: int) -> list[dict]:
     return rows
 
 
+@functools.cache
+def flow_api() -> None:
+    """Prefect's API for the flywheel flows, started once per worker as `flywheel run` starts
+    it: with a start-up budget that fits a busy machine."""
+    from flows.local_api import ensure_api
+
+    ensure_api()
+
+
 # -- the arms -------------------------------------------------------------------------------------
 def arm_config(config: Path, runs: Path, name: str, sets: dict[str, Any]):
     """The bench config for one arm: its own flywheel folder under `runs`, tracking off (the
@@ -309,12 +320,16 @@ def arm_config(config: Path, runs: Path, name: str, sets: dict[str, Any]):
 
 
 def run_flywheel(cfg) -> dict:
-    """The flywheel arm (or a lever): the flow as `flywheel run` runs it, read back."""
-    from flows.flywheel import flywheel
+    """The flywheel arm (or a lever): the flow as `flywheel run` runs it, read back (a flywheel
+    whose last gate has landed is only read: no Prefect API is started for it)."""
     from tasks import store
 
     t0 = time.perf_counter()
-    flywheel(cfg)
+    if not stage_outputs(store.stage_dir(cfg.flywheel_dir, cfg.generations, "gate")):
+        from flows.flywheel import flywheel
+
+        flow_api()
+        flywheel(cfg)
     wall = time.perf_counter() - t0
     base_eval = store.gen_dir(cfg.flywheel_dir, 0) / "eval"
     counter = Counter(stage_outputs(base_eval)["model"], cfg.model.prompt_template)
@@ -461,8 +476,9 @@ def run_dpo(cfg, source, suite: Path, base: str, counter: Counter) -> dict:
     }
 
 
-def compare_arms(config: Path, runs: Path, sets: dict[str, Any]) -> dict:
-    """The four arms, the flywheel against one-shot RFT item by item, and DPO against SFT."""
+def compare_arms(config: Path, runs: Path, sets: dict[str, Any], extras: list[str]) -> dict:
+    """The flywheel and one-shot RFT compared item by item, then the `extras` asked for (of
+    `EXTRAS`: the other arms, DPO against SFT)."""
     from tasks import store
 
     fw = arm_config(config, runs, "p7-flywheel", sets)
@@ -480,20 +496,19 @@ def compare_arms(config: Path, runs: Path, sets: dict[str, Any]) -> dict:
     arms["rft"] = run_rft(rft, suite, base, tokens, counter)
     rows = stage_outputs(store.stage_dir(rft.flywheel_dir, 1, "train"))["train_rows"]
     ref = arm_config(config, runs, "p7-reference", sets)
-    arms["reference"] = run_reference(ref, suite, base, rows, tokens, counter)
+    if "reference" in extras:
+        arms["reference"] = run_reference(ref, suite, base, rows, tokens, counter)
     grpo = arm_config(config, runs, "p7-grpo", {**sets, **first, "train.mode": "grpo"})
-    arms["grpo"] = run_grpo(grpo, suite, base, budget, tokens, counter, base_eval)
+    if "grpo" in extras:
+        arms["grpo"] = run_grpo(grpo, suite, base, budget, tokens, counter, base_eval)
     for name, cfg in (("rft", rft), ("reference", ref), ("grpo", grpo)):
-        arms[name].update(eval_figures(store.gen_dir(cfg.flywheel_dir, 1) / "eval", k, base_eval))
+        if name in arms:
+            gdir = store.gen_dir(cfg.flywheel_dir, 1)
+            arms[name].update(eval_figures(gdir / "eval", k, base_eval))
     fw_items = read_items(Path(arms["flywheel"]["eval"]))[0]
     rft_items = read_items(store.gen_dir(rft.flywheel_dir, 1) / "eval")[0]
     diff = mean_interval(paired_diffs(rft_items, fw_items))
-    dpo_cfg = arm_config(config, runs, "p7-dpo", {**sets, "train.mode": "dpo"})
-    dpo = run_dpo(dpo_cfg, fw, suite, base, counter)
-    dpo.update(eval_figures(store.gen_dir(dpo_cfg.flywheel_dir, 1) / "eval", k, base_eval))
-    sft = eval_figures(store.gen_dir(fw.flywheel_dir, 1) / "eval", k, base_eval)
-    sft["compute"] = arms["flywheel"]["generations"][0]
-    return {
+    out = {
         "generations": fw.generations,
         "k": k,
         "base": eval_figures(base_eval, k, None),
@@ -501,23 +516,28 @@ def compare_arms(config: Path, runs: Path, sets: dict[str, Any]) -> dict:
         "tokens": tokens,
         "arms": arms,
         "flywheel_vs_rft": dict(zip(("diff", "low", "high"), diff, strict=True)),
-        "dpo": {"dpo": dpo, "sft": sft},
     }
+    if "dpo" in extras:
+        dpo_cfg = arm_config(config, runs, "p7-dpo", {**sets, "train.mode": "dpo"})
+        dpo = run_dpo(dpo_cfg, fw, suite, base, counter)
+        dpo.update(eval_figures(store.gen_dir(dpo_cfg.flywheel_dir, 1) / "eval", k, base_eval))
+        sft = eval_figures(store.gen_dir(fw.flywheel_dir, 1) / "eval", k, base_eval)
+        sft["compute"] = arms["flywheel"]["generations"][0]
+        out["dpo"] = {"dpo": dpo, "sft": sft}
+    return out
 
 
 def main(request: dict) -> dict:
-    """Worker: the arms (unless `arms` is false), then each lever; returns the figures. Each
-    invocation has its own Prefect home, so a lever can run beside the arms in one workdir."""
+    """Worker: the flywheel and one-shot RFT with the `extras` asked for (unless `arms` is
+    false), then each lever; returns the figures. Each invocation has its own Prefect home, so a
+    lever can run beside the arms in one workdir."""
     work, levers = Path(request["workdir"]), request.get("levers", [])
     arms = request.get("arms", True)
     isolate_services(work / ("arms" if arms else "levers-" + "-".join(levers)))
-    from flows.local_api import ensure_api
-
-    ensure_api()  # as `flywheel run` starts it: with a start-up budget that fits a busy machine
     config, sets, runs = Path(request["config"]), request.get("set", {}), work / "runs"
     out: dict[str, Any] = {"config": str(config), "set": sets, "levers": {}}
     if arms:
-        out.update(compare_arms(config, runs, sets))
+        out.update(compare_arms(config, runs, sets, request.get("extras", list(EXTRAS))))
     for lever in levers:
         cfg = arm_config(config, runs, f"p7-{lever}", {**sets, **LEVERS[lever]})
         out["k"] = cfg.eval.k
@@ -531,6 +551,7 @@ def measure(
     levers: list[str] | None = None,
     sets: dict | None = None,
     arms: bool = True,
+    extras: list[str] | None = None,
 ) -> dict:
     """Run the P7 worker on `config` in `workdir` (kept, so a rerun resumes; default: a fresh
     temporary folder)."""
@@ -539,6 +560,9 @@ def measure(
     unknown = [x for x in levers or [] if x not in LEVERS]
     if unknown:
         raise ValueError(f"--lever: unknown {unknown}; known: {sorted(LEVERS)}")
+    unknown = [x for x in extras or [] if x not in EXTRAS]
+    if unknown:
+        raise ValueError(f"--extras: unknown {unknown}; known: {list(EXTRAS)}")
     with tempfile.TemporaryDirectory(prefix="bench-p7-") as tmp:
         work = Path(workdir or tmp).absolute()
         work.mkdir(parents=True, exist_ok=True)
@@ -548,6 +572,7 @@ def measure(
             "levers": levers or [],
             "set": sets or {},
             "arms": arms,
+            "extras": list(EXTRAS if extras is None else extras),
         }
         log = "bench-p7.log" if arms else f"bench-p7-levers-{'-'.join(levers or [])}.log"
         return run_worker("bench.bench_p7", request, work / log)
@@ -666,6 +691,8 @@ def arm_rows(m: dict) -> list:
             ),
         )
     )
+    if "dpo" not in m:
+        return out
     dpo, sft = m["dpo"]["dpo"], m["dpo"]["sft"]
     out.append(
         Ratio(
@@ -718,11 +745,17 @@ def cli() -> None:
     ap.add_argument(
         "--no-arms", action="store_true", help="only the levers (beside a run of the arms)"
     )
+    ap.add_argument(
+        "--extras",
+        default=",".join(EXTRAS),
+        help="comma list of what runs after the flywheel and one-shot RFT (default: all)",
+    )
     ap.add_argument("--save", action="store_true", help="write the figures to bench/results/")
     args = ap.parse_args()
     levers = [x for x in args.lever.split(",") if x]
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    m = measure(args.config, args.workdir, levers, arms=not args.no_arms)
+    extras = [x for x in args.extras.split(",") if x]
+    m = measure(args.config, args.workdir, levers, arms=not args.no_arms, extras=extras)
     rows = ratios(m)
     for r in rows:
         print(f"{r.key} {r.name}: {r.value}  ({r.detail or r.note})")

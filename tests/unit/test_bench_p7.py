@@ -165,3 +165,12 @@ def test_markdown_table_has_a_row_per_arm_dpo_and_lever():
         "gen 1 DPO",
         "lever curriculum",
     ]
+
+
+def test_p7_rows_and_table_without_the_extras():
+    from bench.bench_p7 import markdown_table, ratios
+
+    m = _figures(0.03, 0.02)
+    del m["dpo"], m["arms"]["grpo"], m["arms"]["reference"]
+    assert not [r for r in ratios(m) if "DPO" in r.name]
+    assert len(markdown_table(m).splitlines()) == 2 + 4  # base, flywheel, RFT, one lever
