@@ -16,7 +16,11 @@ through the API and the flow's logs:
   (flow run created -> Running in the worker's flow process: the worker's next poll, its
   process start and the flow's import), `in_run_s` (Running -> Completed, less the stage's task
   run: the stage flow's own start and end) and `noticed_s` (the rest: the flow's next poll of
-  the state, `cluster.poll_s`, and the API calls).
+  the state, `cluster.poll_s`, and the API calls). `task_run_s` is the stage's task run as
+  Prefect timed it, beside `own_s`.
+
+`flow_start` is the part no polling setting removes: a fresh process importing Prefect's engine
+and loading a stage flow (its wall and CPU seconds), as the worker's flow process does per run.
 
 `LocalCluster` (the server, its database and the workers) is what
 `tests/integration/test_stage_deployments.py` runs against as well. Results go to
