@@ -98,7 +98,7 @@ def local_head(num_cpus: int, log: Path | None = None) -> Iterator[dict]:
 
 
 def _cpu_s() -> float:
-    """CPU seconds of this process and its reaped children: the Ray head's tree once stopped."""
+    """CPU seconds of this process and of the children it reaped."""
     me, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),
@@ -169,7 +169,8 @@ def main() -> None:
     machine = machine_info()
     cpu0, wall0 = _cpu_s(), time.perf_counter()
     result = measure(args.prompts, args.n, args.max_tokens, args.model)
-    result["cpu_s"] = round(_cpu_s() - cpu0, 1)  # with the Ray head's reaped processes
+    # This process and what it reaped: the engine replicas (Ray's workers) are not in it.
+    result["driver_cpu_s"] = round(_cpu_s() - cpu0, 1)
     result["wall_s"] = round(time.perf_counter() - wall0, 1)
     result["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     doc = {"machine": machine, "bench": "ray", **result}
