@@ -30,7 +30,9 @@ of `LEVERS`, each against the same `rft` arm.
 
     python -m bench.bench_p7                                  # configs/bench.yaml, a temp folder
     python -m bench.bench_p7 --config configs/tiny.yaml       # a plumbing check
-    python -m bench.bench_p7 --workdir runs/p7 --lever curriculum,sft_then_grpo --save
+    python -m bench.bench_p7 --workdir runs/p7 --save          # kept: a rerun resumes
+    python -m bench.bench_p7 --workdir runs/p7 --no-arms --lever low_lr    # beside it
+    python -m bench.bench_p7 --workdir runs/p7 --extras reference          # finished arms only
 """
 
 from __future__ import annotations
