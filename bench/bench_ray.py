@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,8 +53,10 @@ def local_head(num_cpus: int, log: Path | None = None) -> Iterator[dict]:
 
     Token authentication is on, as `ray start` sets it up: the token is made here and handed
     to the head and this process's drivers (and their subprocesses) through RAY_AUTH_MODE and
-    RAY_AUTH_TOKEN, restored on exit. Every port is a free one, so two heads can coexist; the
-    head stops with every process it started (`ray start --block` on SIGTERM)."""
+    RAY_AUTH_TOKEN, restored on exit (Ray reads them when imported: a driver that imported ray
+    before the block fails to connect, "Authentication token is missing"). Every port is a
+    free one, so two heads can coexist; the head stops with every process it started (`ray
+    start --block` on SIGTERM), and its folder goes with it."""
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     temp = Path(tempfile.mkdtemp(prefix="fw-ray-", dir="/tmp"))  # short: Unix socket paths
@@ -93,6 +96,7 @@ def local_head(num_cpus: int, log: Path | None = None) -> Iterator[dict]:
             os.killpg(head.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        shutil.rmtree(temp, ignore_errors=True)  # its sessions' logs and sockets
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
