@@ -48,12 +48,14 @@ SHARED_GROUPS = {
     "tests/faults/test_worker_faults.py": "tests/faults/test_worker_faults.py",
 }
 # The order work is handed out, longest first (measured serially on 2 cores), so that neither
-# worker is left with a long unit at the end: the judge group, then the end-to-end runs and the
-# stages on work pools, then the fault scenarios, then the rest of integration/, then unit/.
+# worker is left with a long unit at the end: the judge group, then the end-to-end runs, the
+# stages on work pools and the Ray backend, then the fault scenarios, then the rest of
+# integration/, then unit/.
 FIRST = (
     "judge",
     "tests/e2e/",
     "tests/integration/test_stage_deployments.py",  # a Prefect server, three pool workers
+    "tests/integration/test_ray_backend.py",  # a Ray head, vLLM replicas started twice
     "tests/faults/",
     "tests/integration/",
     "tests/unit/",

@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Orchestration, tracking, engines, training and columnar I/O: what decisions never need.
 # numpy is allowed (the gate's statistics and the hygiene's hashing use it).
-HEAVY = ("prefect", "mlflow", "torch", "vllm", "pyarrow", "transformers")
+HEAVY = ("prefect", "mlflow", "torch", "vllm", "ray", "pyarrow", "transformers")
 
 # The project's modules that start processes, load models or write stage folders.
 WORKERS = (
     "tasks.generate",
     "tasks.backends",
+    "tasks.backend_ray",
     "tasks.judge_run",
     "tasks.judge_bootstrap",
     "tasks.bootstrap",
