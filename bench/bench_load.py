@@ -88,7 +88,8 @@ def drop_databases(names: list[str]) -> None:
 
 
 def make_base_model(work: Path) -> Path:
-    """The tiny config's base model, made once in `work/models` (as `tests/runs.py` does for the tests)."""
+    """The tiny config's base model, made once in `work/models` (as `tests/runs.py` makes it for
+    the tests)."""
     from tasks.config import load_config
     from tasks.stages import base_model_stage, suite_stage
 
