@@ -149,6 +149,16 @@ class FlywheelConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _rationalize_has_policy(self) -> FlywheelConfig:
+        """Rationalization re-samples the seeds the policy failed: it needs its samples."""
+        if self.sampling.rationalize.n and not self.distill.include_policy:
+            raise ValueError(
+                "sampling.rationalize.n > 0 needs the policy's own samples "
+                "(distill.include_policy: true)"
+            )
+        return self
+
     @property
     def flywheel_dir(self) -> Path:
         return self.runs_dir / self.name

@@ -136,12 +136,44 @@ class EngineConfig(Section):
     )
 
 
+class RationalizeConfig(Section):
+    """STaR's rationalization (`tasks.rationalize`): the seeds none of whose policy samples
+    verified are sampled again with the gold answer shown, and the completions that verify
+    train as answers to the plain prompt."""
+
+    n: int = Field(
+        0, ge=0, le=256, description="Hinted samples per failed seed (0: rationalization off)."
+    )
+    hint: str = Field(
+        "{question}\n(The answer is {answer}.)",
+        description="The question as the hinted pass shows it, inside model.prompt_template (or "
+        "the chat user turn); `{question}` and `{answer}` (the gold one). Never trained on.",
+    )
+
+    @model_validator(mode="after")
+    def _hint_fields(self) -> RationalizeConfig:
+        missing = [k for k in ("{question}", "{answer}") if k not in self.hint]
+        if missing:
+            raise ValueError(f"hint must contain {' and '.join(missing)}")
+        try:
+            self.hint.format(question="", answer="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"hint: only {{question}} and {{answer}} may be filled in ({e!r})"
+            ) from None
+        return self
+
+
 class SamplingConfig(Section):
     n: int = Field(8, gt=0, le=256, description="Samples per seed.")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_tokens: int = Field(96, gt=0, description="Longest completion in tokens.")
     seed: int = Field(0, description="Sampling seed; with the generation number it fixes output.")
+    rationalize: RationalizeConfig = Field(
+        default_factory=RationalizeConfig,
+        description="STaR rationalization: failed seeds sampled again with the answer as a hint.",
+    )
 
 
 class DatasetColumns(Section):

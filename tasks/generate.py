@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.backends import BACKENDS, release_engines
-from tasks.prompts import apply_template, render_prompts
+from tasks.prompts import generator_prompts
 from tasks.requests import GenerateRequest, SamplingSpec, from_json, to_json
 from tasks.store import write_parquet
 from tasks.subproc import run_worker, worker_main
@@ -72,19 +72,13 @@ def main(request: dict) -> dict:
         )
     if req.engine.backend == "hf":  # torch computes here; vLLM and a server set their own
         set_torch_threads(req.engine.cpu_threads, "engine.cpu_threads")
-    questions = pq.read_table(req.questions_file, columns=["seed_id", "question"]).to_pylist()
+    columns = ["seed_id", "question"] + (["answer"] if req.hint is not None else [])
+    questions = pq.read_table(req.questions_file, columns=columns).to_pylist()
     tokenizer, student = prompt_tokenizers(req)
-    texts = [q["question"] for q in questions]
-    p = req.prompt
-    template, system = apply_template(
-        req.template, p.prompt_template, p.chat_template, p.system_prompt
-    )
-    prompts = render_prompts(tokenizer, texts, template, p.chat_template, system)
-    # What a student trains on is the plain prompt in its own format, whichever model and
-    # template produced the completion (a teacher's chat markup or the reflect instruction
-    # would otherwise become part of the student's training input).
-    train_prompts = render_prompts(
-        student, texts, p.prompt_template, p.chat_template, p.system_prompt
+    # STaR's rationalization shows the generator each gold answer; the student never sees it.
+    hint = None if req.hint is None else (req.hint, [q["answer"] for q in questions])
+    prompts, train_prompts = generator_prompts(
+        tokenizer, student, [q["question"] for q in questions], req.prompt, req.template, hint
     )
 
     def one(sampling: SamplingSpec, out_file: str) -> dict:

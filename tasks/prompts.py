@@ -1,9 +1,10 @@
 """Prompts: how a question becomes the tokens a model sees, for every backend and trainer.
 
 Rendering (plain template or the tokenizer's chat template), the named prompt templates
-(`TEMPLATES`: plain, reflect), encoding to token ids once (one BOS, also after a chat
-template), and the per-prompt sampling seed. Pure of engines: the trainers import this, not the
-generation worker.
+(`TEMPLATES`: plain, reflect), the rationalization hint (`hint_questions`), the generator's and
+the student's prompts of one worker run (`generator_prompts`), encoding to token ids once (one
+BOS, also after a chat template), and the per-prompt sampling seed. Pure of engines: the
+trainers import this, not the generation worker.
 
 - Prompts are tokenized here, once, by one function, and every backend receives token ids, so
   they see the same tokens whatever each would have done with a string (double BOS after a
@@ -16,9 +17,12 @@ generation worker.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.records import stable_hash
+
+if TYPE_CHECKING:
+    from tasks.requests import PromptSpec
 
 
 def render_prompts(
@@ -42,6 +46,41 @@ def render_prompts(
         )
         for q in questions
     ]
+
+
+def generator_prompts(
+    tokenizer: Any,
+    student: Any,
+    questions: list[str],
+    spec: PromptSpec,
+    template: str,
+    hint: tuple[str, list[str]] | None = None,
+) -> tuple[list[str], list[str]]:
+    """(the prompts the generator samples, the prompts a student trains on) of `questions`.
+
+    The generator's carry the named `template`'s instruction and, with `hint` (the hint
+    template and each question's gold answer), the answer (`hint_questions`); the student's
+    are the plain prompt in the student's own format (`student`'s tokenizer), whichever model,
+    template or hint produced the completion: a teacher's chat markup, the reflect instruction
+    or the given answer would otherwise become part of the student's training input.
+    """
+    shown = questions if hint is None else hint_questions(hint[0], questions, hint[1])
+    prompt_template, system = apply_template(
+        template, spec.prompt_template, spec.chat_template, spec.system_prompt
+    )
+    prompts = render_prompts(tokenizer, shown, prompt_template, spec.chat_template, system)
+    plain = render_prompts(
+        student, questions, spec.prompt_template, spec.chat_template, spec.system_prompt
+    )
+    return prompts, plain
+
+
+def hint_questions(hint: str, questions: list[str], answers: list[str]) -> list[str]:
+    """Each question with its gold answer shown, as STaR's rationalization asks
+    (`sampling.rationalize.hint`, `{question}` and `{answer}`). The result takes the question's
+    place in `render_prompts`, so the hint sits inside the configured prompt or chat format;
+    only the generator sees it, never the prompt a student trains on."""
+    return [hint.format(question=q, answer=a) for q, a in zip(questions, answers, strict=True)]
 
 
 # Prompt templates per seed, by name: the one registry. `plain` is the configured prompt as is;

@@ -75,6 +75,7 @@ from tasks.requests_generation import (  # noqa: E402
     problem_prompt,
     problem_sampling,
     prompt_spec,
+    rationalize_sampling,
     sampling_spec,
     served_engine,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "problem_prompt",
     "problem_sampling",
     "prompt_spec",
+    "rationalize_sampling",
     "reward_model_request",
     "sampling_spec",
     "served_engine",

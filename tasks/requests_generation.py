@@ -76,15 +76,18 @@ class GenerateRequest:
     """One generate worker run (`tasks.generate`): `model_path` (a served model's name on its
     server) samples every question of `questions_file` into `out_file`. `template` (a
     `tasks.prompts.TEMPLATES` name) is applied to the prompt this model sees; `student_model`'s
-    tokenizer renders the plain `train_prompt` (None: this model's). `warmup` runs one untimed
-    short call first (benchmarks). `also`: further passes on the same engine, each into its
-    own file."""
+    tokenizer renders the plain `train_prompt` (None: this model's). `hint`: STaR's
+    rationalization hint (`sampling.rationalize.hint`), shown to this model with each
+    question's gold answer (the questions file's `answer` column) and never part of
+    `train_prompt`; None: no hint. `warmup` runs one untimed short call first (benchmarks).
+    `also`: further passes on the same engine, each into its own file."""
 
     model_path: str
     engine: EngineSpec
     sampling: SamplingSpec
     prompt: PromptSpec
     template: str
+    hint: str | None
     student_model: str | None
     questions_file: str
     out_file: str
@@ -249,6 +252,11 @@ def problem_sampling(cfg: FlywheelConfig, generation: int) -> SamplingSpec:
     return dataclasses.replace(sampling_spec(cfg, generation), n=cfg.seeds.model_samples)
 
 
+def rationalize_sampling(cfg: FlywheelConfig, generation: int) -> SamplingSpec:
+    """The generation's sampling with `sampling.rationalize.n` per failed seed (hinted)."""
+    return dataclasses.replace(sampling_spec(cfg, generation), n=cfg.sampling.rationalize.n)
+
+
 def eval_sampling(cfg: FlywheelConfig) -> SamplingSpec:
     """The frozen suite's sampling (`eval.*`): k samples per item, a fixed seed."""
     e = cfg.eval
@@ -273,17 +281,20 @@ def generate_request(
     prompt: PromptSpec | None = None,
     template: str = "plain",
     student_model: str | None = None,
+    hint: str | None = None,
     also: Sequence[tuple[SamplingSpec, Path]] = (),
 ) -> GenerateRequest:
     """A generate worker run of `model_path` on the policy's engine and prompt format unless
-    `engine` (a served teacher's) or `prompt` (the seeds stage's) is given; `also`: (sampling,
-    file) of each further pass on the same engine."""
+    `engine` (a served teacher's) or `prompt` (the seeds stage's) is given; `hint`: the
+    rationalization hint (the questions file then holds answers); `also`: (sampling, file) of
+    each further pass on the same engine."""
     return GenerateRequest(
         model_path=str(model_path),
         engine=engine or engine_spec(cfg),
         sampling=sampling,
         prompt=prompt or prompt_spec(cfg),
         template=template,
+        hint=hint,
         student_model=student_model,
         questions_file=str(questions_file),
         out_file=str(out_file),

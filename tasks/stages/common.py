@@ -57,13 +57,18 @@ def sample_seeds(
     prompt: PromptSpec | None = None,
     template: str = "plain",
     student_model: str | None = None,
+    hint: str | None = None,
     also: Sequence[tuple[SamplingSpec, Path]] = (),
 ) -> dict:
     """Run the generation worker over `seeds` (`tasks.requests.generate_request`: the policy's
-    engine and prompt format unless `engine` or `prompt` is given); it leaves `raw.parquet` in
-    `tmp`, and each further pass of `also` (sampling, file) on the same engine in its file."""
+    engine and prompt format unless `engine` or `prompt` is given; with `hint`, each seed's
+    gold answer shown to the generator); it leaves `raw.parquet` in `tmp`, and each further
+    pass of `also` (sampling, file) on the same engine in its file."""
     questions = tmp / "questions.parquet"
-    store.write_parquet([{"seed_id": s.id, "question": s.question} for s in seeds], questions)
+    rows = [{"seed_id": s.id, "question": s.question} for s in seeds]
+    if hint is not None:  # the worker shows each seed's gold answer
+        rows = [{**r, "answer": s.answer} for r, s in zip(rows, seeds, strict=True)]
+    store.write_parquet(rows, questions)
     request = generate_request(
         cfg,
         model_path,
@@ -74,6 +79,7 @@ def sample_seeds(
         prompt=prompt,
         template=template,
         student_model=student_model,
+        hint=hint,
         also=also,
     )
     t0 = time.perf_counter()
