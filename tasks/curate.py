@@ -5,7 +5,10 @@ truncated completion is rejected, else the first reward that rejects names the r
 `infra_error` (a broken verifier says nothing about the model, so it is never a reject) keeps
 the sample out without counting against it. With the judge listed, every rule that can apply
 still does; only the answer check is "not applicable" where a sample has no gold answer (see
-`sample_verdicts`). Rules with settings get the configured ones (`rule_settings`).
+`sample_verdicts`). Rules with settings get the configured ones (`rule_settings`). A
+rationalization sample (template `rationalize`, made with the answer as a hint) is accepted only
+where the answer check also accepts it, whatever the rewards, and counts in no seed's pass rate
+(`tasks.rationalize`).
 Accepted samples then go through duplicate removal (exact on normalised text, and
 near-duplicates within a seed by MinHash; see `tasks.hygiene`) and a best-of-n cap per seed that
 prefers the shortest correct completions (short, correct chains are the cheapest to learn and
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 
 from tasks.hygiene import dedup, diversity, exact_key
 from tasks.judge import combine as combine_verdicts
+from tasks.rationalize import RATIONALIZE, answer_checks, must_verify
 from tasks.records import Sample, Verdict
 from tasks.rewards import REWARDS, verdict_score
 
@@ -97,6 +101,9 @@ def sample_verdicts(
         name: REWARDS[name][1](completions, **{**cols, **(settings or {}).get(name, {})})
         for name in rewards
     }
+    # A rationalization (hinted) sample must also pass the answer check, whatever the rewards.
+    hinted = [i for i, s in enumerate(samples) if s.template == RATIONALIZE]
+    verify = dict(zip(hinted, answer_checks([samples[i] for i in hinted], domain), strict=True))
     out = []
     for i, s in enumerate(samples):
         verdicts = {name: per_reward[name][i] for name in rewards}
@@ -108,13 +115,15 @@ def sample_verdicts(
         if answer is not None:  # None: not applicable, nothing to check the answer against
             answer = None if answer.reason == NO_GOLD else _joint({ANSWER_RULE: answer}, False)
         checked = rules if answer is not None else None  # for judge QC
-        if JUDGE not in verdicts:
-            out.append((rules, scores, checked))
-            continue
-        checks = _joint({n: v for n, v in rule_verdicts.items() if n != ANSWER_RULE}, truncated)
-        judge = verdicts[JUDGE]
-        judge = Verdict(judge.outcome, f"{JUDGE}:{judge.reason}")
-        out.append((combine_verdicts(combine, checks, answer, judge), scores, checked))
+        verdict = rules
+        if JUDGE in verdicts:
+            checks = _joint({n: v for n, v in rule_verdicts.items() if n != ANSWER_RULE}, truncated)
+            judge = verdicts[JUDGE]
+            judge = Verdict(judge.outcome, f"{JUDGE}:{judge.reason}")
+            verdict = combine_verdicts(combine, checks, answer, judge)
+        if i in verify:
+            verdict = must_verify(verdict, verify[i])
+        out.append((verdict, scores, checked))
     return out
 
 
@@ -161,9 +170,14 @@ class Curation:
         for i, (s, (verdict, scores, _rules)) in enumerate(zip(samples, judged, strict=True)):
             self.counts[verdict.outcome] += 1
             self.counts[f"{verdict.outcome}:{verdict.reason}"] += 1
-            self.seen_per_seed[s.seed_id] += 1
+            hinted = s.template == RATIONALIZE
+            if hinted:  # told the answer: not the policy's own pass rate (`tasks.rationalize`)
+                self.counts[f"{RATIONALIZE}:{verdict.outcome}"] += 1
+            else:
+                self.seen_per_seed[s.seed_id] += 1
             if verdict.outcome == "accept":
-                self.accepted_per_seed[s.seed_id] += 1
+                if not hinted:
+                    self.accepted_per_seed[s.seed_id] += 1
                 accepted.append(i)
             rows.append(
                 {
@@ -182,6 +196,8 @@ class Curation:
         kept = sorted(accepted[j] for j in self._select([samples[i] for i in accepted]))
         for i in kept:
             rows[i]["kept"] = True
+            if samples[i].template == RATIONALIZE:
+                self.counts[f"{RATIONALIZE}:kept"] += 1
         self.kept += len(kept)
         return Bucket(rows, kept, [r for _, _, r in judged])
 
@@ -226,9 +242,10 @@ class Curation:
         return {**counts, "kept": self.kept}
 
     def seed_pass_rate(self, order: Iterable[str] | None = None) -> dict[str, float]:
-        """Accepted / generated per seed, in `order` (default: first seen first)."""
+        """Accepted / generated per seed, hinted samples left out, in `order` (default: first
+        seen first)."""
         seeds = self.seen_per_seed if order is None else order
-        return {sid: self.accepted_per_seed[sid] / self.seen_per_seed[sid] for sid in seeds}
+        return {sid: self.accepted_per_seed[sid] / max(self.seen_per_seed[sid], 1) for sid in seeds}
 
     def path_counts(self, order: Iterable[str] | None = None) -> dict[str, int]:
         """Distinct reasoning paths per seed (0 where none was accepted), in `order`."""

@@ -56,7 +56,9 @@ class Sample:
     model: str
     num_tokens: int
     finish_reason: str  # stop | length
-    template: str = "plain"  # the prompt template the generator saw (tasks.prompts.TEMPLATES)
+    # The prompt template the generator saw (tasks.prompts.TEMPLATES), or `rationalize`: the
+    # plain prompt with the gold answer as a hint (tasks.rationalize); `prompt` never has it.
+    template: str = "plain"
 
     @staticmethod
     def make_id(generation: int, seed_id: str, index: int, model: str, params: dict) -> str:

@@ -58,6 +58,7 @@ DECISIONS = [
     "tasks.requests",
     "tasks.faults",
     "tasks.preference",
+    "tasks.rationalize",
 ]
 
 
