@@ -70,6 +70,9 @@ class GenerateOutputs:
     sources: tuple[dict, ...] = ()
     tokens_per_s: float = 0.0
     seconds: float = 0.0
+    # STaR's rationalization (`sampling.rationalize`): failed seeds sampled again with the
+    # answer as a hint (`seeds`), hinted samples (`samples`), how many verified; {} when off.
+    rationalize: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ def generation_metrics(gen: Generation) -> dict[str, float | None]:
         "seeds.difficulty": seeds.difficulty,
         "generate.tokens_per_s": gen.generate.tokens_per_s,
         "generate.seconds": gen.generate.seconds,
+        **{f"generate.rationalize.{k}": v for k, v in gen.generate.rationalize.items()},
         "curate.accept_rate": cur.accept_rate,
         "curate.accepted": cur.accepted,
         "curate.seed_solve_rate": cur.seed_solve_rate,
