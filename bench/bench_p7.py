@@ -68,6 +68,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "temperature": {"sampling.temperature": 0.6},
     # A fifth of the learning rate: the policy moves less far from the base's greedy mode.
     "low_lr": {"train.learning_rate": 1.0e-4},
+    # STaR rationalization: seeds no sample solved, sampled 4 more times with the answer shown.
+    "star": {"sampling.rationalize.n": 4},
 }
 
 N_BOOT = 2000  # bootstrap replicates of every interval here
