@@ -28,16 +28,25 @@ pass@1 rose without greedy pass@1 falling beyond noise (the gate's greedy rule,
 `tasks.gate.greedy_check`); and levers (`--lever`): the flywheel arm again with the overrides
 of `LEVERS`, each against the same `rft` arm.
 
+Fresh items (`--fresh N`, default 256; 0: off): the suite is fixed, so the base, every arm's
+final model and every lever's final champion are also scored, by the same eval stage, on N items
+drawn from the domain's generator at levels 2-3 (`--fresh-levels`) with a seed no stage uses,
+none of them in the suite or any seed or training set of any arm or lever
+(`bench.fresh_items`). They are frozen once under `<workdir>/fresh/` like the suite, one eval
+per model beside them; each arm and lever gets a `fresh` block beside its suite figures.
+
     python -m bench.bench_p7                                  # configs/bench.yaml, a temp folder
     python -m bench.bench_p7 --config configs/tiny.yaml       # a plumbing check
     python -m bench.bench_p7 --workdir runs/p7 --save          # kept: a rerun resumes
     python -m bench.bench_p7 --workdir runs/p7 --no-arms --lever low_lr    # beside it
     python -m bench.bench_p7 --workdir runs/p7 --extras reference          # finished arms only
+    python -m bench.bench_p7 --workdir runs/p7 --fresh 512 --fresh-levels 2,3,4
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -51,6 +60,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_flywheel import DEFAULT_CONFIG, isolate_services, stage_outputs
+from bench.fresh_items import (
+    DEFAULT_LEVELS,
+    FRESH_SEED,
+    draw_fresh,
+    fresh_name,
+    level_quotas,
+    questions_from_prompts,
+)
 
 ARMS = ("flywheel", "rft", "grpo", "reference")
 EXTRAS = ("reference", "grpo", "dpo")  # what runs after the flywheel and one-shot RFT
@@ -531,10 +548,140 @@ def compare_arms(config: Path, runs: Path, sets: dict[str, Any], extras: list[st
     return out
 
 
+# -- fresh items ----------------------------------------------------------------------------------
+def seen_questions(flywheels: list[Path], template: str) -> set[str]:
+    """Every question the flywheel folders `flywheels` hold: their suites, every landed seeds
+    stage, and the prompts of every landed train stage's SFT rows (reference-solution SFT trains
+    on questions no seeds stage holds)."""
+    import pyarrow.parquet as pq
+
+    from tasks import store
+    from tasks.stages import read_seeds
+
+    out: set[str] = set()
+    for fw in flywheels:
+        for folder in [fw / "suite", *sorted(fw.glob("gen-*/seeds"))]:
+            if store.read_manifest(folder) is not None:
+                out |= {s.question for s in read_seeds(folder)}
+        for folder in sorted(fw.glob("gen-*/train")):
+            table = folder / "train.parquet"
+            if store.read_manifest(folder) is not None and table.is_file():
+                prompts = pq.read_table(table, columns=["prompt"]).column("prompt").to_pylist()
+                out |= questions_from_prompts(prompts, template)
+    return out
+
+
+def flywheel_folders(runs: Path) -> list[Path]:
+    """The arms' and levers' flywheel folders under `runs`: those with a suite or a generation
+    (the reference and DPO arms have no suite of their own); not the shared models."""
+    return sorted(
+        p
+        for p in runs.iterdir()
+        if p.is_dir() and ((p / "suite").is_dir() or any(p.glob("gen-[0-9]*")))
+    )
+
+
+def fresh_targets(out: dict) -> dict[str, Path]:
+    """The models to score on fresh items, by name, as their suite eval folders: the base, each
+    arm's final model and each lever's final champion (a levers-only run takes the base from its
+    first lever's generation 0)."""
+    targets: dict[str, Path] = {}
+    if "base" in out:
+        targets["base"] = Path(out["base"]["eval"])
+    for name in ARMS:
+        if name in out.get("arms", {}):
+            targets[name] = Path(out["arms"][name]["eval"])
+    for lever, lv in out.get("levers", {}).items():
+        folder = Path(lv["eval"])
+        targets.setdefault("base", folder.parents[1] / "gen-0000" / "eval")
+        targets[f"lever {lever}"] = folder
+    return targets
+
+
+@contextlib.contextmanager
+def fresh_lock(folder: Path):
+    """One P7 process at a time in `folder`: a levers-only run beside the arms in the same
+    workdir must not freeze the same fresh suite or evaluate the same model at once."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fresh_suite(cfg, folder: Path, runs: Path, n: int, levels: list[int]) -> Path:
+    """The fresh items as a suite folder (the frozen suite's format, so `eval_stage` reads it):
+    drawn once, excluding every question of every flywheel folder under `runs` then, with the
+    eval settings frozen beside them; later runs read it back."""
+    from tasks import store
+    from tasks.domains import DOMAINS
+    from tasks.records import stable_hash, to_rows
+    from tasks.stages import check_frozen_eval, eval_settings
+
+    done = stage_outputs(folder)
+    if done:
+        check_frozen_eval(done.get("eval_settings"), eval_settings(cfg), folder)
+        return folder
+    exclude = seen_questions(flywheel_folders(runs), cfg.model.prompt_template)
+    items = draw_fresh(DOMAINS[cfg.domain], n, levels, exclude)
+    with store.write_stage(folder, "suite") as (tmp, out):
+        store.write_parquet(to_rows(items), tmp / "seeds.parquet")
+        out.update(
+            items=len(items),
+            levels=sorted(set(levels)),
+            per_level=level_quotas(n, levels),
+            generator_seed=FRESH_SEED,
+            excluded=len(exclude),
+            hash=stable_hash(sorted((s.id, s.question, s.answer) for s in items)),
+            eval_settings=eval_settings(cfg),
+        )
+    return folder
+
+
+def run_fresh(cfg, work: Path, n: int, levels: list[int], targets: dict[str, Path]) -> dict:
+    """Each target model scored on `n` fresh items by the eval stage (one eval per model, under
+    `work/fresh/<draw>/`, so a rerun redoes nothing); its figures against the base's, and how
+    many fresh items its own flywheel folder has seen since the draw (0 unless a run beside
+    this one drew seeds after it)."""
+    from tasks.records import stable_hash
+    from tasks.stages import eval_stage, read_seeds
+
+    root = work / "fresh" / fresh_name(cfg.domain, n, levels)
+    with fresh_lock(root):
+        suite = fresh_suite(cfg, root / "suite", cfg.runs_dir, n, levels)
+        evals = {}
+        for name, folder in targets.items():
+            model = stage_outputs(folder)["model"]
+            evals[name] = root / f"eval-{stable_hash(model, length=12)}"  # one eval per model
+            eval_stage.fn(cfg, evals[name], model, suite, f"p7-fresh-{name.replace(' ', '-')}")
+    fresh_q = {s.question for s in read_seeds(suite)}
+    meta = stage_outputs(suite)
+    out = {}
+    for name, folder in targets.items():
+        base = None if name == "base" else evals["base"]
+        fig = eval_figures(evals[name], cfg.eval.k, base)
+        own = [] if name == "base" else [folder.parents[1]]
+        seen = seen_questions(own, cfg.model.prompt_template)
+        out[name] = {
+            **fig,
+            "n": meta["items"],
+            "fresh_levels": meta["levels"],
+            "generator_seed": meta["generator_seed"],
+            "seen": len(fresh_q & seen),
+            "suite": str(suite),
+        }
+    return out
+
+
 def main(request: dict) -> dict:
     """Worker: the flywheel and one-shot RFT with the `extras` asked for (unless `arms` is
-    false), then each lever; returns the figures. Each invocation has its own Prefect home, so a
-    lever can run beside the arms in one workdir."""
+    false), then each lever, then (with `fresh`) every final model on fresh items; returns the
+    figures. Each invocation has its own Prefect home, so a lever can run beside the arms in one
+    workdir."""
     work, levers = Path(request["workdir"]), request.get("levers", [])
     arms = request.get("arms", True)
     isolate_services(work / ("arms" if arms else "levers-" + "-".join(levers)))
@@ -546,6 +693,21 @@ def main(request: dict) -> dict:
         cfg = arm_config(config, runs, f"p7-{lever}", {**sets, **LEVERS[lever]})
         out["k"] = cfg.eval.k
         out["levers"][lever] = {"set": LEVERS[lever], **run_flywheel(cfg)}
+    n, targets = request.get("fresh", 0), fresh_targets(out)
+    if n and targets:
+        # The arms' shared config (no lever changes the eval or the engine) scores every model.
+        cfg = arm_config(config, runs, "p7-flywheel", sets)
+        levels = request.get("fresh_levels", list(DEFAULT_LEVELS))
+        figures = run_fresh(cfg, work, n, levels, targets)
+        out["fresh"] = {
+            "n": n,
+            "levels": sorted(set(levels)),
+            "generator_seed": FRESH_SEED,
+            "base": figures.pop("base"),
+        }
+        for name, fig in figures.items():
+            where = out["levers"][name[6:]] if name.startswith("lever ") else out["arms"][name]
+            where["fresh"] = fig
     return out
 
 
@@ -556,10 +718,16 @@ def measure(
     sets: dict | None = None,
     arms: bool = True,
     extras: list[str] | None = None,
+    fresh: int = 256,
+    fresh_levels: list[int] | None = None,
 ) -> dict:
     """Run the P7 worker on `config` in `workdir` (kept, so a rerun resumes; default: a fresh
-    temporary folder)."""
+    temporary folder); `fresh` items of `fresh_levels` (default 2-3) score every final model
+    on problems no arm saw (0: not)."""
     from tasks.subproc import run_worker
+
+    if fresh < 0:
+        raise ValueError(f"--fresh: {fresh} items; 0 turns the fresh-item check off")
 
     unknown = [x for x in levers or [] if x not in LEVERS]
     if unknown:
@@ -577,6 +745,8 @@ def measure(
             "set": sets or {},
             "arms": arms,
             "extras": list(EXTRAS if extras is None else extras),
+            "fresh": fresh,
+            "fresh_levels": list(DEFAULT_LEVELS if fresh_levels is None else fresh_levels),
         }
         log = "bench-p7.log" if arms else f"bench-p7-levers-{'-'.join(levers or [])}.log"
         return run_worker("bench.bench_p7", request, work / log)
@@ -604,6 +774,7 @@ def ratios(m: dict) -> list:
     from bench.report import Ratio
 
     out = arm_rows(m) if "arms" in m else []
+    out += fresh_ratios(m)
     rft_gain = m["arms"]["rft"]["gain"] if "arms" in m else None
     for lever, lv in m.get("levers", {}).items():
         detail = f"{json.dumps(lv['set'])}: {arm_line(lv, m['k'])}"
@@ -710,6 +881,105 @@ def arm_rows(m: dict) -> list:
     return out
 
 
+ARM_NAMES = {
+    "flywheel": "flywheel",
+    "rft": "one-shot RFT",
+    "grpo": "GRPO only",
+    "reference": "reference SFT (upper bound)",
+}
+
+
+def fresh_rows(m: dict) -> list[tuple[str, dict | None, dict]]:
+    """(name, suite figures or None, fresh figures) of every model scored on fresh items: the
+    base, the arms, the levers."""
+    if "fresh" not in m:
+        return []
+    rows = [("base", m.get("base"), m["fresh"]["base"])]
+    rows += [
+        (ARM_NAMES[a], m["arms"][a], m["arms"][a]["fresh"])
+        for a in ARMS
+        if "fresh" in m.get("arms", {}).get(a, {})
+    ]
+    rows += [
+        (f"lever {name}", lv, lv["fresh"])
+        for name, lv in m.get("levers", {}).items()
+        if "fresh" in lv
+    ]
+    return rows
+
+
+def fresh_line(f: dict, k: int) -> str:
+    """One model on fresh items in words: pass@1 [interval], greedy, pass@k, the gains over
+    the base with their paired intervals, the draw."""
+    greedy = "-" if f["greedy"] is None else f"{f['greedy']:.3f}"
+    gain = f", gain {f['gain']:+.3f} {_ci(f['gain_ci'])}" if "gain" in f else ""
+    if "greedy_gain" in f:
+        gain += f", greedy gain {f['greedy_gain']:+.3f} {_ci(f['greedy_gain_ci'])}"
+    levels = ", ".join(f"level {lv} {p:.3f}" for lv, p in sorted(f["levels"].items()))
+    return (
+        f"pass@1 {f['pass@1']:.3f} {_ci(f['pass@1_ci'])}, greedy {greedy}, pass@{k} "
+        f"{f['pass@k']:.3f}{gain} ({levels}); {f['n']} fresh items of levels "
+        f"{f['fresh_levels']}, generator seed {f['generator_seed']!r}, {f['seen']} seen by its run"
+    )
+
+
+def fresh_ratios(m: dict) -> list:
+    """One row per model scored on fresh items (no goal: the suite's rows carry the goals)."""
+    from bench.report import Ratio
+
+    fr = m.get("fresh")
+    if fr is None:
+        return []
+    levels = "-".join(map(str, fr["levels"]))
+    return [
+        Ratio(
+            "P7",
+            f"{name} pass@1 on {fr['n']} fresh items (levels {levels})",
+            f["pass@1"],
+            None,
+            "pass@1",
+            fresh_line(f, m["k"]),
+        )
+        for name, _, f in fresh_rows(m)
+    ]
+
+
+def fresh_table(m: dict) -> str:
+    """Every model on fresh items beside its suite figures, as one markdown table ('' when the
+    run had no fresh items)."""
+    rows = fresh_rows(m)
+    if not rows:
+        return ""
+    k = m["k"]
+    lines = [
+        f"| model | suite pass@1 [95 % CI] | suite greedy | fresh pass@1 [95 % CI] | fresh greedy "
+        f"| fresh pass@{k} | fresh gain [95 % CI] | fresh greedy gain [95 % CI] | seen |",
+        "|" + "---|" * 9,
+    ]
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    for name, s, f in rows:
+        suite = f"{s['pass@1']:.3f} {_ci(s['pass@1_ci'])}" if s else "-"
+        gain = f"{f['gain']:+.3f} {_ci(f['gain_ci'])}" if "gain" in f else "-"
+        g_gain = (
+            f"{f['greedy_gain']:+.3f} {_ci(f['greedy_gain_ci'])}" if "greedy_gain" in f else "-"
+        )
+        lines.append(
+            f"| {name} | {suite} | {num(s['greedy']) if s else '-'} | {f['pass@1']:.3f} "
+            f"{_ci(f['pass@1_ci'])} | {num(f['greedy'])} | {f['pass@k']:.3f} | {gain} | "
+            f"{g_gain} | {f['seen']} |"
+        )
+    fr = m["fresh"]
+    lines.append(
+        f"\n{fr['n']} fresh items of levels {fr['levels']} (generator seed "
+        f"{fr['generator_seed']!r}), none in the suite or any seed or training set of any arm or "
+        "lever when drawn; `seen`: how many its own run has seen since."
+    )
+    return "\n".join(lines)
+
+
 def markdown_table(m: dict) -> str:
     """The arms, DPO and the levers as one markdown table (the README's)."""
     k = m["k"]
@@ -718,14 +988,8 @@ def markdown_table(m: dict) -> str:
         "| training tokens | rows seen | sampled |"
     )
     lines = [head, "|" + "---|" * 10]
-    names = {
-        "flywheel": "flywheel",
-        "rft": "one-shot RFT",
-        "grpo": "GRPO only",
-        "reference": "reference SFT (upper bound)",
-    }
     rows = [("base", m["base"])] if "base" in m else []
-    rows += [(names[a], m["arms"][a]) for a in ARMS if a in m.get("arms", {})]
+    rows += [(ARM_NAMES[a], m["arms"][a]) for a in ARMS if a in m.get("arms", {})]
     if "dpo" in m:
         rows += [("gen 1 SFT", m["dpo"]["sft"]), ("gen 1 DPO", m["dpo"]["dpo"])]
     rows += [(f"lever {name}", lv) for name, lv in m.get("levers", {}).items()]
@@ -754,16 +1018,39 @@ def cli() -> None:
         default=",".join(EXTRAS),
         help="comma list of what runs after the flywheel and one-shot RFT (default: all)",
     )
+    ap.add_argument(
+        "--fresh",
+        type=int,
+        default=256,
+        help="score every final model on this many fresh items no arm saw (0: off)",
+    )
+    ap.add_argument(
+        "--fresh-levels",
+        default=",".join(map(str, DEFAULT_LEVELS)),
+        help="comma list of the fresh items' levels (equal shares)",
+    )
     ap.add_argument("--save", action="store_true", help="write the figures to bench/results/")
     args = ap.parse_args()
     levers = [x for x in args.lever.split(",") if x]
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     extras = [x for x in args.extras.split(",") if x]
-    m = measure(args.config, args.workdir, levers, arms=not args.no_arms, extras=extras)
+    fresh_levels = [int(x) for x in args.fresh_levels.split(",") if x]
+    m = measure(
+        args.config,
+        args.workdir,
+        levers,
+        arms=not args.no_arms,
+        extras=extras,
+        fresh=args.fresh,
+        fresh_levels=fresh_levels,
+    )
     rows = ratios(m)
     for r in rows:
         print(f"{r.key} {r.name}: {r.value}  ({r.detail or r.note})")
     print(markdown_table(m))
+    if fresh := fresh_table(m):
+        print()
+        print(fresh)
     if args.save:
         from bench.report import machine_info
 
