@@ -35,6 +35,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # threads per process on a core another process keeps busy spin-wait, several times slower.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# vLLM's CPU engine pins its compute threads to cores it picks itself and keeps one core for its
+# scheduler: on 2 cores every engine binds to core 0 (its log: `core ids=[0], reserved_cpus=[1]`),
+# so two engines started at once by the two workers (or two Ray replicas) share one core while
+# the other idles. Unbound, each engine computes on OMP_NUM_THREADS threads wherever the OS
+# finds a free core.
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
 # Test files that share one costly session fixture: one group, so one worker builds it while the
 # other goes on with the rest (instead of waiting on its lock). Every other file under
