@@ -23,7 +23,11 @@ Where it departs from `ray.data.llm`'s defaults, and why:
   no reservation for the row-copying stages around them (see `generate_ray`);
 - finish reasons from the last token: Ray's rows carry none, and vLLM ends a sample `stop`
   exactly when its last token is an EOS (the tokenizer's or generation_config.json's);
-- a deadline, `ray_timeout_s`: Ray restarts an engine that fails to start forever.
+- a deadline, `ray_timeout_s`: Ray restarts an engine that fails to start forever;
+- CPU engines unbound (`VLLM_CPU_OMP_THREADS_BIND=nobind`): vLLM's CPU engine pins its threads
+  to cores it picks as if it were alone on the node, so every replica of a node pins to the
+  same cores (on 2 cores, all to core 0: `core ids=[0], reserved_cpus=[1]` in each log); unbound,
+  each computes on the OMP_NUM_THREADS Ray gives an actor (its CPUs) wherever the OS finds room.
 """
 
 from __future__ import annotations
@@ -100,6 +104,10 @@ def stop_token_ids(model_path: str, tokenizer: Any) -> set[int]:
     return ids
 
 
+CPU_ENGINE_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+"""What a CPU engine replica runs with (see the module's docstring)."""
+
+
 def processor_args(model_path: str, engine: EngineSpec, seed: int) -> dict[str, Any]:
     """`ray.data.llm.vLLMEngineProcessorConfig`'s arguments (see the module's docstring)."""
     bundle = {"CPU": engine.ray_num_cpus}
@@ -111,6 +119,7 @@ def processor_args(model_path: str, engine: EngineSpec, seed: int) -> dict[str, 
         concurrency=(engine.replicas, engine.replicas),
         batch_size=engine.ray_batch_size,
         placement_group_config={"bundle_per_worker": bundle},
+        runtime_env=None if engine.ray_num_gpus else {"env_vars": CPU_ENGINE_ENV},
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,

@@ -90,10 +90,13 @@ def test_processor_runs_the_in_process_engine_on_fixed_replicas():
     assert args["engine_kwargs"]["enable_chunked_prefill"] is False
     assert args["concurrency"] == (2, 2) and args["batch_size"] == 16
     assert args["placement_group_config"] == {"bundle_per_worker": {"CPU": 1.0}}
+    # CPU replicas are not pinned, each to the same cores (vLLM's default binding on CPU)
+    assert args["runtime_env"] == {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}}
     assert not (args["chat_template_stage"] or args["tokenize_stage"] or args["detokenize_stage"])
     gpu = processor_args("/m", replace(ENGINE, ray_num_gpus=1.0, tensor_parallel_size=2), 7)
     assert gpu["placement_group_config"] == {"bundle_per_worker": {"CPU": 1.0, "GPU": 1.0}}
     assert gpu["engine_kwargs"]["tensor_parallel_size"] == 2
+    assert gpu["runtime_env"] is None  # GPU engines keep Ray's and vLLM's own settings
 
 
 def test_the_config_reaches_the_policy_and_the_judge():
