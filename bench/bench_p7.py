@@ -1005,6 +1005,16 @@ def markdown_table(m: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_set(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` of `--set`: the dotted key, and the value read as YAML (as `flywheel --set`)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set {text!r}: expected KEY=VALUE, e.g. train.learning_rate=1.0e-4")
+    return key.strip(), yaml.safe_load(value)
+
+
 def cli() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -1029,8 +1039,16 @@ def cli() -> None:
         default=",".join(map(str, DEFAULT_LEVELS)),
         help="comma list of the fresh items' levels (equal shares)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override of every arm, e.g. train.learning_rate=1.0e-4 (repeatable)",
+    )
     ap.add_argument("--save", action="store_true", help="write the figures to bench/results/")
     args = ap.parse_args()
+    sets = dict(parse_set(x) for x in args.set)
     levers = [x for x in args.lever.split(",") if x]
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     extras = [x for x in args.extras.split(",") if x]
@@ -1039,6 +1057,7 @@ def cli() -> None:
         args.config,
         args.workdir,
         levers,
+        sets,
         arms=not args.no_arms,
         extras=extras,
         fresh=args.fresh,

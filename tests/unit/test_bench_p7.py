@@ -174,3 +174,12 @@ def test_p7_rows_and_table_without_the_extras():
     del m["dpo"], m["arms"]["grpo"], m["arms"]["reference"]
     assert not [r for r in ratios(m) if "DPO" in r.name]
     assert len(markdown_table(m).splitlines()) == 2 + 4  # base, flywheel, RFT, one lever
+
+
+def test_set_overrides_parse_as_yaml_values_and_refuse_a_missing_value():
+    from bench.bench_p7 import parse_set
+
+    assert parse_set("train.learning_rate=1.0e-4") == ("train.learning_rate", 1.0e-4)
+    assert parse_set("seeds.levels=[1, 2]") == ("seeds.levels", [1, 2])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        parse_set("train.learning_rate")
