@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tasks import forkserver
+
 # (module, wall seconds) of every worker this process ran, in order: benchmarks read it to
 # split a flow's wall time into work done in workers and the orchestration around it.
 WORKER_WALL: list[tuple[str, float]] = []
@@ -117,27 +119,23 @@ def run_worker(
         if sys.stderr.isatty():
             # The child writes into a pipe; tell rich and tqdm to draw live bars anyway.
             env.update(FORCE_COLOR="1", TTY_COMPATIBLE="1", TTY_INTERACTIVE="1")
-        cmd = [*(launcher or [sys.executable, "-m"]), module, str(req), str(res)]
         started = time.perf_counter()
         tail, cpu_s = b"", 0.0
         log = open(log_path, "ab") if log_path else None
+        output, wait = _start(module, [str(req), str(res)], env, launcher)
+        code: int | None = None
         try:
-            with subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent,
-            ) as proc:
-                assert proc.stdout is not None
-                # Relay raw chunks, not lines: progress bars redraw with \r, not newlines.
-                while chunk := os.read(proc.stdout.fileno(), 65536):
-                    _echo(chunk)
-                    if log:
-                        log.write(chunk)
-                    tail = (tail + chunk)[-8000:]
-                code, cpu_s = _reap(proc)
+            # Relay raw chunks, not lines: progress bars redraw with \r, not newlines.
+            while chunk := os.read(output, 65536):
+                _echo(chunk)
+                if log:
+                    log.write(chunk)
+                tail = (tail + chunk)[-8000:]
+            code, cpu_s = wait()
         finally:
+            os.close(output)  # a worker still writing now fails on a closed pipe
+            if code is None:
+                wait()
             if log:
                 log.close()
             wall_s = time.perf_counter() - started
@@ -151,6 +149,39 @@ def run_worker(
         if not isinstance(result, dict):
             raise WorkerError(f"{module} returned {type(result).__name__}, not a dict")
         return {**result, "wall_s": wall_s, "cpu_s": cpu_s}
+
+
+def _start(
+    module: str, argv: list[str], env: dict[str, str], launcher: list[str] | None
+) -> tuple[int, Callable[[], tuple[int, float]]]:
+    """Start the worker: forked from this process's fork server (`tasks.forkserver`), or as a
+    fresh interpreter under `launcher` or when forking is off. Returns the read end of its
+    combined output (the caller closes it) and the call that waits for its exit status and CPU
+    seconds."""
+    if not launcher and forkserver.enabled():
+        worker = forkserver.server(env).start(module, argv, env)
+        return worker.output, worker.wait
+    proc = subprocess.Popen(
+        [*(launcher or [sys.executable, "-m"]), module, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_parent,
+    )
+    assert proc.stdout is not None
+    output = os.dup(proc.stdout.fileno())
+    proc.stdout.close()
+
+    def wait() -> tuple[int, float]:
+        if proc.returncode is not None:
+            return proc.returncode, 0.0
+        try:
+            return _reap(proc)
+        except BaseException:
+            proc.kill()
+            raise
+
+    return output, wait
 
 
 def _reap(proc: subprocess.Popen) -> tuple[int, float]:

@@ -1,5 +1,6 @@
 """`run_worker` adds the worker process's own wall and CPU seconds to its result; a worker that
-fails, or returns something other than a dict, is a WorkerError. Real child processes, tiny."""
+fails, or returns something other than a dict, is a WorkerError. Real child processes, tiny,
+forked from the fork server and started as fresh interpreters alike."""
 
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture
-def worker(tmp_path, monkeypatch):
+@pytest.fixture(params=["fork", "exec"])
+def worker(request, tmp_path, monkeypatch):
+    """The burn worker's module name, started either way (`FLYWHEEL_WORKER_START`)."""
+    monkeypatch.setenv("FLYWHEEL_WORKER_START", request.param)
     (tmp_path / "burn_worker.py").write_text(WORKER)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
