@@ -87,6 +87,14 @@ LEVERS: dict[str, dict[str, Any]] = {
     "low_lr": {"train.learning_rate": 1.0e-4},
     # STaR rationalization: seeds no sample solved, sampled 4 more times with the answer shown.
     "star": {"sampling.rationalize.n": 4},
+    # The gate's greedy guard on a frozen suite of the harder levels as well as the main suite,
+    # whose many level-1 items hid a greedy loss on levels 2-3 (its pass@1 limit off: greedy
+    # alone is the lever).
+    "hard_greedy": {
+        "eval.extra_suites": {
+            "hard": {"levels": [2, 3], "size": 256, "max_drop": 1.0, "greedy": True}
+        }
+    },
 }
 
 N_BOOT = 2000  # bootstrap replicates of every interval here
@@ -695,7 +703,8 @@ def main(request: dict) -> dict:
         out["levers"][lever] = {"set": LEVERS[lever], **run_flywheel(cfg)}
     n, targets = request.get("fresh", 0), fresh_targets(out)
     if n and targets:
-        # The arms' shared config (no lever changes the eval or the engine) scores every model.
+        # The arms' shared config scores every model (no lever changes the engine or the main
+        # suite's eval settings).
         cfg = arm_config(config, runs, "p7-flywheel", sets)
         levels = request.get("fresh_levels", list(DEFAULT_LEVELS))
         figures = run_fresh(cfg, work, n, levels, targets)

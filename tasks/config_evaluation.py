@@ -22,6 +22,13 @@ class GuardSuite(Section):
     max_drop: float = Field(
         0.02, ge=0, le=1, description="Largest allowed pass@1 drop against the champion."
     )
+    greedy: bool = Field(
+        False,
+        description="Also guard this suite's greedy pass@1 (needs eval.greedy), by the main "
+        "suite's greedy rule: a drop past gate.greedy_tolerance whose paired bootstrap upper "
+        "bound is below 0 blocks promotion. A suite of harder levels shows losses that the "
+        "main suite's many easy items hide.",
+    )
 
 
 class EvalConfig(Section):
@@ -50,6 +57,12 @@ class EvalConfig(Section):
         bad = [n for n in self.extra_suites if not re.fullmatch(r"[a-z0-9_]+", n)]
         if bad:
             raise ValueError(f"extra_suites names must be lowercase letters, digits, _: {bad}")
+        greedy = [n for n, s in self.extra_suites.items() if s.greedy]
+        if greedy and not self.greedy:
+            raise ValueError(
+                f"extra_suites.{greedy[0]}.greedy guards greedy pass@1, which eval.greedy: false "
+                "turns off; set eval.greedy: true or drop the suite's greedy guard"
+            )
         return self
 
 

@@ -409,6 +409,37 @@ def greedy_check(
     }, None
 
 
+def suite_greedy_checks(
+    champion: dict[str, list[dict] | None],
+    challenger: dict[str, list[dict] | None],
+    *,
+    tolerance: float,
+    alpha: float,
+    n_boot: int,
+    seed: int,
+) -> tuple[dict[str, dict], list[str]]:
+    """The greedy guard (`greedy_check`) on each named extra suite's greedy items, as alarms
+    `suite.<name>.greedy_pass@1` for `with_alarms`, and a note per suite it could not check."""
+    alarms, notes = {}, []
+    for name in sorted(champion):
+        checks, note = greedy_check(
+            champion[name],
+            challenger.get(name),
+            tolerance=tolerance,
+            alpha=alpha,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        if note:
+            notes.append(f"suite {name}: {note}")
+        for key, record in checks.items():
+            alarms[f"suite.{name}.{key}"] = {
+                **record,
+                "reason": f"suite {name}: {record['reason']}",
+            }
+    return alarms, notes
+
+
 def with_note(decision: GateDecision, note: str | None) -> GateDecision:
     """The decision with `note` recorded (in `notes` and at the end of the reason)."""
     if not note:

@@ -26,7 +26,8 @@ def eval_stage(
     cfg: FlywheelConfig, folder: Path, model_path: str, suite_folder: Path, label: str
 ) -> dict:
     """Score one model on the frozen suite: k samples per item, fixed sampling seed; with
-    `eval.greedy` also one greedy sample per item (`greedy_pass@1`, `greedy_items.parquet`)."""
+    `eval.greedy` also one greedy sample per item (`greedy_pass@1`, `greedy_items.parquet`, and
+    `greedy_items.<suite>.parquet` per extra suite)."""
     done = completed(folder)
     if done is not None:
         return done["report"]
@@ -55,6 +56,7 @@ def eval_stage(
             rep[GREEDY] = report(greedy_main, 1)["pass@1"]
             for name, group in greedy.items():
                 suites[name][GREEDY] = report(group, 1)["pass@1"]
+                store.write_parquet(to_rows(group), tmp / greedy_items_file(name))
         out.update(
             report=rep,
             suites=suites,
@@ -67,6 +69,11 @@ def eval_stage(
 
 
 GREEDY_ITEMS = "greedy_items.parquet"
+
+
+def greedy_items_file(suite: str | None) -> str:
+    """The file of a suite's greedy items in an eval folder (None: the main suite)."""
+    return GREEDY_ITEMS if suite is None else f"greedy_items.{suite}.parquet"
 
 
 def _scored(

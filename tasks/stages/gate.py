@@ -12,6 +12,7 @@ from tasks.gate import (
     decide_test,
     greedy_check,
     suite_checks,
+    suite_greedy_checks,
     with_alarms,
     with_approval,
     with_note,
@@ -19,7 +20,7 @@ from tasks.gate import (
 from tasks.hygiene import collapse_checks, diversity
 from tasks.outputs import Champion, EvalOutputs, GateOutputs, gate_outputs, load_generation
 from tasks.stages.common import completed, stage_task
-from tasks.stages.evaluate import GREEDY_ITEMS
+from tasks.stages.evaluate import greedy_items_file
 
 
 def _eval_items(cfg: FlywheelConfig, generation: int) -> list[dict]:
@@ -95,15 +96,18 @@ def gate_decision(cfg: FlywheelConfig, champion: Champion, challenger: Champion)
         eval_.suites,
         {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
     )
-    greedy, note = greedy_check(
-        _greedy_items(cfg, ref),
-        _greedy_items(cfg, generation),
-        tolerance=g.greedy_tolerance,
-        alpha=g.alpha,
-        n_boot=g.n_boot,
-        seed=g.seed,
+    rule = {"tolerance": g.greedy_tolerance, "alpha": g.alpha, "n_boot": g.n_boot, "seed": g.seed}
+    greedy, note = greedy_check(_greedy_items(cfg, ref), _greedy_items(cfg, generation), **rule)
+    guarded = [n for n, s in cfg.eval.extra_suites.items() if s.greedy]
+    suites, notes = suite_greedy_checks(
+        {n: _greedy_items(cfg, ref, n) for n in guarded},
+        {n: _greedy_items(cfg, generation, n) for n in guarded},
+        **rule,
     )
-    return with_note(with_alarms(d, alarms | greedy), note)
+    d = with_alarms(d, alarms | greedy | suites)
+    for n in (note, *notes):
+        d = with_note(d, n)
+    return d
 
 
 def _eval_outputs(cfg: FlywheelConfig, generation: int) -> EvalOutputs:
@@ -111,7 +115,10 @@ def _eval_outputs(cfg: FlywheelConfig, generation: int) -> EvalOutputs:
     return gen.require("eval").eval
 
 
-def _greedy_items(cfg: FlywheelConfig, generation: int) -> list[dict] | None:
-    """A generation's greedy eval items (None for an eval made without them)."""
-    path = store.gen_dir(cfg.flywheel_dir, generation) / "eval" / GREEDY_ITEMS
+def _greedy_items(
+    cfg: FlywheelConfig, generation: int, suite: str | None = None
+) -> list[dict] | None:
+    """A generation's greedy eval items on the main suite or an extra one (None for an eval made
+    without them)."""
+    path = store.gen_dir(cfg.flywheel_dir, generation) / "eval" / greedy_items_file(suite)
     return store.read_parquet(path) if path.is_file() else None

@@ -9,6 +9,7 @@ from tasks.config import FlywheelConfig
 from tasks.gate import GREEDY
 from tasks.outputs import Champion
 from tasks.stages import GREEDY_ITEMS, eval_stage, gate_decision, suite_stage
+from tasks.stages.evaluate import greedy_items_file
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def test_eval_records_greedy_pass1_per_item_and_the_gate_pairs_it(tmp_path, tiny
             "suite_size": SUITE,
             "k": K,
             "max_tokens": 12,
-            "extra_suites": {"hard": {"levels": [2], "size": EXTRA}},
+            "extra_suites": {"hard": {"levels": [2], "size": EXTRA, "greedy": True}},
         },
     )
     suite = suite_stage.fn(cfg)
@@ -41,6 +42,10 @@ def test_eval_records_greedy_pass1_per_item_and_the_gate_pairs_it(tmp_path, tiny
     assert len(items) == SUITE and {i["n"] for i in items} == {1}
     assert reports[0][GREEDY] == pytest.approx(sum(i["correct"] for i in items) / SUITE)
     assert GREEDY in out["suites"]["hard"]
+    hard = store.read_parquet(folder / greedy_items_file("hard"))
+    assert len(hard) == EXTRA and out["suites"]["hard"][GREEDY] == pytest.approx(
+        sum(i["correct"] for i in hard) / EXTRA
+    )
     greedy = store.read_parquet(folder / "greedy_completions.parquet")
     assert len(greedy) == SUITE + EXTRA and {r["sample_index"] for r in greedy} == {0}
     assert len(store.read_parquet(folder / "completions.parquet")) == (SUITE + EXTRA) * K
@@ -53,4 +58,5 @@ def test_eval_records_greedy_pass1_per_item_and_the_gate_pairs_it(tmp_path, tiny
         cfg, Champion(tiny_model, reports[0], 0, None), Champion(tiny_model, reports[1], 1, None)
     )
     assert d.guards[GREEDY]["ok"] and d.guards[GREEDY]["regression"] == 0
+    assert d.guards[f"suite.hard.{GREEDY}"]["ok"]
     assert not d.promote and d.notes == ()

@@ -11,6 +11,7 @@ from tasks.config import FlywheelConfig
 from tasks.gate import GREEDY, check_comparable
 from tasks.outputs import Champion
 from tasks.stages import GREEDY_ITEMS, gate_decision, suite_stage
+from tasks.stages.evaluate import greedy_items_file
 
 PARAMS = {"n": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 96, "seed": 1234}
 
@@ -67,8 +68,9 @@ def test_check_comparable():
 
 
 # -- the gate stage over hand-made evals ---------------------------------------------------------
-def _eval(cfg, generation, correct, params=PARAMS, greedy=None):
-    """A finished eval folder: items.parquet, its manifest and, if given, greedy items."""
+def _eval(cfg, generation, correct, params=PARAMS, greedy=None, suite_greedy=None):
+    """A finished eval folder: items.parquet, its manifest and, if given, greedy items (of the
+    main suite; `suite_greedy`: of extra suites, by name)."""
 
     def rows(values, k):
         return [
@@ -90,6 +92,8 @@ def _eval(cfg, generation, correct, params=PARAMS, greedy=None):
         store.write_parquet(rows(correct, params["n"]), tmp / "items.parquet")
         if greedy is not None:
             store.write_parquet(rows(greedy, 1), tmp / GREEDY_ITEMS)
+        for name, values in (suite_greedy or {}).items():
+            store.write_parquet(rows(values, 1), tmp / greedy_items_file(name))
         out.update(
             report={"pass@1": float(np.mean(correct)) / params["n"]}, model="m", params=params
         )
@@ -132,6 +136,48 @@ def test_gate_promotes_when_greedy_holds_and_notes_a_skipped_guard(tmp_path):
     d = gate_decision(cfg, champ, old)
     assert (d.promote, d.rule) == (True, "promote") and GREEDY not in d.guards
     assert d.notes and "challenger eval has no greedy results" in d.notes[0]
+
+
+HARD = {"hard": {"levels": [2, 3], "size": ITEMS, "greedy": True}}
+
+
+def test_gate_blocks_greedy_loss_on_a_guarded_extra_suite(tmp_path):
+    """The main suite's greedy holds; the harder suite's falls for real: not promoted, and the
+    guard names the suite."""
+    cfg = _cfg(tmp_path, extra_suites=HARD)
+    champ = _eval(cfg, 0, CHAMP, greedy=GREEDY_BASE, suite_greedy={"hard": GREEDY_BASE})
+    chall = _eval(cfg, 1, BETTER, greedy=GREEDY_BASE, suite_greedy={"hard": GREEDY_WORSE})
+    d = gate_decision(cfg, champ, chall)
+    key = f"suite.hard.{GREEDY}"
+    assert d.guards[GREEDY]["ok"] and not d.guards[key]["ok"]
+    assert (d.promote, d.rule) == (False, f"guard:{key}")
+    assert f"suite hard: {GREEDY} fell +0.1250" in d.reason
+    same = _eval(cfg, 2, BETTER, greedy=GREEDY_BASE, suite_greedy={"hard": GREEDY_BASE})
+    d = gate_decision(cfg, champ, same)
+    assert (d.promote, d.rule) == (True, "promote") and d.guards[key]["ok"]
+
+
+def test_an_unguarded_or_unrecorded_extra_suite_does_not_block(tmp_path):
+    cfg = _cfg(tmp_path, extra_suites={"hard": {**HARD["hard"], "greedy": False}})
+    champ = _eval(cfg, 0, CHAMP, greedy=GREEDY_BASE, suite_greedy={"hard": GREEDY_BASE})
+    chall = _eval(cfg, 1, BETTER, greedy=GREEDY_BASE, suite_greedy={"hard": GREEDY_WORSE})
+    d = gate_decision(cfg, champ, chall)
+    assert d.promote and f"suite.hard.{GREEDY}" not in d.guards
+    # guarded, but the champion's eval was made before the suite's greedy items were kept
+    cfg = _cfg(tmp_path, extra_suites=HARD)
+    old = _eval(cfg, 2, CHAMP, greedy=GREEDY_BASE)
+    d = gate_decision(cfg, old, chall)
+    assert d.promote
+    assert d.notes == (
+        "suite hard: greedy_pass@1 guard skipped: the champion eval has no "
+        "greedy results (made before greedy evaluation was recorded, or with "
+        "eval.greedy off)",
+    )
+
+
+def test_a_greedy_suite_guard_needs_greedy_evaluation():
+    with pytest.raises(ValueError, match=r"extra_suites\.hard\.greedy .* eval\.greedy: false"):
+        FlywheelConfig(eval={"greedy": False, "extra_suites": HARD})
 
 
 def test_margin_test_runs_on_the_same_items(tmp_path):
