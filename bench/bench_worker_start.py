@@ -94,6 +94,31 @@ def measure(runs: int) -> dict:
     }
 
 
+def ratios(m: dict) -> list:
+    from bench.report import Goal, Ratio
+
+    e, f = m["median"]["exec"], m["median"]["fork"]
+    return [
+        Ratio(
+            "W1",
+            "tiny flywheel wall, fresh-interpreter workers ÷ forked workers",
+            m["wall_ratio_exec_over_fork"],
+            Goal(">=", 2.0),
+            detail=f"{e['wall_s']:.1f} s ÷ {f['wall_s']:.1f} s; CPU {e['cpu_s']:.1f} s ÷ "
+            f"{f['cpu_s']:.1f} s ({m['cpu_ratio_exec_over_fork']}x)",
+        )
+    ]
+
+
+def run(sizes: dict) -> object:
+    """`bench.run_all`'s entry: `sizes["worker_start_runs"]` runs of each way (default 2)."""
+    from bench.report import BenchResult
+
+    t0 = time.perf_counter()
+    m = measure(sizes.get("worker_start_runs", 2))
+    return BenchResult("worker_start", ratios(m), m, time.perf_counter() - t0)
+
+
 def main() -> None:
     from bench.report import machine_info
 

@@ -47,6 +47,7 @@ SIZES = {
         "judge_candidates": 16,
         "packing_steps": 6,
         "gate_trials": 200,
+        "worker_start_runs": 1,
     },
     "default": {
         "prompts": 256,
@@ -143,6 +144,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "judge": Benchmark(("P4",), judge_missing, _run_module("bench_judge")),
     "packing": Benchmark(("P5",), packing_missing, _run_module("bench_packing")),
     "gate_null": Benchmark(("G1", "G2", "G3"), _always, _run_module("bench_gate_null")),
+    "worker_start": Benchmark(("W1",), _always, _run_module("bench_worker_start")),
 }
 
 # Names and goals of ratios a benchmark reports, for the rows of one that could not run.
@@ -158,6 +160,7 @@ PLACEHOLDERS: dict[str, tuple[str, Goal | None]] = {
     "G1": ("false promotions under the null, default gate", Goal("<=", 0.06)),
     "G2": ("false promotions under the null, margin 0", None),
     "G3": ("promotions at a true +0.02 gain, default gate", None),
+    "W1": ("tiny flywheel wall, fresh-interpreter ÷ forked workers", Goal(">=", 2.0)),
 }
 
 
