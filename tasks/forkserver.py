@@ -3,10 +3,14 @@
 A worker started as `python -m tasks.generate` spends about 8 CPU seconds importing torch,
 transformers and TRL before it does any work; a tiny generate, train or eval step then takes a
 fraction of a second. A flywheel generation starts four or five workers, so on a small model
-most of its CPU went into imports. The fork server imports them once (`PRELOAD`) and forks a
-fresh worker for each request: each worker is still its own process (its memory goes back to the
-OS when it exits, a crash stays contained), it starts in milliseconds, and it runs exactly what
-`python -m module request.json result.json` would run.
+most of its CPU went into imports. The fork server imports torch and transformers once
+(`PRELOAD`) and forks a fresh worker for each request: each worker is still its own process (its
+memory goes back to the OS when it exits, a crash stays contained), it starts in milliseconds,
+and it runs exactly what `python -m module request.json result.json` would run. Each worker
+tells the server, as it exits, which modules of the heavy libraries it imported (`LEARNABLE`:
+TRL, vLLM, ...); the server imports them before its next fork, so only the first trainer or the
+first vLLM engine of a run pays for them, and a process that starts a single worker pays no more
+than a fresh interpreter would.
 
 One server serves one orchestrator process and one environment: `run_worker` starts it on first
 use with the orchestrator's environment, and starts another when the environment changes (the
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib
 import io
 import json
 import os
@@ -46,13 +51,19 @@ START_ENV = "FLYWHEEL_WORKER_START"
 """`fork` (the default): workers are forked from a fork server; `exec`: each is a fresh
 interpreter."""
 
-# What every worker imports before its work starts, in order. trl imports vLLM when installed.
+# What nearly every worker imports before its work starts (a model, a tokenizer), imported when
+# the server starts. The rest is learned (`LEARNABLE`).
 PRELOAD = (
     "torch",
     "transformers",
     "transformers.models.auto.modeling_auto",
     "transformers.models.auto.tokenization_auto",
-    "trl",
+)
+# Packages whose modules a worker reports having imported when it exits; the server imports them
+# before its next fork, so only the first worker of a kind (the first trainer, the first vLLM
+# engine) pays for them. Only these: their imports start no thread a fork would lose.
+LEARNABLE = frozenset(
+    {"torch", "transformers", "trl", "vllm", "accelerate", "peft", "datasets", "safetensors"}
 )
 # Environment variables that do not make a new server: read only at run time by this project's
 # own modules (never imported by the server), or set by the test runner per test.
@@ -121,9 +132,10 @@ class ForkServer:
         self.key = _env_key(env)
         self.folder = Path(tempfile.mkdtemp(prefix="flywheel-forkserver-"))
         self.socket_path = str(self.folder / "socket")
+        (self.folder / "learned").mkdir()
         self._log = open(self.folder / "server.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.forkserver", self.socket_path],
+            [sys.executable, "-m", "tasks.forkserver", str(self.folder)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -271,8 +283,34 @@ def _become_worker(request: dict, output: int) -> None:
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
+        _report_imports(Path(request["learned"]))
     finally:
         os._exit(code)
+
+
+def _report_imports(folder: Path) -> None:
+    """Write the `LEARNABLE` modules this worker imported into the server's `folder`."""
+    names = sorted(m for m in list(sys.modules) if m.partition(".")[0] in LEARNABLE)
+    tmp = folder / f".{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(names))
+    tmp.rename(folder / f"{os.getpid()}.json")
+
+
+def _learn(folder: Path) -> None:
+    """Import what finished workers reported (`_report_imports`) and forget their reports. A
+    module that fails to import here is left to the workers (it fails the same way there)."""
+    for report in folder.glob("*.json"):
+        try:
+            names = json.loads(report.read_text())
+        except (OSError, ValueError):
+            names = []
+        report.unlink(missing_ok=True)
+        for name in names:
+            if name not in sys.modules and name.partition(".")[0] in LEARNABLE:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: BLE001 - any import error: the worker will see it
+                    pass
 
 
 def _monitor(conn: socket.socket, request: dict, output: int) -> None:
@@ -301,8 +339,9 @@ def _reap_monitors() -> None:
         pass
 
 
-def serve(socket_path: str) -> None:
-    """The server's loop: import PRELOAD, say `ready`, fork a monitor per request until stdin
+def serve(folder: Path) -> None:
+    """The server's loop in `folder` (its socket, the workers' import reports): import PRELOAD,
+    say `ready`, then per request import what workers reported and fork a monitor; until stdin
     reaches EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the workers and the caller
     before = dict(os.environ)
@@ -315,7 +354,7 @@ def serve(socket_path: str) -> None:
     # itself would have set them over the environment it was given.
     imported_env = {k: v for k, v in os.environ.items() if before.get(k) != v}
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path)
+    listener.bind(str(folder / "socket"))
     listener.listen(64)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
@@ -332,12 +371,18 @@ def serve(socket_path: str) -> None:
             except (OSError, EOFError, ValueError):
                 conn.close()
                 continue
+            _learn(folder / "learned")
+            request = {
+                **request,
+                "env": {**request["env"], **imported_env},
+                "learned": str(folder / "learned"),
+            }
             if os.fork() == 0:
                 listener.close()
-                _monitor(conn, {**request, "env": {**request["env"], **imported_env}}, output)
+                _monitor(conn, request, output)
             conn.close()
             os.close(output)
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(Path(sys.argv[1]))

@@ -23,6 +23,9 @@ from tasks.subproc import worker_main
 
 
 def main(request):
+    had_datasets = "datasets" in sys.modules
+    if request.get("datasets"):
+        import datasets  # noqa: F401
     if request.get("sleep_s"):
         print("pid", os.getpid(), flush=True)
         time.sleep(request["sleep_s"])
@@ -33,6 +36,7 @@ def main(request):
         "cwd": os.getcwd(),
         "argv": sys.argv[1:],
         "preloaded": "transformers" in sys.modules,
+        "had_datasets": had_datasets,
         "pid": os.getpid(),
         "ppid": os.getppid(),
     }
@@ -65,6 +69,13 @@ def test_a_forked_worker_runs_as_python_m_would(probe, tmp_path, monkeypatch, ca
     assert out["ppid"] != os.getpid()  # forked by the server's monitor, not by us
     assert "hello from the worker" in log.read_text()
     assert "hello from the worker" in capfd.readouterr().err
+
+
+def test_the_server_learns_what_workers_import(probe, monkeypatch):
+    monkeypatch.setenv("PROBE", "learning")  # a server of its own: no earlier worker taught it
+    first = run_worker(probe, {"datasets": True})
+    assert not first["had_datasets"]  # not preloaded: this worker imported it itself
+    assert run_worker(probe, {})["had_datasets"]  # the server imported it before this fork
 
 
 def test_one_server_per_environment(probe, monkeypatch):
