@@ -142,8 +142,11 @@ def run_worker(
             WORKER_WALL.append((module, wall_s))
         if code != 0 or not res.is_file():
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            error = res.with_suffix(".error")
+            said = f": {error.read_text(errors='replace').strip()}" if error.is_file() else ""
             raise WorkerError(
-                f"{module} {how}; last output:\n" + tail.decode(errors="replace")[-3000:], code
+                f"{module} {how}{said}; last output:\n" + tail.decode(errors="replace")[-3000:],
+                code,
             )
         result = json.loads(res.read_text())
         if not isinstance(result, dict):
@@ -275,6 +278,9 @@ def worker_main(fn: Callable[[dict], dict]) -> None:
     except Exception as e:
         traceback.print_exc()
         sys.stderr.flush()
+        # The error itself, for the caller's message: whatever the process prints after it
+        # (a library's threads failing as it shuts down) can push it out of the log's tail.
+        res_path.with_suffix(".error").write_text("".join(traceback.format_exception_only(e)))
         if rank is not None:
             _tell_launcher(e)
         _reap_descendants()

@@ -26,7 +26,14 @@ def orphan(seconds):  # a grandchild whose parent exits at once, as vLLM's inner
             burn(seconds)
         os._exit(0)
 
+def noise_at_exit(chars):
+    import atexit
+    if chars:
+        atexit.register(lambda: print("x" * chars, flush=True))
+
+
 def main(request):
+    noise_at_exit(request.get("noise", 0))
     if "raise" in request:
         raise {"error": ValueError, "transient": TransientError}[request["raise"]]("bad")
     if request.get("die"):
@@ -82,3 +89,12 @@ def test_a_failure_says_whether_a_fresh_process_could_succeed(worker, request_, 
     with pytest.raises(WorkerError, match=status) as e:
         run_worker(worker, {"burn_s": 0, "sleep_s": 0, **request_})
     assert e.value.retryable is retryable
+
+
+def test_the_error_leads_the_message_whatever_was_printed_after_it(worker):
+    """A worker whose error is followed by more output than the kept tail (a library's threads
+    failing while the process shuts down) still names its error first."""
+    with pytest.raises(WorkerError) as e:
+        run_worker(worker, {"burn_s": 0, "sleep_s": 0, "raise": "error", "noise": 20_000})
+    head = "burn_worker exited with status 1: ValueError: bad; last output:"
+    assert str(e.value).startswith(head)
