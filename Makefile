@@ -27,11 +27,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 demo: $(STAMP)
 	$(BIN)/flywheel run $(CONFIG)
 
-# Three xdist workers on 2 cores: many tests wait on a server, a poll or a restart with a core
-# idle, which the third worker fills (18 min against 21 with two, the same commit). tests/conftest.py
-# names the groups of tests one worker runs whole (those sharing a costly fixture) and queues the
-# longest work first.
-XDIST := -n 3 --dist loadgroup
+# Two xdist workers (one per core): tests/conftest.py names the groups of tests one worker runs
+# whole (those sharing a costly fixture) and queues the longest work first.
+XDIST := -n 2 --dist loadgroup
 
 test: $(STAMP)
 	$(BIN)/ruff check flows tasks tests bench

@@ -5,7 +5,7 @@ The model is untrained (random weights), so it babbles: tests that need it check
 (shapes, counts, finish reasons, reproducibility), never answer quality. It is small enough to
 build in well under a second and shaped so vLLM's CPU attention accepts it (head size 64).
 
-`make test` runs the suite on three xdist workers with `--dist loadgroup`. Anything costly that
+`make test` runs the suite on two xdist workers with `--dist loadgroup`. Anything costly that
 several tests need is built once per session, whichever worker asks first, under a file lock in
 `shared_dir` (`built_once`): a second worker waits on the lock, then reads what the first made.
 A module whose tests share a module-scoped fixture (an engine, a server, a trained model) runs
@@ -31,7 +31,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # A local run's ephemeral Prefect server starts in a few seconds on an idle core, but the suite
 # runs on every core at once: its 20 s default would fail runs that are only slow to start.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-# Several xdist workers: each (and the workers it spawns) computes on one thread. Two torch
+# One xdist worker per core: each (and the workers it spawns) computes on one thread. Two torch
 # threads per process on a core another process keeps busy spin-wait, several times slower.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -41,9 +41,9 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 # the other idles. Unbound, each engine computes on OMP_NUM_THREADS threads wherever the OS
 # finds a free core.
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-# Each vLLM CPU engine reserves its KV cache in host memory (engine.gpu_memory_utilization of it,
-# 0.3 of 24 GiB by default): three workers' engines, or Ray's two replicas beside another
-# worker's engine, would ask for more than the machine has. The tests' tiny models need 1 GiB.
+# Each vLLM CPU engine reserves its KV cache in host memory (engine.gpu_memory_utilization of
+# it, 0.3 of 24 GiB by default): Ray's two replicas beside the other worker's engine would ask
+# for more than the machine has. The tests' tiny models need 1 GiB.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 # Test files that share one costly session fixture: one group, so one worker builds it while the

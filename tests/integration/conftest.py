@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,26 +38,8 @@ def judge_model(judge_suite, shared_dir: Path) -> Path:
     from tasks.judge_bootstrap import bootstrap_judge
 
     root = Path(os.environ.get("FLYWHEEL_TEST_MODELS") or shared_dir / "judge")
-    with locked(root, "judge"), first_in_line():
+    with locked(root, "judge"):
         return bootstrap_judge(root, exclude={s.question for s in judge_suite}, progress=False)
-
-
-@contextmanager
-def first_in_line(boost: int = 5) -> Iterator[None]:
-    """Run ahead of the other xdist workers' processes for a while (nice lowered by `boost`,
-    restored after): the judge's training is the one long chain the judge group's tests wait on,
-    and with more workers than cores it would otherwise get a share of a core. Nothing changes
-    where lowering nice is not permitted."""
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, before - boost)
-    except PermissionError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 SERVED_NAME = "flywheel-judge"
