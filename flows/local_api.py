@@ -19,6 +19,8 @@ how to run against a server started once (`prefect server start` + `PREFECT_API_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 BUDGET_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 DEFAULT_STARTUP_S = 300
 """The local server's start-up budget when the user sets none: it starts in a few seconds on an
@@ -60,6 +62,19 @@ def unreachable_message(url: str, cause: str) -> str:
     )
 
 
+def make_home(home: Path) -> None:
+    """Create Prefect's home folder, parents included. Prefect creates only the last level: under
+    a missing parent its local database cannot open, and its server retried for the whole
+    start-up budget on a busy core (300 s) before the run stopped without naming the cause."""
+    try:
+        home.expanduser().mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ApiUnavailable(
+            f"PREFECT_HOME {home}: cannot create it ({e.strerror}); Prefect's local API keeps its "
+            "database there. Point PREFECT_HOME at a folder you can write."
+        ) from None
+
+
 def ensure_api() -> str:
     """Make sure the Prefect API this process will use answers, starting the local one with
     its start-up budget where none is configured; return its URL. Raises `ApiUnavailable`."""
@@ -82,6 +97,7 @@ def ensure_api() -> str:
         )
     user_set = "startup_timeout_seconds" in ephemeral.model_fields_set
     budget = startup_budget(ephemeral.startup_timeout_seconds, user_set)
+    make_home(settings.home)
     server = SubprocessASGIServer()  # the instance Prefect's clients use (one per process)
     try:
         server.start(timeout=budget)

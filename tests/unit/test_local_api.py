@@ -7,6 +7,8 @@ import pytest
 from flows.local_api import (
     BUDGET_VAR,
     DEFAULT_STARTUP_S,
+    ApiUnavailable,
+    make_home,
     not_started_message,
     startup_budget,
     unreachable_message,
@@ -46,3 +48,12 @@ def test_a_configured_server_that_does_not_answer_is_named():
     text = unreachable_message("http://127.0.0.1:9/api", "ConnectError: refused")
     assert "http://127.0.0.1:9/api (PREFECT_API_URL) does not answer: ConnectError" in text
     assert "unset PREFECT_API_URL" in text
+
+
+def test_prefect_home_is_made_with_its_parents_or_named(tmp_path):
+    home = tmp_path / "missing" / "parent" / "prefect"
+    make_home(home)
+    assert home.is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ApiUnavailable, match=r"PREFECT_HOME .*/file/prefect: cannot create it"):
+        make_home(tmp_path / "file" / "prefect")
