@@ -89,7 +89,9 @@ def _env_key(env: Mapping[str, str]) -> frozenset:
     )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (so a killed run leaves no orphan engine
+    holding memory while the resumed run starts); set in the child, after the fork."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
@@ -242,7 +244,7 @@ def _receive(conn: socket.socket) -> tuple[dict, int]:
 
 def _become_worker(request: dict, output: int) -> None:
     """In the forked worker: become `python -m module argv...` and run it; never returns."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the server ignores it
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -315,7 +317,7 @@ def _learn(folder: Path) -> None:
 
 def _monitor(conn: socket.socket, request: dict, output: int) -> None:
     """In the forked monitor: fork the worker, report its pid, then its exit; never returns."""
-    _die_with_parent()
+    die_with_parent()
     try:
         pid = os.fork()
         if pid == 0:
@@ -350,9 +352,6 @@ def serve(folder: Path) -> None:
             __import__(name)
         except ImportError:
             pass
-    # What the imports set in the environment (vLLM sets a few): a worker importing them
-    # itself would have set them over the environment it was given.
-    imported_env = {k: v for k, v in os.environ.items() if before.get(k) != v}
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(folder / "socket"))
     listener.listen(64)
@@ -372,6 +371,9 @@ def serve(folder: Path) -> None:
                 conn.close()
                 continue
             _learn(folder / "learned")
+            # What the server's imports, preloaded and learned, set in its environment (vLLM
+            # sets a few): a worker importing them itself would have set them over its own.
+            imported_env = {k: v for k, v in os.environ.items() if before.get(k) != v}
             request = {
                 **request,
                 "env": {**request["env"], **imported_env},

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import forkserver
+from tasks.forkserver import die_with_parent
 
 # (module, wall seconds) of every worker this process ran, in order: benchmarks read it to
 # split a flow's wall time into work done in workers and the orchestration around it.
@@ -70,15 +71,6 @@ class WorkerError(RuntimeError):
         """Whether a fresh process could succeed: the worker died or failed transiently, as
         opposed to raising an error it would raise again."""
         return self.code is not None and self.code not in (0, ERROR_EXIT)
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL the worker if the orchestrator dies, so a killed run leaves no orphan
-    engine holding memory while the resumed run starts."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _echo(chunk: bytes) -> None:
@@ -169,7 +161,7 @@ def _start(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     output = os.dup(proc.stdout.fileno())
@@ -250,7 +242,7 @@ def _die_with_launcher() -> None:
     """A rank: SIGKILL this process when its launcher dies, and at once if it already has (its
     parent changed before the death signal was set)."""
     launcher = os.getppid()
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != launcher:
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -26,6 +26,8 @@ def main(request):
     had_datasets = "datasets" in sys.modules
     if request.get("datasets"):
         import datasets  # noqa: F401
+    if request.get("vllm_envs"):
+        import vllm.envs  # noqa: F401  (sets a few variables when imported)
     if request.get("sleep_s"):
         print("pid", os.getpid(), flush=True)
         time.sleep(request["sleep_s"])
@@ -37,6 +39,7 @@ def main(request):
         "argv": sys.argv[1:],
         "preloaded": "transformers" in sys.modules,
         "had_datasets": had_datasets,
+        "inductor_threads": os.environ.get("TORCHINDUCTOR_COMPILE_THREADS"),
         "pid": os.getpid(),
         "ppid": os.getppid(),
     }
@@ -76,6 +79,15 @@ def test_the_server_learns_what_workers_import(probe, monkeypatch):
     first = run_worker(probe, {"datasets": True})
     assert not first["had_datasets"]  # not preloaded: this worker imported it itself
     assert run_worker(probe, {})["had_datasets"]  # the server imported it before this fork
+
+
+def test_what_a_learned_import_sets_in_the_environment_reaches_later_workers(probe, monkeypatch):
+    """vLLM sets variables when imported: a worker forked after the server learned it sees them
+    as one that imported vLLM itself does."""
+    monkeypatch.setenv("PROBE", "learned-environment")  # a server of its own
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    assert run_worker(probe, {"vllm_envs": True})["inductor_threads"] == "1"
+    assert run_worker(probe, {})["inductor_threads"] == "1"
 
 
 def test_one_server_per_environment(probe, monkeypatch):
