@@ -1,6 +1,6 @@
 """Start worker processes by forking a server that has already imported the heavy libraries.
 
-A worker started as `python -m tasks.generate` spends about 8 CPU seconds importing torch,
+A worker started as `python -m tasks.generate` spends about 7 CPU seconds importing torch,
 transformers and TRL before it does any work; a tiny generate, train or eval step then takes a
 fraction of a second. A flywheel generation starts four or five workers, so on a small model
 most of its CPU went into imports. The fork server imports torch and transformers once
