@@ -1,9 +1,10 @@
-"""Generation throughput: vLLM's engine (eager and compiled) against HF `generate`, side by side.
+"""Generation throughput: vLLM's engine (eager and compiled) against HF `generate`, side by side;
+and vLLM's engine in processes of its own against inside the worker (`engine.multiprocessing`).
 
 Each backend runs through the real worker process (`tasks.generate`), one engine load per run,
 on the same model and the same prompts, with one short untimed warm-up call after the load.
 Prints engine load time, generation time and tokens/s, and each run's throughput as a multiple
-of HF's. `measure` and `ratios` serve `bench.run_all` (P1, P6).
+of HF's. `measure` and `ratios` serve `bench.run_all` (P1, P6, P9).
 
     .venv/bin/python bench/bench_generate.py                 # untrained default policy shape
     .venv/bin/python bench/bench_generate.py --model PATH    # any local checkpoint
@@ -41,10 +42,12 @@ def measure(
     n: int = 8,
     max_tokens: int = 96,
     hf_batch_size: int = 256,
-    runs: tuple[str, ...] = ("hf", "vllm-eager"),
+    runs: tuple[str, ...] = ("hf", "vllm-eager", "vllm-processes"),
 ) -> dict:
     """Each run's worker result (tokens, engine_load_s, generate_s, tokens_per_s) plus
-    `process_s`, the wall time of its whole worker process, on one prompt set."""
+    `process_s`, the wall time of its whole worker process (its `cpu_s` counts the worker and
+    every process it started), and `same_as_vllm_eager`: whether its samples are exactly the
+    in-process engine's, on one prompt set."""
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
         tmp = Path(tmp)
         model_path = model or untrained_default_policy(tmp / "models")
@@ -74,6 +77,10 @@ def measure(
             res = generate_in_subprocess(request, log_path=tmp / f"{name}.log")
             res["process_s"] = time.perf_counter() - t0
             results[name] = res
+        texts = {n: _texts(tmp / f"{n}.parquet") for n in runs}
+        for name in runs:
+            if name != "vllm-eager" and "vllm-eager" in runs:
+                results[name]["same_as_vllm_eager"] = texts[name] == texts["vllm-eager"]
     return {
         "model": model or "untrained default policy (demo shape)",
         "prompts": prompts,
@@ -114,12 +121,34 @@ def ratios(m: dict) -> list:
                 f"{r['generate_s']:.1f} s); the rest: process start, imports, tokenize, write",
             )
         )
+    inside, apart = runs.get("vllm-eager"), runs.get("vllm-processes")
+    if inside and apart:
+        same = "same samples" if apart.get("same_as_vllm_eager") else "DIFFERENT samples"
+        out.append(
+            Ratio(
+                "P9",
+                "vLLM generate worker wall, engine in its own processes ÷ in the worker",
+                ratio(apart["process_s"], inside["process_s"]),
+                Goal(">=", 1.2),
+                detail=f"{apart['process_s']:.1f} s ÷ {inside['process_s']:.1f} s (engine start "
+                f"{apart['engine_load_s']:.1f} ÷ {inside['engine_load_s']:.1f} s, CPU "
+                f"{apart['cpu_s']:.1f} ÷ {inside['cpu_s']:.1f} s), {same}",
+            )
+        )
     return out
+
+
+def _texts(path: Path) -> list[str] | None:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).column("completion").to_pylist() if path.exists() else None
 
 
 RUNS = {
     "hf": {"backend": "hf"},
+    # engine.multiprocessing None: in the worker on CPU, in processes of its own on GPUs
     "vllm-eager": {"backend": "vllm", "enforce_eager": True},
+    "vllm-processes": {"backend": "vllm", "enforce_eager": True, "multiprocessing": True},
     "vllm-compiled": {"backend": "vllm", "enforce_eager": False},
 }
 
@@ -132,7 +161,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--hf-batch-size", type=int, default=256)
     ap.add_argument(
-        "--runs", default="hf,vllm-eager,vllm-compiled", help="comma list of runs to do"
+        "--runs",
+        default="hf,vllm-eager,vllm-processes,vllm-compiled",
+        help="comma list of runs to do",
     )
     args = ap.parse_args()
     m = measure(
@@ -147,14 +178,17 @@ def main() -> None:
         f"\nmodel: {m['model']}; {args.prompts} prompts x {args.n} samples x "
         f"<= {args.max_tokens} tokens"
     )
-    header = f"{'run':<15}{'load s':>9}{'gen s':>9}{'process s':>11}{'tokens':>9}{'tok/s':>10}"
-    print(header + f"{'x hf':>8}")
+    header = f"{'run':<15}{'load s':>9}{'gen s':>9}{'process s':>11}{'CPU s':>8}{'tokens':>9}"
+    print(header + f"{'tok/s':>10}{'x hf':>8}  samples")
     hf = m["runs"].get("hf", {}).get("tokens_per_s")
     for name, r in m["runs"].items():
         x = f"{r['tokens_per_s'] / hf:8.2f}" if hf else f"{'-':>8}"
+        same = {True: "= vllm-eager's", False: "differ from vllm-eager's"}.get(
+            r.get("same_as_vllm_eager"), ""
+        )
         print(
             f"{name:<15}{r['engine_load_s']:9.1f}{r['generate_s']:9.2f}{r['process_s']:11.1f}"
-            f"{r['tokens']:9d}{r['tokens_per_s']:10.0f}{x}"
+            f"{r['cpu_s']:8.1f}{r['tokens']:9d}{r['tokens_per_s']:10.0f}{x}  {same}"
         )
 
 

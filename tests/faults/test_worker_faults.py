@@ -17,6 +17,7 @@ After each, `tests.faults.invariants.assert_invariants` holds for the flywheel f
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -104,17 +105,26 @@ def test_generate_worker_killed_mid_generation_is_retried_in_a_fresh_process(
     )
 
 
+@pytest.mark.parametrize("multiprocessing", [True, False], ids=["own-processes", "in-worker"])
 def test_vllm_engine_killed_mid_generation_ends_the_worker_not_hangs(
-    tiny_model, tmp_path, monkeypatch
+    multiprocessing, tiny_model, tmp_path, monkeypatch
 ):
-    """One real vLLM CPU engine start, in the generate worker."""
+    """One real vLLM CPU engine start, in the generate worker. In processes of its own (the
+    GPU default), its engine-core process is SIGKILLed: the watchdog ends the worker with
+    TRANSIENT_EXIT. Inside the worker (the CPU default), the SIGKILL takes the worker: retryable
+    too, by the signal."""
     pytest.importorskip("vllm")
     from tasks.config import FlywheelConfig
     from tasks.generate import generate_in_subprocess
     from tasks.requests import generate_request, sampling_spec
 
     cfg = FlywheelConfig(
-        engine={"backend": "vllm", "max_model_len": 128, "gpu_memory_utilization": 0.1},
+        engine={
+            "backend": "vllm",
+            "max_model_len": 128,
+            "gpu_memory_utilization": 0.1,
+            "multiprocessing": multiprocessing,
+        },
         sampling={"n": 2, "max_tokens": 16},
     )
     questions, out = tmp_path / "q.parquet", tmp_path / "raw.parquet"
@@ -135,12 +145,17 @@ def test_vllm_engine_killed_mid_generation_ends_the_worker_not_hangs(
     worker.join(timeout=600)
     assert not worker.is_alive(), "the worker hangs on its dead engine"
     assert len(failed) == 1 and isinstance(failed[0], subproc.WorkerError), failed
-    assert "died mid-generation" in str(failed[0])
-    assert failed[0].retryable and failed[0].code == subproc.TRANSIENT_EXIT
+    assert failed[0].retryable
+    if multiprocessing:
+        assert "died mid-generation" in str(failed[0])
+        assert failed[0].code == subproc.TRANSIENT_EXIT
+    else:
+        assert failed[0].code == -signal.SIGKILL, failed[0]
     assert not out.exists()
+    where = "engine-core process" if multiprocessing else "worker (engine inside it)"
     record(
-        "2",
-        "vLLM engine-core process SIGKILLed as generate starts; the worker ends, retryable",
+        "2" if multiprocessing else "2b",
+        f"vLLM {where} SIGKILLed as generate starts; the worker ends, retryable",
         recovery_s=None,
         regenerated=0,
         duplicates=0,

@@ -81,3 +81,35 @@ def test_vllm_backend_without_vllm_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(RuntimeError, match="engine.backend: hf"):
         BACKENDS["vllm"]("no-such-model", ["Q: 1\n"], engine_spec(cfg), sampling_spec(cfg, 0))
+
+
+@pytest.mark.parametrize(
+    ("multiprocessing", "tensor_parallel_size", "inside"),
+    [(None, 1, True), (None, 2, False), (True, 1, False), (False, 1, True)],
+)
+def test_where_the_vllm_engine_runs(multiprocessing, tensor_parallel_size, inside, monkeypatch):
+    """`engine.multiprocessing`: None puts a one-device engine on this CPU machine inside the
+    worker, and sets vLLM up for it (VLLM_ENABLE_V1_MULTIPROCESSING, read when the engine
+    starts, even after an in-process engine froze vLLM's reading of the environment)."""
+    pytest.importorskip("vllm")
+    import vllm.envs as envs
+
+    from tasks.backends import engine_in_process
+    from tasks.config import FlywheelConfig
+    from tasks.requests import engine_spec
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if inside else "0")
+    envs.enable_envs_cache()  # what an in-process engine leaves behind
+    engine = engine_spec(
+        FlywheelConfig(
+            engine={
+                "multiprocessing": multiprocessing,
+                "tensor_parallel_size": tensor_parallel_size,
+            }
+        )
+    )
+    try:
+        assert engine_in_process(engine) is inside
+        assert envs.VLLM_ENABLE_V1_MULTIPROCESSING is not inside
+    finally:
+        envs.disable_envs_cache()
