@@ -190,6 +190,7 @@ def generate_ray(
     Ray; `warmup` is unused. `progress` shows Ray Data's progress bars."""
     try:
         import ray
+        from ray.data import TaskPoolStrategy
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
     except ImportError as e:
         raise RuntimeError(
@@ -212,8 +213,10 @@ def generate_ray(
         ray.data.DataContext.get_current().enable_progress_bars = progress
         # Ray Data wraps the engine stage in two row-copying map stages, each task asking a
         # CPU by default: with the replicas holding every CPU (2 replicas on 2 CPUs) the first
-        # task never schedules and the pass waits forever. They take no reservation here.
-        free = {"num_cpus": 0}
+        # task never schedules and the pass waits forever. They take no reservation here, and
+        # so need a cap: tasks that reserve nothing are all launched at once, each in a Ray
+        # worker process of its own (64 of them on a 2-CPU node, load average 108, measured).
+        free = {"num_cpus": 0, "compute": TaskPoolStrategy(size=engine.replicas)}
         processor = build_processor(config, preprocess_map_kwargs=free, postprocess_map_kwargs=free)
         out = run_pass(processor(ray.data.from_items(rows)), engine)
     t2 = time.perf_counter()
