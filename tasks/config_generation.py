@@ -143,6 +143,15 @@ class EngineConfig(Section):
         "retries an engine that fails to start forever, so the stage ends here with an error.",
     )
 
+    @model_validator(mode="after")
+    def _in_worker_is_one_device(self) -> EngineConfig:
+        if self.multiprocessing is False and self.tensor_parallel_size > 1:
+            raise ValueError(
+                "multiprocessing: false runs the engine inside the worker, on one device; "
+                f"tensor_parallel_size is {self.tensor_parallel_size}"
+            )
+        return self
+
 
 class RationalizeConfig(Section):
     """STaR's rationalization (`tasks.rationalize`): the seeds none of whose policy samples

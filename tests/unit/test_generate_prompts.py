@@ -113,3 +113,12 @@ def test_where_the_vllm_engine_runs(multiprocessing, tensor_parallel_size, insid
         assert envs.VLLM_ENABLE_V1_MULTIPROCESSING is not inside
     finally:
         envs.disable_envs_cache()
+
+
+def test_an_engine_inside_the_worker_is_one_device():
+    from pydantic import ValidationError
+
+    from tasks.config import FlywheelConfig
+
+    with pytest.raises(ValidationError, match="engine.*inside the worker, on one device"):
+        FlywheelConfig(engine={"multiprocessing": False, "tensor_parallel_size": 2})
