@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from tasks import forkserver
-from tasks.forkserver import die_with_parent
 
 # (module, wall seconds) of every worker this process ran, in order: benchmarks read it to
 # split a flow's wall time into work done in workers and the orchestration around it.
@@ -161,7 +160,7 @@ def _start(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=die_with_parent,
+        preexec_fn=forkserver.die_with_parent,
     )
     assert proc.stdout is not None
     output = os.dup(proc.stdout.fileno())
@@ -242,7 +241,7 @@ def _die_with_launcher() -> None:
     """A rank: SIGKILL this process when its launcher dies, and at once if it already has (its
     parent changed before the death signal was set)."""
     launcher = os.getppid()
-    die_with_parent()
+    forkserver.die_with_parent()
     if os.getppid() != launcher:
         os.kill(os.getpid(), signal.SIGKILL)
 
