@@ -40,7 +40,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.servers import Server, free_port, mlflow_server_cmd, prefect_server_cmd, start, stop
+from flows.servers import (
+    Server,
+    free_port,
+    mlflow_server_cmd,
+    mlflow_server_env,
+    prefect_server_cmd,
+    start,
+    stop,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -175,7 +183,12 @@ def load_postgres(count: int, work: Path, models: Path, timeout: float, gens: in
             server_env,
         ),
         "mlflow": Server(
-            "mlflow", mlflow_cmd, m_url, f"{m_url}/health", work / "mlflow-server.log", env
+            "mlflow",
+            mlflow_cmd,
+            m_url,
+            f"{m_url}/health",
+            work / "mlflow-server.log",
+            mlflow_server_env(env),
         ),
     }
     try:

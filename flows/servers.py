@@ -115,6 +115,20 @@ def mlflow_server_cmd(
     ]
 
 
+# MLflow's server also starts, unless told not to, a job runner and seven task-queue consumers
+# (`huey`) for its GenAI jobs (scheduled scorers, prompt optimization), which the flywheel never
+# submits: 3.6x the busy CPU of a start (34 against 9.5 CPU-s by 20 s after it answers) and 2 GiB
+# of memory (`python -m bench.bench_mlflow_server`,
+# bench/results/20261206T234217Z-mlflow-jobs.json). An environment that sets the variable keeps
+# its value.
+MLFLOW_SERVER_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def mlflow_server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` for an `mlflow server`, with the flywheel's defaults where it sets nothing."""
+    return {**MLFLOW_SERVER_DEFAULTS, **env}
+
+
 class Server:
     """One server on a fixed port: `start` (and again after `kill`: same port, same store),
     `kill`, `stop`. `cmd` is its command line, `url` what clients are given, `health` the URL
@@ -172,4 +186,5 @@ def mlflow_server(
     root.mkdir(parents=True, exist_ok=True)
     cmd = mlflow_server_cmd(port, f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
     url = f"http://127.0.0.1:{port}"
+    env = mlflow_server_env(os.environ if env is None else env)
     return Server("mlflow", cmd, url, f"{url}/health", root / "server.log", env)

@@ -33,7 +33,7 @@ from typing import Annotated
 
 import typer
 
-from flows.servers import ServerError, kill, start, wait_healthy
+from flows.servers import ServerError, kill, mlflow_server_env, start, wait_healthy
 from flows.stack_secrets import SecretsError, StackSecrets, write_private
 from flows.stack_secrets import load as load_secrets
 
@@ -181,7 +181,7 @@ def server_envs(cfg: StackConfig, s: StackSecrets, base: dict[str, str]) -> dict
             "PREFECT_SERVER_API_AUTH_STRING": s.prefect_auth,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         },
-        "mlflow": clean
+        "mlflow": mlflow_server_env(clean)
         | s3
         | {
             "MLFLOW_S3_ENDPOINT_URL": cfg.s3_url,

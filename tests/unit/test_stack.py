@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows import pg_lock
+from flows.servers import MLFLOW_SERVER_DEFAULTS, mlflow_server
 from flows.stack import (
     CLIENT_VARS,
     SECRET_VARS,
@@ -73,6 +74,15 @@ def test_servers_get_their_secrets_and_none_of_the_clients_settings(tmp_path):
     assert envs["mlflow"]["MLFLOW_S3_ENDPOINT_URL"] == "http://stack.lan:9000"
     assert "AWS_SECRET_ACCESS_KEY" not in envs["prefect"]
     assert client_env(cfg, s)["PREFECT_API_URL"] == "http://stack.lan:4200/api"
+
+
+def test_mlflow_runs_no_job_runner_unless_the_environment_asks(tmp_path):
+    """MLflow's GenAI job runner (eight processes) is off by default; a user's setting wins."""
+    cfg, s = StackConfig(state_dir=tmp_path), generate()
+    assert server_envs(cfg, s, {})["mlflow"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    asked = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
+    assert server_envs(cfg, s, asked)["mlflow"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    assert mlflow_server(tmp_path / "m", env={}).env == MLFLOW_SERVER_DEFAULTS
 
 
 def test_secrets_file_is_made_private_and_reused(tmp_path):
