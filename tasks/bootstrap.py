@@ -207,6 +207,9 @@ def save_checkpoint(
             final_loss=sum(losses[-window:]) / window if losses else None,
             seconds=round(time.time() - started, 2),
             recipe=recipe,
+            # Not in the recipe (a rerun on a busier machine may pick another count and still
+            # reuse this cache), but recorded: on CPU the weights depend on it (`tasks.threads`).
+            torch_threads=torch.get_num_threads(),
         )
 
 

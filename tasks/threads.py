@@ -16,6 +16,14 @@ bootstraps, the trainers) calls `set_torch_threads` once at start, which takes, 
 
 It prints its choice, one line, e.g. `torch threads: 1 (2 cores, load 1.9)`. `choose_threads`
 is the pure rule; the rest reads the machine.
+
+The count changes the numbers, not only the speed: torch splits a CPU reduction across its
+threads, so the float sums round differently, and training drifts apart from there (30 steps
+of the embedded judge from one seed: equal losses to the printed digit, parameters apart from
+the ninth; bench/results/20261207T003800Z-threads-change-weights.txt). One count gives the same
+weights run after run. So a model trained with the count left to the load can differ from a
+rerun's; the bootstrap checkpoints and the train stage record the count they used
+(`torch_threads` in their manifests), and a fixed setting makes reruns equal.
 """
 
 from __future__ import annotations

@@ -43,9 +43,13 @@ def main(request: dict) -> dict:
     typed = from_json(REQUESTS[mode], data)
     # Imported here, not at the top, so the orchestrator can import this module for
     # `train_in_subprocess` without loading torch and TRL into its own process.
+    import torch
+
     from tasks.trainers import recipe
 
-    return recipe(mode)(typed)
+    metrics = recipe(mode)(typed)
+    # Recorded beside the figures: on CPU the trained weights depend on it (`tasks.threads`).
+    return {**metrics, "torch_threads": torch.get_num_threads()}
 
 
 def launcher(request: TrainRequest) -> list[str] | None:

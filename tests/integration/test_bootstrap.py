@@ -38,6 +38,7 @@ def test_bootstrap_trains_saves_and_caches(tmp_path):
     out = man.outputs
     assert out["final_loss"] < out["first_loss"]
     assert out["parameters"] > 0
+    assert out["torch_threads"] >= 1  # on CPU the weights depend on it (tasks.threads)
 
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)

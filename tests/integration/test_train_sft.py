@@ -65,6 +65,7 @@ def test_sft_in_subprocess_lowers_loss_and_saves_a_loadable_model(
     metrics = train_in_subprocess(request(tiny_model, sft_file, out, cpu_threads=1), log_path=log)
 
     assert metrics["samples"] == 200
+    assert metrics["torch_threads"] == 1  # as asked (train.cpu_threads); recorded in the manifest
     assert metrics["steps"] == 35  # ceil(200 / 32) = 7 steps per epoch, 5 epochs
     history = metrics["loss_history"]
     assert [s for s, _ in history] == sorted(s for s, _ in history) and len(history) >= 10
