@@ -171,6 +171,13 @@ def test_render_escapes_the_question_like_a_candidate():
     assert prompt.count(ESCAPED) == 4  # the fake delimiter word, its nonce, two verdicts
 
 
+def test_the_nonce_alone_is_escaped_in_any_case_and_width():
+    """No delimiter word or verdict near it: the nonce is still found (its own pattern)."""
+    assert sanitize("see N0NCE1 here", "n0nce1", 100) == f"see {ESCAPED} here"
+    assert sanitize("see ｎ０ｎｃｅ１", "n0nce1", 100) == f"see {ESCAPED}"
+    assert sanitize("n0nce", "n0nce1", 100) == "n0nce"  # a prefix is not the nonce
+
+
 def test_render_fills_the_template_in_one_pass():
     """A field name inside the question or the candidate is never substituted again (the
     question's `candidate` is escaped as an imitation of the delimiter word, and stays put)."""
