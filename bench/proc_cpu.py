@@ -27,13 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 
 # (kind, substrings of the command line, any of which puts a process in it), first match wins.
+# pytest is matched by its module, not by "pytest" alone: a test's runs pass folders like
+# /tmp/pytest-of-root/... on their command lines.
 # vLLM renames its engine processes after start; the command line kept is the first one seen,
 # so a spawned engine core reads as `multiprocessing.spawn`.
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("pytest workers (tests' own code, in-process training)", ("exec(eval(sys.stdin", "pytest")),
+    ("flywheel CLI runs (orchestration)", ("flows.cli",)),
     ("fork servers and the stage workers they fork", ("tasks.forkserver",)),
     ("stage workers started as fresh interpreters", ("-m tasks.",)),
-    ("flywheel CLI runs (orchestration)", ("flows.cli",)),
     ("vLLM OpenAI servers", ("vllm.entrypoints",)),
     ("spawned interpreters (vLLM engine cores and workers)", ("multiprocessing.spawn",)),
     ("Ray", ("ray::", "raylet", "gcs_server", "/ray/", "ray start")),
@@ -41,6 +42,8 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Prefect servers and local APIs", ("prefect server", "prefect.server", "uvicorn")),
     ("Prefect workers and flow-run processes", ("prefect worker", "prefect.engine")),
     ("accelerate ranks", ("accelerate", "torch.distributed")),
+    # after the rest: other command lines name pytest's temporary folders
+    ("pytest and its xdist workers (tests' own code)", ("exec(eval(sys.stdin", "-m pytest")),
     ("PostgreSQL", ("postgres",)),
     (
         "the machine's own services",
@@ -114,7 +117,16 @@ def measure(command: list[str], interval: float = 1.0) -> dict:
         "sampled_cpu_s": round(sum(by_kind.values()), 1),
         "by_kind": {
             k: {"cpu_s": round(v, 1), "processes": count[k]} for k, v in by_kind.most_common()
-        },  # fmt: skip
+        },
+        # every process, so another grouping can be made from the file
+        "processes": sorted(
+            [
+                [round(cpu - before.get(key, 0.0), 2), cmd]
+                for key, (cpu, cmd) in seen.items()
+                if cpu > before.get(key, 0.0)
+            ],
+            reverse=True,
+        ),  # fmt: skip
     }
 
 
