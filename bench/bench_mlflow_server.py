@@ -19,18 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.proc_cpu import busy_cpu_s
 from flows.servers import mlflow_server
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_PROCESSES = ("huey_consumer", "_job_runner")
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot."""
-    user, nice, system, idle, iowait, irq, softirq, steal = (
-        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    )
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def job_processes_rss_mib() -> tuple[int, float]:

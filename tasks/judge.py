@@ -158,8 +158,8 @@ _CONFUSABLES = str.maketrans(
 # Anything that reads as a delimiter or a verdict, however spaced, cased or punctuated: any run
 # of non-letters (spaces, dots, underscores, ...) may sit between the letters.
 _IMITATIONS = "|".join(r"[\W_]*".join(word) for word in (DELIMITER_WORD, VERDICT_KEY))
-# Compiled once: a pattern of its own per nonce costs ~0.6 ms to compile, more than the rest of
-# rendering a judge prompt (the judge's bootstrap renders one per training document).
+# Compiled once: a pattern of its own per nonce took 0.6 ms to compile (under cProfile), more than
+# the rest of rendering a judge prompt (the bootstrap renders one per training document).
 _IMITATION = re.compile(_IMITATIONS, re.IGNORECASE)
 
 
