@@ -77,7 +77,8 @@ ui: $(STAMP)
 	@echo "Prefect UI: http://127.0.0.1:4200   MLflow UI: http://127.0.0.1:5000"
 	@trap 'kill 0' INT TERM; \
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 & \
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	  $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 	  --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
 	  --default-artifact-root $(CURDIR)/runs/mlartifacts & \
 	wait
