@@ -23,6 +23,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tasks.threads import cpu_ticks
+
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -67,9 +69,9 @@ def kind(cmdline: str) -> str:
 
 
 def busy_cpu_s() -> float:
-    """The whole machine's busy CPU seconds since boot."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(f) - f[3] - f[4]) / TICK
+    """The whole machine's busy CPU seconds since boot (`tasks.threads.cpu_ticks`)."""
+    ticks = cpu_ticks(set(range(os.cpu_count() or 1)))
+    return ticks[0] / TICK if ticks else 0.0
 
 
 def sample(seen: dict[tuple[str, int], list]) -> None:

@@ -100,7 +100,7 @@ def usable_cores() -> tuple[set[int], int]:
     return cpus, max(1, count)
 
 
-def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
+def cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
     """(busy, total) clock ticks summed over `cpus`, from /proc/stat; None where unreadable."""
     try:
         lines = Path("/proc/stat").read_text().splitlines()
@@ -121,9 +121,9 @@ def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
 def busy_cores(cpus: set[int], seconds: float = SAMPLE_S) -> float:
     """How many of `cpus` others keep busy now: /proc/stat sampled over `seconds` while this
     process sleeps (so it does not count itself), else the 1-minute load average."""
-    before = _cpu_ticks(cpus)
+    before = cpu_ticks(cpus)
     time.sleep(seconds)
-    after = _cpu_ticks(cpus)
+    after = cpu_ticks(cpus)
     if before and after and after[1] > before[1]:
         share = (after[0] - before[0]) / (after[1] - before[1])
         return share * len(cpus)
