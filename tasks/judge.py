@@ -158,9 +158,6 @@ _CONFUSABLES = str.maketrans(
 # Anything that reads as a delimiter or a verdict, however spaced, cased or punctuated: any run
 # of non-letters (spaces, dots, underscores, ...) may sit between the letters.
 _IMITATIONS = "|".join(r"[\W_]*".join(word) for word in (DELIMITER_WORD, VERDICT_KEY))
-# Compiled once: a pattern of its own per nonce took 0.6 ms to compile (under cProfile), more than
-# the rest of rendering a judge prompt (the bootstrap renders one per training document).
-_IMITATION = re.compile(_IMITATIONS, re.IGNORECASE)
 
 
 class _FormatTable(dict):
@@ -228,13 +225,10 @@ def neutralize(text: str, nonce: str) -> str:
 
 def _escape(text: str, nonce: str) -> str:
     """`neutralize` of text already without control and format characters."""
-    # Most text holds no imitation: C-speed passes find that out before any index mapping (and
-    # before the pattern with this nonce in it is compiled).
-    folded = text if text.isascii() else text.translate(_FOLD_TABLE)
-    nonce_pattern = re.compile(re.escape(nonce), re.IGNORECASE)
-    if not _IMITATION.search(folded) and not nonce_pattern.search(folded):
-        return text
     pattern = re.compile(f"{_IMITATIONS}|{re.escape(nonce)}", re.IGNORECASE)
+    # Most text holds no imitation: one C-speed pass finds that out before any index mapping.
+    if not pattern.search(text if text.isascii() else text.translate(_FOLD_TABLE)):
+        return text
     view, origin = _matching_view(text)
     out, last = [], 0
     for m in pattern.finditer(view):
