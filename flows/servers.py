@@ -165,15 +165,25 @@ class Server:
 
 
 def prefect_server(
-    home: Path, env: Mapping[str, str] | None = None, port: int | None = None
+    home: Path,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    temporary: bool = False,
 ) -> Server:
     """A Prefect server with its home (and SQLite database) in `home`; its `url` is the API's
-    (what clients set as `PREFECT_API_URL`)."""
+    (what clients set as `PREFECT_API_URL`). `temporary`: it runs what Prefect's temporary local
+    server runs (the API and the services that record task runs and events; no scheduler, no
+    UI), which is all a run needs that no deployment or schedule starts."""
     port = port or free_port()
     home.mkdir(parents=True, exist_ok=True)
-    env = {**(os.environ if env is None else env), "PREFECT_HOME": str(home)}
+    # The server is no client of another API: a PREFECT_API_URL its caller runs with is dropped.
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home)
     api = f"http://127.0.0.1:{port}/api"
     cmd = prefect_server_cmd(port)
+    if temporary:  # what `SubprocessASGIServer`, the temporary server, sets for its app
+        env["PREFECT__SERVER_EPHEMERAL"] = "1"
+        cmd.append("--no-ui")
     return Server("prefect", cmd, api, f"{api}/health", home / "server.log", env)
 
 

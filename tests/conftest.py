@@ -54,8 +54,8 @@ SHARED_GROUPS = {
     "tests/integration/test_judge_model.py": "judge",
     "tests/integration/test_judge_server.py": "judge",
     "tests/integration/test_openai_teacher.py": "judge",
-    # one Prefect test harness for the file's stage-level fault tests
-    "tests/faults/test_worker_faults.py": "tests/faults/test_worker_faults.py",
+    # one Prefect server and one MLflow server for the file's two scheduling tests
+    "tests/e2e/test_schedule.py": "tests/e2e/test_schedule.py",
 }
 # The order work is handed out, longest first (measured serially on 2 cores), so that neither
 # worker is left with a long unit at the end: the judge group, then the end-to-end runs, the
@@ -213,12 +213,66 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path
 
 
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The environment `flywheel` CLI runs get: this worker's own Prefect home, no tracking or
-    Prefect server of the shell's."""
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API URL of this worker's Prefect server, started by the first test that asks and kept
+    for the session: what Prefect's temporary local server runs (no scheduler, no UI), with its
+    SQLite database in its own folder. CLI runs (`cli_env`) and in-process flows
+    (`prefect_harness`) talk to it instead of each starting a temporary server of their own,
+    which costs ~10 s and ~7 CPU-s per run. The local API's own path is tested by the runs that
+    take `local_api_env`."""
+    from flows.servers import prefect_server
+
+    server = prefect_server(tmp_path_factory.mktemp("prefect-server"), temporary=True)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_api_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The environment of a `flywheel` CLI run as a user's shell has it: this worker's own
+    Prefect home, no tracking or Prefect server of the shell's, so the run starts Prefect's
+    temporary local API (`flows.local_api`) as `make demo` does."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
     }
     env["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture(scope="session")
+def cli_env(local_api_env: dict, prefect_api: str) -> dict:
+    """The environment most `flywheel` CLI runs get: `local_api_env` pointed at this worker's
+    Prefect server (`prefect_api`)."""
+    return {**local_api_env, "PREFECT_API_URL": prefect_api}
+
+
+@pytest.fixture
+def prefect_harness(prefect_api: str) -> Iterator[str]:
+    """In-process flows of this test talk to this worker's Prefect server (what
+    `prefect.testing.utilities.prefect_test_harness` gives, without starting a server per use)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        yield prefect_api
+        _drain_prefect_workers()  # while the settings still name the server
+
+
+def _drain_prefect_workers() -> None:
+    """Send what this process's Prefect log and event workers still hold (as Prefect's test
+    harness does at its end), so nothing is sent later to a server that has stopped."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        for pending in (APILogWorker.instance().drain(), EventsWorker.drain_all()):
+            if inspect.isawaitable(pending):
+                await pending
+
+    run_coro_as_sync(drain())

@@ -18,7 +18,7 @@ import os, signal, sys
 import flows.flywheel as fw
 real_gate = fw.gate_stage
 def gate_then_die(cfg, generation, *args, **kwargs):
-    if generation == 2:  # the whole process group: the CLI and its local Prefect server
+    if generation == 2:  # the whole process group: the CLI and the workers it started
         os.killpg(os.getpgid(0), signal.SIGKILL)
     return real_gate(cfg, generation, *args, **kwargs)
 fw.gate_stage = gate_then_die

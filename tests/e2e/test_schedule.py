@@ -17,8 +17,11 @@ from tests.runs import ROOT, TINY, flywheel
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def servers(tmp_path, cli_env):
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, cli_env):
+    """One Prefect server (with its scheduler) and one MLflow server for the file's two tests
+    (`tests/conftest.py` runs the file on one worker); their deployments have distinct names."""
+    tmp_path = tmp_path_factory.mktemp("schedule-servers")
     env = dict(cli_env, PREFECT_HOME=str(tmp_path / "prefect-server"))
     env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
     env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"

@@ -38,14 +38,6 @@ pytestmark = pytest.mark.slow
 SEEDS = 8
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=600):  # a loaded 2-core machine is slow
-        yield
-
-
 def _config(runs: Path, **overrides):
     return load_config(
         TINY,
@@ -78,7 +70,7 @@ def _workers(module: str) -> int:
 
 
 def test_generate_worker_killed_mid_generation_is_retried_in_a_fresh_process(
-    harness, tiny_model, tmp_path, monkeypatch
+    prefect_harness, tiny_model, tmp_path, monkeypatch
 ):
     from tasks.stages import generate_stage
 
@@ -165,7 +157,7 @@ def test_vllm_engine_killed_mid_generation_ends_the_worker_not_hangs(
 
 
 @pytest.fixture
-def curated(harness, tmp_path):
+def curated(prefect_harness, tmp_path):
     """A flywheel whose gen-0001 has seeds, generate (each seed answered twice by the domain's
     reference solution, so curation accepts them) and a real curate stage."""
     from tasks.stages import curate_stage

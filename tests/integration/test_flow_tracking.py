@@ -10,28 +10,26 @@ from tests.runs import TINY
 pytestmark = pytest.mark.slow
 
 
-def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch):
+def test_flow_records_generations_in_mlflow(tmp_path, monkeypatch, prefect_harness):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from mlflow import MlflowClient
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.flywheel import flywheel
     from tasks.tracking import default_tracking_uri
 
     cfg = load_config(TINY, runs_dir=str(tmp_path), name="flowtest", generations=1)
-    with prefect_test_harness():
-        rows = flywheel(cfg)
-        from prefect.artifacts import Artifact
+    rows = flywheel(cfg)
+    from prefect.artifacts import Artifact
 
-        report = Artifact.get("flowtest-gen-0001")
-        table = Artifact.get("flowtest-generations")
-        assert report.type == "markdown" and "# Generation 1" in report.data
-        assert table.type == "table"
-        from prefect.client.orchestration import get_client
+    report = Artifact.get("flowtest-gen-0001")
+    table = Artifact.get("flowtest-generations")
+    assert report.type == "markdown" and "# Generation 1" in report.data
+    assert table.type == "table"
+    from prefect.client.orchestration import get_client
 
-        with get_client(sync_client=True) as client:
-            names_tags = [(t.name, set(t.tags)) for t in client.read_task_runs()]
-        assert ("gen-0001/generate", {"flywheel", "flowtest", "gen-0001"}) in names_tags
+    with get_client(sync_client=True) as client:
+        names_tags = [(t.name, set(t.tags)) for t in client.read_task_runs()]
+    assert ("gen-0001/generate", {"flywheel", "flowtest", "gen-0001"}) in names_tags
     assert [r["gen"] for r in rows] == [1]
     assert rows[0]["challenger pass@1"] is not None
 

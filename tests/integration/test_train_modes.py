@@ -10,10 +10,9 @@ from tests.runs import TINY
 pytestmark = pytest.mark.slow
 
 
-def test_sft_then_grpo_runs_as_one_generation(tmp_path, monkeypatch):
+def test_sft_then_grpo_runs_as_one_generation(tmp_path, monkeypatch, prefect_harness):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from mlflow import MlflowClient
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.flywheel import flywheel
     from tasks.tracking import default_tracking_uri
@@ -36,8 +35,7 @@ def test_sft_then_grpo_runs_as_one_generation(tmp_path, monkeypatch):
             "train.grpo.rewards": {"accuracy": 1.0, "format": 0.5, "length": 0.1},
         },
     )
-    with prefect_test_harness():
-        rows = flywheel(cfg)
+    rows = flywheel(cfg)
     assert [r["gen"] for r in rows] == [1] and rows[0]["challenger pass@1"] is not None
 
     train = tmp_path / "modes" / "gen-0001" / "train"
