@@ -79,7 +79,6 @@ def ensure_api() -> str:
     """Make sure the Prefect API this process will use answers, starting the local one with
     its start-up budget where none is configured; return its URL. Raises `ApiUnavailable`."""
     from prefect.client.orchestration import get_client
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
@@ -98,6 +97,10 @@ def ensure_api() -> str:
     user_set = "startup_timeout_seconds" in ephemeral.model_fields_set
     budget = startup_budget(ephemeral.startup_timeout_seconds, user_set)
     make_home(settings.home)
+    # Imported only here: Prefect's server package costs ~1.6 CPU-s to import, which a run against
+    # a configured server does not need.
+    from prefect.server.api.server import SubprocessASGIServer
+
     server = SubprocessASGIServer()  # the instance Prefect's clients use (one per process)
     try:
         server.start(timeout=budget)

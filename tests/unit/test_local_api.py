@@ -57,3 +57,40 @@ def test_prefect_home_is_made_with_its_parents_or_named(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ApiUnavailable, match=r"PREFECT_HOME .*/file/prefect: cannot create it"):
         make_home(tmp_path / "file" / "prefect")
+
+
+def test_a_run_against_a_configured_server_does_not_import_prefects_server(tmp_path):
+    """`ensure_api` with PREFECT_API_URL set checks the server's health and imports none of
+    Prefect's server package (~1.6 CPU-s, ~3 CPU-s per run measured), which only the temporary
+    local API needs."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.http_reply import reply
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            reply(self, 200 if self.path == "/api/health" else 404, b"true")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api"
+    code = (
+        "import sys; from flows.local_api import ensure_api; print(ensure_api()); "
+        "print(sorted(m for m in sys.modules if m.startswith('prefect.server')))"
+    )
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "home")}
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == [url, "[]"]
