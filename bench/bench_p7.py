@@ -90,6 +90,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     # The gate's greedy guard on a frozen suite of the harder levels as well as the main suite,
     # whose many level-1 items hid a greedy loss on levels 2-3 (its pass@1 limit off: greedy
     # alone is the lever).
+    # The loop without seed evolution: every generation samples fresh generator seeds from the
+    # champion (iterated on-policy RFT behind the gate), to tell what sampling from a better
+    # policy buys apart from what mining the failures costs.
+    "on_policy": {"seeds.sources": {"generator": 1.0, "failures": 0.0, "mutations": 0.0}},
     "hard_greedy": {
         "eval.extra_suites": {
             "hard": {"levels": [2, 3], "size": 256, "max_drop": 1.0, "greedy": True}
