@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random Llama and its character-level tokenizer, made on the spot;
-the folder every xdist worker of a session shares, and how the suite is spread over workers.
+the folder every xdist worker of a session shares; one Prefect server per worker for CLI runs
+and in-process flows; and how the suite is spread over workers.
 
 The model is untrained (random weights), so it babbles: tests that need it check plumbing
 (shapes, counts, finish reasons, reproducibility), never answer quality. It is small enough to
@@ -271,8 +272,14 @@ def _drain_prefect_workers() -> None:
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     async def drain() -> None:
-        for pending in (APILogWorker.instance().drain(), EventsWorker.drain_all()):
+        try:
+            pending = APILogWorker.instance().drain()
             if inspect.isawaitable(pending):
                 await pending
+        except RuntimeError:
+            pass  # the log worker never started
+        pending = EventsWorker.drain_all()
+        if inspect.isawaitable(pending):
+            await pending
 
     run_coro_as_sync(drain())
