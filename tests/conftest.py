@@ -220,7 +220,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     SQLite database in its own folder. CLI runs (`cli_env`) and in-process flows
     (`prefect_harness`) talk to it instead of each starting a temporary server of their own,
     which costs ~10 s and ~7 CPU-s per run. The local API's own path is tested by the runs that
-    take `local_api_env`."""
+    take `shell_env`."""
     from flows.servers import prefect_server
 
     server = prefect_server(tmp_path_factory.mktemp("prefect-server"), temporary=True)
@@ -232,10 +232,11 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def local_api_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def shell_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The environment of a `flywheel` CLI run as a user's shell has it: this worker's own
     Prefect home, no tracking or Prefect server of the shell's, so the run starts Prefect's
-    temporary local API (`flows.local_api`) as `make demo` does."""
+    temporary local API (`flows.local_api`) as `make demo` does. Tests that start servers of
+    their own build on it and set their URLs."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
     }
@@ -245,10 +246,10 @@ def local_api_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def cli_env(local_api_env: dict, prefect_api: str) -> dict:
-    """The environment most `flywheel` CLI runs get: `local_api_env` pointed at this worker's
+def cli_env(shell_env: dict, prefect_api: str) -> dict:
+    """The environment most `flywheel` CLI runs get: `shell_env` pointed at this worker's
     Prefect server (`prefect_api`)."""
-    return {**local_api_env, "PREFECT_API_URL": prefect_api}
+    return {**shell_env, "PREFECT_API_URL": prefect_api}
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 STAGES = ("seeds", "generate", "curate", "train", "eval", "gate")
 
 
-def test_two_generations_end_to_end(runs_dir, local_api_env):
+def test_two_generations_end_to_end(runs_dir, shell_env):
     r = flywheel(
         [
             "run",
@@ -27,7 +27,7 @@ def test_two_generations_end_to_end(runs_dir, local_api_env):
             "--set",
             "gate.test=paired_bootstrap",
         ],
-        local_api_env,
+        shell_env,
         timeout=900,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -57,7 +57,7 @@ def test_two_generations_end_to_end(runs_dir, local_api_env):
 
     status = flywheel(
         ["status", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
-        local_api_env,
+        shell_env,
         timeout=300,
     )
     assert status.returncode == 0, status.stderr[-2000:]
@@ -71,7 +71,7 @@ def test_two_generations_end_to_end(runs_dir, local_api_env):
     )
     shown = flywheel(
         ["lineage", str(TINY), "2", "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
-        local_api_env,
+        shell_env,
         timeout=120,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
@@ -79,7 +79,7 @@ def test_two_generations_end_to_end(runs_dir, local_api_env):
 
     side = flywheel(
         ["compare", str(TINY), "--set", f"runs_dir={runs_dir}", "--set", "name=e2e"],
-        local_api_env,
+        shell_env,
         timeout=120,
     )
     assert side.returncode == 0, side.stderr[-2000:]

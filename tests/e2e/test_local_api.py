@@ -7,9 +7,9 @@ from tests.runs import TINY, flywheel
 
 
 def test_a_local_api_that_misses_its_startup_budget_stops_the_run_with_what_to_do(
-    tmp_path, local_api_env
+    tmp_path, shell_env
 ):
-    env = {**local_api_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
+    env = {**shell_env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
     runs = tmp_path / "runs"
     r = flywheel(["run", str(TINY), "--set", f"runs_dir={runs}"], env, timeout=300)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, cli_env):
+def servers(tmp_path_factory, shell_env):
     """One Prefect server (with its scheduler) and one MLflow server for the file's two tests
     (`tests/conftest.py` runs the file on one worker); their deployments have distinct names."""
     tmp_path = tmp_path_factory.mktemp("schedule-servers")
-    env = dict(cli_env, PREFECT_HOME=str(tmp_path / "prefect-server"))
+    env = dict(shell_env, PREFECT_HOME=str(tmp_path / "prefect-server"))
     env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
     env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
     prefect = srv.prefect_server(Path(env["PREFECT_HOME"]), env)

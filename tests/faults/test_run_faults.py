@@ -84,12 +84,12 @@ def _delete_registered_model(runs_dir: Path) -> None:
 
 
 def test_killed_three_times_and_prefect_restarted_ends_as_an_uninterrupted_run(
-    runs_dir, cli_env, tmp_path
+    runs_dir, shell_env, tmp_path
 ):
     args, fw = _args(runs_dir), runs_dir / NAME
-    server = prefect_server(tmp_path / "prefect", cli_env)
+    server = prefect_server(tmp_path / "prefect", shell_env)
     server.start()  # one server for every command: no local API to start each time
-    env = {**cli_env, "PREFECT_API_URL": server.url}
+    env = {**shell_env, "PREFECT_API_URL": server.url}
     log, rng = tmp_path / "run.log", random.Random(RNG_SEED)
     try:
         ref = flywheel(args, env, timeout=1800)

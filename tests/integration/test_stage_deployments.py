@@ -59,9 +59,9 @@ def _group_alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, cli_env):
+def cluster(tmp_path_factory, shell_env):
     work = tmp_path_factory.mktemp("cluster")
-    with LocalCluster(work, POOLS.values(), cli_env, query_s=1) as c:
+    with LocalCluster(work, POOLS.values(), shell_env, query_s=1) as c:
         yield c
     left = [p for p, w in c.workers.items() if w.poll() is None or _group_alive(w.pid)]
     assert not left, f"workers (or their flow processes) still running: {left}"

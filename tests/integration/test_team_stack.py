@@ -118,9 +118,9 @@ def test_servers_refuse_requests_without_credentials(stack):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(stack, runs_dir, cli_env) -> tuple[subprocess.CompletedProcess, Path]:  # noqa: F811
+def tiny_run(stack, runs_dir, shell_env) -> tuple[subprocess.CompletedProcess, Path]:  # noqa: F811
     """One generation of the tiny flywheel against the stack, as its MLflow writer."""
-    env = cli_env | stack.env
+    env = shell_env | stack.env
     r = flywheel(
         [
             *("run", str(TINY), "--set", "generations=1"),
