@@ -22,7 +22,6 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
-from flows.stage_flows import STAGE_FLOWS
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.stages.common import completed
@@ -33,14 +32,25 @@ class StageRunError(RuntimeError):
     deployment, a flow run that did not complete or completed without its manifest."""
 
 
+STAGE_KINDS = ("seeds", "generate", "curate", "train", "eval")
+"""The stages that can run on a pool: the fields of `cluster.pools`, the keys of
+`flows.stage_flows.STAGE_FLOWS`. Named here so that a run that places no stage never imports
+the stage flows (defining them builds each one's parameter schema, ~0.3 CPU-s a run)."""
+
+
+def flow_name(kind: str) -> str:
+    """The name of stage `kind`'s flow (`flows.stage_flows`)."""
+    return f"stage-{kind}"
+
+
 def deployment_name(kind: str, pool: str) -> str:
     """The deployment that runs stage `kind` on work pool `pool`."""
-    return f"{STAGE_FLOWS[kind].name}/{pool}"
+    return f"{flow_name(kind)}/{pool}"
 
 
 def stage_pools(cfg: FlywheelConfig) -> dict[str, str]:
     """Stage kind -> the pool `cluster.pools` names for it (kinds without one stay inline)."""
-    return {k: p for k in STAGE_FLOWS if (p := getattr(cfg.cluster.pools, k)) is not None}
+    return {k: p for k in STAGE_KINDS if (p := getattr(cfg.cluster.pools, k)) is not None}
 
 
 def placement(cfg: FlywheelConfig) -> dict[str, str]:

@@ -4,6 +4,8 @@ stage ends with. The real dispatch runs in tests/integration/test_stage_deployme
 
 import inspect
 import json
+import subprocess
+import sys
 from pathlib import Path
 from uuid import uuid4
 
@@ -14,6 +16,7 @@ from prefect.states import Completed, Failed, Running
 from flows import stage_runner
 from flows.stage_flows import STAGE_FLOWS
 from flows.stage_runner import (
+    STAGE_KINDS,
     StageRunError,
     check_placement,
     deployment_name,
@@ -53,6 +56,17 @@ def _calls(tmp_path: Path) -> dict[str, tuple[tuple, dict]]:
         "train": ((1, "/models/base"), {}),
         "eval": ((gdir / "eval", str(gdir / "train" / "model"), suite), {"label": "gen-0001"}),
     }
+
+
+def test_the_runner_names_each_stage_flow_without_importing_them():
+    from tasks.config_cluster import StagePools
+
+    assert STAGE_KINDS == tuple(STAGE_FLOWS) == tuple(StagePools.model_fields)
+    for kind, flow in STAGE_FLOWS.items():
+        assert deployment_name(kind, "cpu") == f"{flow.name}/cpu"
+    probe = "import sys, flows.stage_runner; print('flows.stage_flows' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_defaults_run_inline_with_a_pool_per_kind():
