@@ -94,6 +94,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     # champion (iterated on-policy RFT behind the gate), to tell what sampling from a better
     # policy buys apart from what mining the failures costs.
     "on_policy": {"seeds.sources": {"generator": 1.0, "failures": 0.0, "mutations": 0.0}},
+    # Seed evolution without the mutations (harder variants of failed seeds): the failures'
+    # share stays, the mutations' goes to the generator.
+    "no_mutations": {"seeds.sources": {"generator": 0.8, "failures": 0.2, "mutations": 0.0}},
     "hard_greedy": {
         "eval.extra_suites": {
             "hard": {"levels": [2, 3], "size": 256, "max_drop": 1.0, "greedy": True}
