@@ -287,7 +287,9 @@ class SeedsConfig(Section):
         0.02,
         gt=0,
         le=1,
-        description="Added to every level's p(1-p) weight, so no level or seed vanishes.",
+        description="Added to the p(1-p) weight of every level up to one past the hardest level "
+        "solved more often than this (the levels past it get no fresh seeds), so no such level "
+        "or seed vanishes.",
     )
     rewrite_template: str = Field(
         "Q: {prefix}",

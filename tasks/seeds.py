@@ -16,8 +16,11 @@ comes up short hands its quota to the generator, so the set keeps its size.
 Curriculum, departing from a fixed schedule: each level's weight is the learning signal of its
 measured pass rate p, p(1-p) (zero for a level always or never solved, the groups of rejection
 sampling and GRPO then carry no signal), plus a small floor so no level vanishes. Levels not yet
-measured are estimated from their neighbours (one level harder: half the pass rate). The same
-signal down-weights single too-easy or impossible seeds when failures are picked.
+measured are estimated from their neighbours (one level harder: half the pass rate). The mix
+reaches one level past the hardest level the policy solves more often than the floor
+(`frontier`), no further: the floor alone gave every level of the domain a share, and a weak
+policy spent over a third of its fresh seeds on levels it had never solved. The same signal
+down-weights single too-easy or impossible seeds when failures are picked.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "estimate_levels",
     "evolve",
     "failure_pool",
+    "frontier",
     "level_pass_rates",
     "level_weights",
     "model_prompts",
@@ -78,12 +82,24 @@ def estimate_levels(measured: dict[int, float], max_difficulty: int) -> dict[int
     return {lv: est.get(lv, 0.5) for lv in range(1, max_difficulty + 1)}
 
 
+def frontier(measured: dict[int, float], max_difficulty: int, floor: float) -> int:
+    """The hardest level the curriculum draws: one past the hardest measured level the policy
+    solves more often than `floor` (the lowest measured level when it solves none); every level
+    when nothing is measured."""
+    if not measured:
+        return max_difficulty
+    reached = max((lv for lv, p in measured.items() if p > floor), default=min(measured) - 1)
+    return max(1, min(max_difficulty, reached + 1))
+
+
 def level_weights(
     measured: dict[int, float], max_difficulty: int, floor: float
 ) -> dict[int, float]:
-    """Curriculum: each level's share of fresh seeds, p(1-p) + floor, normalised."""
+    """Curriculum: each level's share of fresh seeds, p(1-p) + floor, normalised, up to the
+    `frontier`; the levels past it get none."""
     est = estimate_levels(measured, max_difficulty)
-    raw = {lv: signal(p) + floor for lv, p in est.items()}
+    top = frontier(measured, max_difficulty, floor)
+    raw = {lv: signal(p) + floor if lv <= top else 0.0 for lv, p in est.items()}
     total = sum(raw.values())
     return {lv: w / total for lv, w in raw.items()}
 

@@ -10,6 +10,7 @@ from tasks.domains.arith import evaluate, mutate, read_problem
 from tasks.records import Seed
 from tasks.seeds import (
     estimate_levels,
+    frontier,
     evolve,
     failure_pool,
     level_pass_rates,
@@ -52,7 +53,26 @@ def test_curriculum_favours_sometimes_solved_levels(measured, favoured):
     w = level_weights(measured, 5, floor=0.02)
     assert max(w, key=w.get) == favoured
     assert sum(w.values()) == pytest.approx(1.0)
-    assert min(w.values()) > 0  # the floor: no level vanishes
+    top = frontier(measured, 5, 0.02)
+    assert all(w[lv] > 0 for lv in range(1, top + 1))  # the floor: no level up to it vanishes
+
+
+@pytest.mark.parametrize(
+    "measured,top",
+    [
+        ({1: 0.17, 2: 0.05}, 3),  # a weak policy: one level past level 2, not the domain's 5
+        ({1: 0.23, 2: 0.1, 3: 0.003, 4: 0.0, 5: 0.0}, 3),  # a lucky sample does not reach 3
+        ({1: 0.3, 2: 0.0, 3: 0.0}, 2),
+        ({1: 1.0, 2: 0.97, 3: 0.7, 4: 0.35}, 5),
+        ({2: 0.01, 3: 0.0}, 2),  # nothing solved: the lowest measured level
+        ({}, 5),  # nothing measured: every level
+    ],
+)
+def test_curriculum_stops_one_level_past_the_hardest_level_solved(measured, top):
+    assert frontier(measured, 5, floor=0.02) == top
+    w = level_weights(measured, 5, floor=0.02)
+    assert all(w[lv] > 0 for lv in range(1, top + 1))
+    assert all(w[lv] == 0 for lv in range(top + 1, 6))
 
 
 def test_curriculum_down_weights_too_easy_and_impossible():
