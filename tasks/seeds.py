@@ -19,7 +19,7 @@ sampling and GRPO then carry no signal), plus a small floor so no level vanishes
 measured are estimated from their neighbours (one level harder: half the pass rate). The mix
 reaches one level past the hardest level the policy solves more often than the floor
 (`frontier`), no further: the floor alone gave every level of the domain a share, and a weak
-policy spent over a third of its fresh seeds on levels it had never solved. The same signal
+policy spent two-fifths of its fresh seeds on levels it had never solved. The same signal
 down-weights single too-easy or impossible seeds when failures are picked.
 """
 

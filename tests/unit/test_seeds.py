@@ -10,9 +10,9 @@ from tasks.domains.arith import evaluate, mutate, read_problem
 from tasks.records import Seed
 from tasks.seeds import (
     estimate_levels,
-    frontier,
     evolve,
     failure_pool,
+    frontier,
     level_pass_rates,
     level_weights,
     model_prompts,
