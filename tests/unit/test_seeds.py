@@ -61,7 +61,7 @@ def test_curriculum_favours_sometimes_solved_levels(measured, favoured):
     "measured,top",
     [
         ({1: 0.17, 2: 0.05}, 3),  # a weak policy: one level past level 2, not the domain's 5
-        ({1: 0.23, 2: 0.1, 3: 0.003, 4: 0.0, 5: 0.0}, 3),  # a few lucky level-3 samples open no level 4
+        ({1: 0.23, 2: 0.1, 3: 0.003, 4: 0.0, 5: 0.0}, 3),  # lucky level-3 samples open no level 4
         ({1: 0.3, 2: 0.0, 3: 0.0}, 2),
         ({1: 1.0, 2: 0.97, 3: 0.7, 4: 0.35}, 5),
         ({2: 0.01, 3: 0.0}, 2),  # nothing solved: the lowest measured level
