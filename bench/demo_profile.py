@@ -27,10 +27,10 @@ from pathlib import Path
 
 from tasks import store
 from tasks.judge_qc import judge_figures
+from tasks.outputs import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-STAGES = ("seeds", "generate", "curate", "train", "eval", "gate")
 
 
 def _cpu(*stats: dict | None) -> float | None:

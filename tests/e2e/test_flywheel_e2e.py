@@ -8,11 +8,10 @@ import pytest
 
 from tasks import store
 from tasks.domains import DOMAINS, eval_suite, make_seeds
+from tasks.outputs import STAGES
 from tests.runs import TINY, flywheel
 
 pytestmark = pytest.mark.slow
-
-STAGES = ("seeds", "generate", "curate", "train", "eval", "gate")
 
 
 def test_two_generations_end_to_end(runs_dir, shell_env):
