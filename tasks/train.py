@@ -48,6 +48,12 @@ def main(request: dict) -> dict:
     from tasks.trainers import recipe
 
     metrics = recipe(mode)(typed)
+    if torch.distributed.is_initialized():
+        # Under `accelerate launch`: without this, gloo's threads are torn down with the
+        # interpreter, and a rank that had finished aborted now and then at exit ("terminate
+        # called without an active exception", SIGABRT), failing a completed run. Only after
+        # success: destroying the group while another rank is stuck in a collective would hang.
+        torch.distributed.destroy_process_group()
     # Recorded beside the figures: on CPU the trained weights depend on it (`tasks.threads`).
     return {**metrics, "torch_threads": torch.get_num_threads()}
 
