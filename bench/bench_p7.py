@@ -87,9 +87,6 @@ LEVERS: dict[str, dict[str, Any]] = {
     "low_lr": {"train.learning_rate": 1.0e-4},
     # STaR rationalization: seeds no sample solved, sampled 4 more times with the answer shown.
     "star": {"sampling.rationalize.n": 4},
-    # The gate's greedy guard on a frozen suite of the harder levels as well as the main suite,
-    # whose many level-1 items hid a greedy loss on levels 2-3 (its pass@1 limit off: greedy
-    # alone is the lever).
     # The loop without seed evolution: every generation samples fresh generator seeds from the
     # champion (iterated on-policy RFT behind the gate), to tell what sampling from a better
     # policy buys apart from what mining the failures costs.
@@ -97,6 +94,19 @@ LEVERS: dict[str, dict[str, Any]] = {
     # Seed evolution without the mutations (harder variants of failed seeds): the failures'
     # share stays, the mutations' goes to the generator.
     "no_mutations": {"seeds.sources": {"generator": 0.8, "failures": 0.2, "mutations": 0.0}},
+    # A learning rate that rises with the training set: generation 1's few accepted samples at a
+    # fifth of the bench's rate, then half, then all of it once the replayed set is as large as
+    # one-shot RFT's (at the full rate, generation 1's short run lost greedy accuracy).
+    "rising_lr": {
+        "train.schedule": [
+            {"mode": "sft", "learning_rate": 1.0e-4},
+            {"mode": "sft", "learning_rate": 2.5e-4},
+            {"mode": "sft"},
+        ]
+    },
+    # The gate's greedy guard on a frozen suite of the harder levels as well as the main suite,
+    # whose many level-1 items hid a greedy loss on levels 2-3 (its pass@1 limit off: greedy
+    # alone is the lever).
     "hard_greedy": {
         "eval.extra_suites": {
             "hard": {"levels": [2, 3], "size": 256, "max_drop": 1.0, "greedy": True}

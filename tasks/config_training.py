@@ -177,6 +177,12 @@ class ScheduleEntry(Section):
     rewards: dict[str, float] | None = Field(
         None, description="GRPO rewards and weights for this generation (None: train.grpo's)."
     )
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate of this generation's SFT or GKD (None: "
+        "train.learning_rate); e.g. a lower rate while a generation's accepted set is small.",
+    )
 
     _rewards_callable = field_validator("rewards")(_grpo_callable)
 
@@ -289,6 +295,11 @@ class TrainConfig(Section):
 
     def grpo_rewards(self, generation: int) -> dict[str, float]:
         return self.stage(generation).rewards or self.grpo.rewards
+
+    def sft_learning_rate(self, generation: int) -> float:
+        """The peak learning rate of `generation`'s SFT or GKD: its schedule entry's, else
+        `learning_rate`."""
+        return self.stage(generation).learning_rate or self.learning_rate
 
 
 class ServedTeacher(Section):

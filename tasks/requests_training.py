@@ -146,7 +146,7 @@ def _optimisation(cfg: FlywheelConfig, generation: int) -> dict:
     t = cfg.train
     return dict(
         **_launch(cfg),
-        learning_rate=t.learning_rate,
+        learning_rate=t.sft_learning_rate(generation),
         epochs=t.epochs,
         batch_size=t.batch_size,
         grad_accum=t.grad_accum,

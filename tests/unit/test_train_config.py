@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from tasks.config import ConfigError, FlywheelConfig, load_config
+from tasks.requests_training import sft_request
 
 
 def test_schedule_picks_each_generations_recipe_and_repeats_the_last():
@@ -22,6 +25,21 @@ def test_schedule_picks_each_generations_recipe_and_repeats_the_last():
     assert t.stage(1).label == "cold-start"
     assert t.grpo_rewards(2) == {"accuracy": 1.0, "language": 0.2}
     assert t.grpo_rewards(3) == t.grpo.rewards == {"accuracy": 1.0, "format": 0.5}
+
+
+def test_a_schedule_entry_sets_its_generations_sft_learning_rate():
+    cfg = FlywheelConfig.model_validate(
+        {
+            "train": {
+                "learning_rate": 5e-4,
+                "schedule": [{"mode": "sft", "learning_rate": 1e-4}, {"mode": "sft"}],
+            }
+        }
+    )
+    assert [cfg.train.sft_learning_rate(g) for g in (1, 2, 3)] == [1e-4, 5e-4, 5e-4]
+    request = sft_request(cfg, 1, "base", Path("t.parquet"), Path("out"))
+    assert request.learning_rate == 1e-4
+    assert sft_request(cfg, 2, "base", Path("t.parquet"), Path("out")).learning_rate == 5e-4
 
 
 def test_without_schedule_every_generation_uses_mode():
