@@ -22,6 +22,10 @@ completions sampled (generation, the seeds stage's own problems, GRPO's groups).
 reports pass@1 with its 95 % interval, greedy pass@1, pass@k, mean length, and its gain over
 the base with a 95 % paired-bootstrap interval; P7 is flywheel gain ÷ rft gain.
 
+Each arm but the flywheel is also put through the flywheel's gate against the base (`gate`: would
+its model be promoted?), and P7 is given again with one-shot RFT held to that bar: a flywheel
+generation that lowers greedy pass@1 beyond noise is kept out, and so would RFT's model be.
+
 Beside the arms: DPO (`train.mode: dpo`) on the flywheel's generation-1 data against that
 generation's SFT challenger (same data, same epochs); per flywheel generation, whether sampled
 pass@1 rose without greedy pass@1 falling beyond noise (the gate's greedy rule,
@@ -103,6 +107,19 @@ LEVERS: dict[str, dict[str, Any]] = {
             {"mode": "sft", "learning_rate": 2.5e-4},
             {"mode": "sft"},
         ]
+    },
+    # R1's last SFT stage, every generation: the base retrained on all accepted samples so far
+    # (replay), which grow towards one-shot RFT's set, while the champion samples; at the
+    # bench's rate, and with the rate rising as the set grows (generation 1's small set trained
+    # at the full rate lost greedy accuracy however its schedule was set).
+    "from_base": {"train.start_from": "base"},
+    "from_base_rising": {
+        "train.start_from": "base",
+        "train.schedule": [
+            {"mode": "sft", "learning_rate": 1.0e-4},
+            {"mode": "sft", "learning_rate": 2.5e-4},
+            {"mode": "sft"},
+        ],
     },
     # The gate's greedy guard on a frozen suite of the harder levels as well as the main suite,
     # whose many level-1 items hid a greedy loss on levels 2-3 (its pass@1 limit off: greedy
@@ -227,6 +244,16 @@ def eval_figures(eval_folder: Path, k: int, base_folder: Path | None) -> dict:
             gain, low, high = mean_interval(paired_diffs(base_greedy, greedy))
             out.update(greedy_gain=gain, greedy_gain_ci=[low, high])
     return out
+
+
+def gate_verdict(cfg, before: Path, after: Path) -> dict:
+    """What the flywheel's gate (its test and guards, `tasks.stages.gate.eval_decision`) says of
+    the model evaluated in `after` as the challenger of the one evaluated in `before`: an arm
+    held to the bar every flywheel generation must pass."""
+    from tasks.stages.gate import eval_decision
+
+    d = eval_decision(cfg, before, after)
+    return {"promote": d.promote, "rule": d.rule, "reason": d.reason}
 
 
 class Counter:
@@ -551,6 +578,7 @@ def compare_arms(config: Path, runs: Path, sets: dict[str, Any], extras: list[st
         if name in arms:
             gdir = store.gen_dir(cfg.flywheel_dir, 1)
             arms[name].update(eval_figures(gdir / "eval", k, base_eval))
+            arms[name]["gate"] = gate_verdict(fw, base_eval, gdir / "eval")
     fw_items = read_items(Path(arms["flywheel"]["eval"]))[0]
     rft_items = read_items(store.gen_dir(rft.flywheel_dir, 1) / "eval")[0]
     diff = mean_interval(paired_diffs(rft_items, fw_items))
@@ -839,6 +867,19 @@ def arm_rows(m: dict) -> list:
             note="" if ratio is not None else "one-shot RFT did not gain; ratio undefined",
         )
     ]
+    gate = rft.get("gate")
+    if gate is not None:
+        held = ratio if gate["promote"] else None
+        out.append(
+            Ratio(
+                "P7",
+                "flywheel gain ÷ one-shot RFT gain, RFT held to the flywheel's gate",
+                held,
+                None,
+                detail=f"one-shot RFT against the base: {gate['reason']}",
+                note="" if gate["promote"] else "the gate would not promote one-shot RFT's model",
+            )
+        )
     base = m["base"]
     out.append(
         Ratio(

@@ -82,7 +82,8 @@ def _run_generation(
     seeds = run_stage(cfg, "seeds", seeds_stage, g, suite, policy)
     generated = run_stage(cfg, "generate", generate_stage, g, policy, seeds)
     run_stage(cfg, "curate", curate_stage, g, generated)
-    trained = run_stage(cfg, "train", train_stage, g, policy)
+    start = _start(cfg, policy)
+    trained = run_stage(cfg, "train", train_stage, g, start)
     model = str(trained / "model")
     run_stage(cfg, "eval", eval_stage, gdir / "eval", model, suite, label=f"gen-{g:04d}")
     gen = load_generation(gdir)
@@ -90,7 +91,7 @@ def _run_generation(
         trained / "model",
         {
             "flywheel.generation": str(g),
-            "flywheel.parent_model": policy,
+            "flywheel.parent_model": start,
             "flywheel.train_mode": cfg.train.stage(g).mode,
             "flywheel.accepted_hash": gen.curate.hash,
             "flywheel.seeds_hash": gen.seeds.hash,
@@ -119,6 +120,14 @@ def _policy(cfg: FlywheelConfig, g: int, champion: Champion) -> str:
     if cfg.train.build_on == "champion" or g == 1:
         return champion.model
     return str(store.stage_dir(cfg.flywheel_dir, g - 1, "train") / "model")
+
+
+def _start(cfg: FlywheelConfig, policy: str) -> str:
+    """The weights a generation's training starts from: the policy, or with `train.start_from:
+    base` the base model (generation 0's)."""
+    if cfg.train.start_from == "policy":
+        return policy
+    return load_generation(store.gen_dir(cfg.flywheel_dir, 0)).require("eval").eval.model
 
 
 class Approval(RunInput):

@@ -205,6 +205,13 @@ class TrainConfig(Section):
         description="Which model generation g samples from and trains: the gate's champion, or "
         "generation g-1's trained model even if the gate kept the champion (staged recipes).",
     )
+    start_from: Literal["policy", "base"] = Field(
+        "policy",
+        description="The weights generation g's training starts from: the policy it sampled "
+        "from (see build_on), or the base model, retrained each generation on the replayed "
+        "accepted set (R1's last SFT: the base on every curated sample); the policy still "
+        "samples.",
+    )
     learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training set.")
     batch_size: int = Field(64, gt=0, description="Sequences per device step.")

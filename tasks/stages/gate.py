@@ -3,6 +3,8 @@ champion written last."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tasks import store
 from tasks.config import FlywheelConfig
 from tasks.gate import (
@@ -18,31 +20,23 @@ from tasks.gate import (
     with_note,
 )
 from tasks.hygiene import collapse_checks, diversity
-from tasks.outputs import Champion, EvalOutputs, GateOutputs, gate_outputs, load_generation
+from tasks.outputs import READERS, Champion, EvalOutputs, GateOutputs, gate_outputs
 from tasks.stages.common import completed, stage_task
 from tasks.stages.evaluate import greedy_items_file
 
 
-def _eval_items(cfg: FlywheelConfig, generation: int) -> list[dict]:
-    return store.read_parquet(
-        store.gen_dir(cfg.flywheel_dir, generation) / "eval" / "items.parquet"
-    )
-
-
-def _collapse_guards(cfg: FlywheelConfig, champion_gen: int, generation: int) -> dict[str, dict]:
+def _collapse_guards(cfg: FlywheelConfig, ref: Path, new: Path) -> dict[str, dict]:
     """Diversity of both models' completions on the frozen suite; a configured drop is an alarm
     that blocks promotion (a challenger that wins by collapsing onto a few outputs)."""
     limits = cfg.hygiene.collapse_max_drop
     if not limits:
         return {}
 
-    def figures(g: int) -> dict[str, float]:
-        rows = store.read_parquet(
-            store.gen_dir(cfg.flywheel_dir, g) / "eval" / "completions.parquet"
-        )
+    def figures(folder: Path) -> dict[str, float]:
+        rows = store.read_parquet(folder / "completions.parquet")
         return diversity([r["completion"] for r in rows])
 
-    checks = collapse_checks(figures(champion_gen), figures(generation), limits)
+    checks = collapse_checks(figures(ref), figures(new), limits)
     return {f"collapse.{k}": v for k, v in checks.items()}
 
 
@@ -78,30 +72,36 @@ def gate_stage(
 
 
 def gate_decision(cfg: FlywheelConfig, champion: Champion, challenger: Champion) -> GateDecision:
-    """What the configured test says of challenger vs champion (reads their eval items).
-    Two evals sampled under different settings are refused before any test runs."""
-    g, ref, generation = cfg.gate, champion.generation, challenger.generation
-    ref_eval, eval_ = _eval_outputs(cfg, ref), _eval_outputs(cfg, generation)
-    check_comparable(
-        ref_eval.params,
-        eval_.params,
+    """What the configured test says of challenger vs champion (reads their eval items)."""
+    ref, generation = champion.generation, challenger.generation
+    return eval_decision(
+        cfg,
+        store.gen_dir(cfg.flywheel_dir, ref) / "eval",
+        store.gen_dir(cfg.flywheel_dir, generation) / "eval",
         where=f"(champion gen-{ref:04d}, challenger gen-{generation:04d})",
     )
-    d = decide_test(
-        _eval_items(cfg, ref), _eval_items(cfg, generation), **g.model_dump(include=set(TEST_ARGS))
-    )
-    alarms = _collapse_guards(cfg, ref, generation)
+
+
+def eval_decision(cfg: FlywheelConfig, ref: Path, new: Path, where: str = "") -> GateDecision:
+    """The gate's test and guards on two eval stage folders: the model evaluated in `new`
+    against the one in `ref` (the champion's). Two evals sampled under different settings are
+    refused before any test runs."""
+    g = cfg.gate
+    ref_eval, eval_ = _eval_outputs(ref), _eval_outputs(new)
+    check_comparable(ref_eval.params, eval_.params, where=where)
+    d = decide_test(_items(ref), _items(new), **g.model_dump(include=set(TEST_ARGS)))
+    alarms = _collapse_guards(cfg, ref, new)
     alarms |= suite_checks(
         ref_eval.suites,
         eval_.suites,
         {k: v.max_drop for k, v in cfg.eval.extra_suites.items()},
     )
     rule = {"tolerance": g.greedy_tolerance, "alpha": g.alpha, "n_boot": g.n_boot, "seed": g.seed}
-    greedy, note = greedy_check(_greedy_items(cfg, ref), _greedy_items(cfg, generation), **rule)
+    greedy, note = greedy_check(_greedy_items(ref), _greedy_items(new), **rule)
     guarded = [n for n, s in cfg.eval.extra_suites.items() if s.greedy]
     suites, notes = suite_greedy_checks(
-        {n: _greedy_items(cfg, ref, n) for n in guarded},
-        {n: _greedy_items(cfg, generation, n) for n in guarded},
+        {n: _greedy_items(ref, n) for n in guarded},
+        {n: _greedy_items(new, n) for n in guarded},
         **rule,
     )
     d = with_alarms(d, alarms | greedy | suites)
@@ -110,15 +110,20 @@ def gate_decision(cfg: FlywheelConfig, champion: Champion, challenger: Champion)
     return d
 
 
-def _eval_outputs(cfg: FlywheelConfig, generation: int) -> EvalOutputs:
-    gen = load_generation(store.gen_dir(cfg.flywheel_dir, generation))
-    return gen.require("eval").eval
+def _items(folder: Path) -> list[dict]:
+    return store.read_parquet(folder / "items.parquet")
 
 
-def _greedy_items(
-    cfg: FlywheelConfig, generation: int, suite: str | None = None
-) -> list[dict] | None:
-    """A generation's greedy eval items on the main suite or an extra one (None for an eval made
-    without them)."""
-    path = store.gen_dir(cfg.flywheel_dir, generation) / "eval" / greedy_items_file(suite)
+def _eval_outputs(folder: Path) -> EvalOutputs:
+    """A landed eval stage's outputs; a folder without its manifest is an error naming it."""
+    manifest = store.read_manifest(folder)
+    if manifest is None:
+        raise FileNotFoundError(f"{folder}: no eval has landed here (no manifest)")
+    return READERS["eval"](manifest.outputs, str(folder))
+
+
+def _greedy_items(folder: Path, suite: str | None = None) -> list[dict] | None:
+    """An eval's greedy items on the main suite or an extra one (None for an eval made without
+    them)."""
+    path = folder / greedy_items_file(suite)
     return store.read_parquet(path) if path.is_file() else None

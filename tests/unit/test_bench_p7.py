@@ -150,6 +150,19 @@ def test_p7_ratio_is_undefined_when_rft_did_not_gain():
     assert head.value is None and head.status == "failed" and "did not gain" in head.note
 
 
+@pytest.mark.parametrize("promote", [True, False])
+def test_p7_is_given_again_with_rft_held_to_the_flywheels_gate(promote):
+    from bench.bench_p7 import ratios
+
+    m = _figures(0.03, 0.02)
+    assert not [r for r in ratios(m) if "held to" in r.name]  # no verdict: no row
+    m["arms"]["rft"]["gate"] = {"promote": promote, "rule": "r", "reason": "why"}
+    held = [r for r in ratios(m) if "held to" in r.name]
+    assert len(held) == 1 and "why" in held[0].detail
+    assert held[0].value == (pytest.approx(1.5) if promote else None)
+    assert ("would not promote" in held[0].note) is not promote
+
+
 def test_markdown_table_has_a_row_per_arm_dpo_and_lever():
     from bench.bench_p7 import markdown_table
 

@@ -104,7 +104,8 @@ def test_the_config_values_reach_the_request_under_their_names():
     assert (dpo.loss_type, dpo.beta, dpo.learning_rate, dpo.seed) == ("sigmoid_norm", 0.3, 2e-5, 9)
     # Each section's worker settings reach the request under their YAML names (the rest are the
     # stage's: which rows, which recipe, which teacher source).
-    stage_only = {"mode", "schedule", "build_on", "replay", "replay_share", "grpo", "gkd", "dpo"}
+    stage_only = {"mode", "schedule", "build_on", "start_from", "replay", "replay_share"}
+    stage_only |= {"grpo", "gkd", "dpo"}
     for section, cls in [
         (cfg.train, SFTRequest),
         (cfg.train.grpo, GRPORequest),
