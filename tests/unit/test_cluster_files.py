@@ -110,3 +110,23 @@ def test_images_install_what_the_makefile_installs(dockerfile):
             copied.update(line.split()[1:-1])
     missing = _install_inputs() - copied
     assert not missing, f"{dockerfile} runs make install without {sorted(missing)}"
+
+
+def test_slurm_job_is_valid_bash_and_its_overrides_a_valid_config_with_one_rank_per_gpu():
+    script = DOCKER / "slurm" / "flywheel.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    header = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, re.M))
+    gpus = int(header["gpus-per-node"])
+    command = text.split(".venv/bin/flywheel run ", 1)[1].replace("\\\n", " ")
+    config = command.split()[0]
+    # The shell's values stand in as a node's would.
+    sets = re.findall(r"--set (\S+)", command.replace('"$PWD/runs"', "/shared/runs"))
+    sets = [s.replace('"$HEAD_IP:6379"', "10.0.0.1:6379") for s in sets]
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in sets)}
+    from tasks.config import load_config
+
+    cfg = load_config(ROOT / config, **overrides)
+    assert cfg.engine.backend == "ray" and cfg.engine.ray_address == "10.0.0.1:6379"
+    assert cfg.engine.replicas * cfg.engine.tensor_parallel_size == gpus == cfg.train.num_processes
+    assert cfg.engine.ray_num_gpus == 1 and cfg.train.launcher == "accelerate"
