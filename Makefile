@@ -49,6 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check flows tasks tests bench
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
 	$(BIN)/kubernetes-validate --quiet --strict -k $(K8S_VERSION) docker/k8s/*.yaml
+	bash -n docker/slurm/flywheel.sbatch
 
 format: $(STAMP)
 	$(BIN)/ruff format flows tasks tests bench

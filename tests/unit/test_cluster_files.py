@@ -88,6 +88,7 @@ def test_make_lint_checks_the_same_files():
     lint = MAKEFILE.split("\nlint:", 1)[1].split("\n\n", 1)[0]
     assert "check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml" in lint
     assert "kubernetes-validate" in lint and "docker/k8s/*.yaml" in lint
+    assert "bash -n docker/slurm/flywheel.sbatch" in lint
 
 
 def _install_inputs() -> set[str]:
