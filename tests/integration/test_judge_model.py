@@ -5,7 +5,8 @@ held-out `arith` questions, and attacked with the adversarial suite.
 Both figures are printed (run with `-s` to see them) and asserted:
 - agreement with the rules on a balanced labelled set is clearly above chance (0.5) and above
   a constant verdict. Measured (1200 steps, k=3, T=0.3, 384 candidates, rules accept 0.54) on
-  three builds of the judge (seeds 0, 1, 2; another CPU is another build): 0.71, 0.68, 0.62.
+  builds of the judge (another CPU is another build): seeds 0, 1, 2 on one CPU 0.71, 0.68, 0.62;
+  seeds 0 and 1 on another 0.576 and 0.635. The fixture builds seed 1 (`JUDGE_SEED`).
   Right solutions are read well; broken formats and wrong final answers vary with the build;
   a slip carried to the end is almost never caught;
 - per attack class, the false-accept rate is no worse than on the clean wrong answers the
@@ -28,7 +29,7 @@ from tasks.requests import judge_settings
 
 pytestmark = pytest.mark.slow
 
-MIN_AGREEMENT = 0.60  # chance is 0.5 on this balanced set; builds measured 0.62-0.71
+MIN_AGREEMENT = 0.60  # chance is 0.5 on this balanced set; builds measured 0.576-0.71
 OVER_CONSTANT = 0.05  # over always giving the majority verdict (0.54 here)
 FAR_TOLERANCE = 0.10  # per attack class, over the clean wrong answers' false-accept rate
 WRONG_FOR_ATTACKS = 40
