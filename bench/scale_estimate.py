@@ -75,12 +75,11 @@ class Gpu:
     name: str
     bf16_flops: float
     bandwidth: float  # bytes/s
-    memory: float  # bytes
 
 
 GPUS = {
-    "h100": Gpu("NVIDIA H100 SXM 80GB", 989.4e12, 3.35e12, 80e9),
-    "h200": Gpu("NVIDIA H200 SXM 141GB", 989.4e12, 4.8e12, 141e9),
+    "h100": Gpu("NVIDIA H100 SXM 80GB", 989.4e12, 3.35e12),
+    "h200": Gpu("NVIDIA H200 SXM 141GB", 989.4e12, 4.8e12),
 }
 
 
@@ -130,7 +129,6 @@ class Workload:
     completion_tokens: float  # mean per sample
     train_rows: float  # rows trained on this generation (replay included), per epoch
     epochs: float
-    generation: int
 
     @property
     def decode_tokens(self) -> float:
@@ -160,7 +158,6 @@ def workload(
         completion_tokens=completion_share * cfg.sampling.max_tokens,
         train_rows=seeds * per_seed * replayed,
         epochs=cfg.train.epochs,
-        generation=generation,
     )
 
 
@@ -268,6 +265,12 @@ def measured_dispatch() -> tuple[float, str]:
     return statistics.median(values), f"median of {len(values)} stages in {files[-1].name}"
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when inside it, else absolute."""
+    full = path.resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(full)
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -284,7 +287,7 @@ def run(args: argparse.Namespace) -> dict:
     verdicts = verdicts_per_s(cfg.domain)
     out = {
         "model": args.model,
-        "config": str(args.config.resolve().relative_to(ROOT, walk_up=True)),
+        "config": _shown(args.config),
         "gpu": gpu.name,
         "gpus": args.gpus,
         "figures": dataclasses.asdict(figures),

@@ -73,6 +73,16 @@ def test_measured_rates_replace_the_roofline():
     assert measured["total_s"] == pytest.approx(sum(measured["stages_s"].values()))
 
 
+def test_the_cli_prints_every_stage_of_each_generation_asked_for(capsys):
+    from bench.scale_estimate import cli
+
+    assert cli(["--config", "configs/real_sft_v3.yaml", "--generations", "1", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "configs/real_sft_v3.yaml" in text and "/work" not in text.splitlines()[0]
+    assert text.count("generate + eval (vLLM)") == 2 and text.count("total") == 2
+    assert "not measured on a GPU" in text
+
+
 def test_the_gpu_probe_runs_a_tiny_shape_on_cpu(tmp_path):
     out = tmp_path / "probe.json"
     argv = ["--model", "tiny", "--device", "cpu", "--batch", "2", "--seq-len", "32"]
