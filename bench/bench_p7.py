@@ -77,6 +77,13 @@ ARMS = ("flywheel", "rft", "grpo", "reference")
 EXTRAS = ("reference", "grpo", "dpo")  # what runs after the flywheel and one-shot RFT
 
 # Config overrides of the flywheel arm, one run each (`--lever`); the comment says what each tries.
+# Generation 1 at a fifth of the bench's 5e-4, generation 2 at half, then the bench's own rate.
+RISING_LR = [
+    {"mode": "sft", "learning_rate": 1.0e-4},
+    {"mode": "sft", "learning_rate": 2.5e-4},
+    {"mode": "sft"},
+]
+
 LEVERS: dict[str, dict[str, Any]] = {
     # Harder seeds from generation 1, and a curriculum floor that keeps drawing the hard levels.
     "curriculum": {"seeds.levels": [1, 2, 3], "seeds.curriculum_floor": 0.1},
@@ -101,13 +108,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     # A learning rate that rises with the training set: generation 1's few accepted samples at a
     # fifth of the bench's rate, then half, then all of it once the replayed set is as large as
     # one-shot RFT's (at the full rate, generation 1's short run lost greedy accuracy).
-    "rising_lr": {
-        "train.schedule": [
-            {"mode": "sft", "learning_rate": 1.0e-4},
-            {"mode": "sft", "learning_rate": 2.5e-4},
-            {"mode": "sft"},
-        ]
-    },
+    "rising_lr": {"train.schedule": RISING_LR},
     # R1's last SFT stage, every generation: the base retrained on all accepted samples so far
     # (replay), which grow towards one-shot RFT's set, while the champion samples; at the
     # bench's rate, and with the rate rising as the set grows (generation 1's small set trained
@@ -115,11 +116,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "from_base": {"train.start_from": "base"},
     "from_base_rising": {
         "train.start_from": "base",
-        "train.schedule": [
-            {"mode": "sft", "learning_rate": 1.0e-4},
-            {"mode": "sft", "learning_rate": 2.5e-4},
-            {"mode": "sft"},
-        ],
+        "train.schedule": RISING_LR,
     },
     # The gate's greedy guard on a frozen suite of the harder levels as well as the main suite,
     # whose many level-1 items hid a greedy loss on levels 2-3 (its pass@1 limit off: greedy

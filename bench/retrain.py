@@ -38,10 +38,12 @@ def greedy_levels(eval_folder: Path) -> dict[int, float]:
 
 
 def figures(eval_folder: Path) -> dict:
+    from tasks.gate import GREEDY
+
     rep = stage_outputs(eval_folder)["report"]
     return {
         "pass@1": rep["pass@1"],
-        "greedy": rep["greedy_pass@1"],
+        "greedy": rep[GREEDY],
         "greedy_levels": greedy_levels(eval_folder),
     }
 
